@@ -1,0 +1,5 @@
+import sys
+
+from tablerefresh.cli import main
+
+sys.exit(main())

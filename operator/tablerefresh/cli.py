@@ -1,0 +1,53 @@
+"""The ``tablerefresh`` command: one subcommand per module in ``tablerefresh.commands``.
+
+Each command module exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``;
+the module is imported only when its command runs, so ``tablerefresh refresh`` in the production
+image never imports kopf, and the controller never imports chdb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from tablerefresh import __version__
+
+# name -> (module, one-line help). Order is the order of ``tablerefresh --help``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "refresh": ("tablerefresh.commands.refresh", "replace a table's slice from its source query, atomically"),
+    "demo": ("tablerefresh.commands.demo", "run the reference workload end to end on the embedded engine"),
+    "crd": ("tablerefresh.commands.crd", "print the TableRefresh CRD generated from the models"),
+    "render": ("tablerefresh.commands.render", "print the CronJob the controller makes for a manifest"),
+    "operator": ("tablerefresh.commands.operator", "run the Kubernetes controller"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tablerefresh", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"tablerefresh {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text).set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Two passes: the first finds the command, the second lets its module add its own options.
+    known, _ = parser.parse_known_args(argv)
+    module = importlib.import_module(known._module)
+    sub_actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    module.add_arguments(sub_actions[0].choices[known.command])
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    result: int = module.run(args)
+    return result

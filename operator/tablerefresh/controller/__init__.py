@@ -1,0 +1,1 @@
+"""The control plane: TableRefresh -> CronJob, status, health. No refresh SQL here."""

@@ -1,0 +1,1 @@
+"""The data plane: refresh a ClickHouse table slice. No Kubernetes imports here."""

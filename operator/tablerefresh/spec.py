@@ -1,0 +1,274 @@
+"""The TableRefresh API: the one model both planes share.
+
+The pydantic models here are the single source of truth. The CRD schema is generated from them
+(``tablerefresh crd``), the controller renders CronJobs from them, and the refresh job reads them.
+Constraints are written so they translate into OpenAPI (pattern, enum, bounds) and the API server
+can reject a bad manifest with the field named, before any Python runs.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "tablerefresh.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "TableRefresh"
+PLURAL = "tablerefreshes"
+SINGULAR = "tablerefresh"
+SHORT_NAMES = ["tr"]
+
+# ClickHouse identifiers we accept unquoted: conservative on purpose, so every name can be
+# interpolated into SQL after validation (values always travel as query parameters).
+IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+# Go-style durations limited to whole units: 90s, 15m, 24h, 7d, 1h30m.
+DURATION_PATTERN = r"^([0-9]+(s|m|h|d|w))+$"
+# Five cron fields or a descriptor; croniter checks the rest in Python.
+CRON_PATTERN = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
+K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN, min_length=1, max_length=128)]
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+K8sName = Annotated[str, Field(pattern=K8S_NAME_PATTERN, min_length=1, max_length=253)]
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"1h30m"`` -> 90 minutes. Raises ValueError naming the text when it is not a duration."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 15m, 24h, 7d, 1h30m)")
+    seconds = sum(int(n) * _DURATION_UNITS[u] for n, u in re.findall(r"([0-9]+)([smhdw])", text))
+    return timedelta(seconds=seconds)
+
+
+class _Model(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are errors, as in the CRD."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class Strategy(StrEnum):
+    REPLACE_PARTITIONS = "ReplacePartitions"
+    EXCHANGE = "Exchange"
+    DELETE_INSERT = "DeleteInsert"
+
+
+class ConcurrencyPolicy(StrEnum):
+    FORBID = "Forbid"
+    REPLACE = "Replace"
+
+
+class SecretRef(_Model):
+    """A Secret in the TableRefresh's namespace holding the ClickHouse credentials."""
+
+    name: K8sName
+    username_key: str = Field("username", min_length=1, max_length=253)
+    password_key: str = Field("password", min_length=1, max_length=253)
+
+
+class ClickHouseSpec(_Model):
+    url: str = Field(
+        pattern=r"^(clickhouse|clickhouses|http|https|chdb)://.*$",
+        max_length=2048,
+        description="clickhouse://host:port, https://host:8443, or chdb:///path for the embedded engine",
+    )
+    database: Identifier = "default"
+    credentials_secret: SecretRef | None = None
+    cluster: Identifier | None = Field(None, description="ON CLUSTER name for DDL, if the target is replicated")
+    settings: dict[str, str] = Field(default_factory=dict, description="ClickHouse settings for every query")
+
+    @field_validator("settings")
+    @classmethod
+    def _setting_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not re.fullmatch(IDENTIFIER_PATTERN, name):
+                raise ValueError(f"invalid ClickHouse setting name: {name!r}")
+        return value
+
+
+class TargetSpec(_Model):
+    table: Identifier
+
+
+class SliceSpec(_Model):
+    predicate: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="Boolean SQL over the target's columns selecting the rows a run replaces; "
+        "may use {window_start:DateTime} and {run_time:DateTime}",
+    )
+
+
+class ConfigMapKeyRef(_Model):
+    name: K8sName
+    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+
+
+class SourceSpec(_Model):
+    """The SELECT that yields the slice's rows, with the target's column names."""
+
+    query: str | None = Field(None, min_length=1, max_length=262144)
+    config_map_key_ref: ConfigMapKeyRef | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SourceSpec:
+        if (self.query is None) == (self.config_map_key_ref is None):
+            raise ValueError("source needs exactly one of query or configMapKeyRef")
+        return self
+
+
+class Thresholds(_Model):
+    max_stale_hours: float = Field(8, gt=0, description="Fresh=False when the newest row is older")
+    max_duplicates: int = Field(100, ge=0, description="DuplicateFree=False above this many repeated keys")
+    min_slice_rows: int = Field(0, ge=0, description="A run aborts, and Complete=False, below this")
+    max_slice_drop_fraction: float = Field(
+        0.5, ge=0, le=1, description="A run aborts when the slice or a partition shrinks by more"
+    )
+
+
+class HealthCheckSpec(_Model):
+    interval: Duration = "5m"
+
+
+class MutationsSpec(_Model):
+    max_pending: Duration = Field("10m", description="Refuse to run while a mutation is pending longer")
+    kill_stuck_after: Duration | None = Field(None, description="Kill mutations pending longer (off by default)")
+
+
+class BackupSpec(_Model):
+    keep: int = Field(0, ge=0, le=100, description="Keep what the last N swaps replaced")
+
+
+class Toleration(_Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class ResourceRequirements(_Model):
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+
+class JobSpec(_Model):
+    image: str = Field("tablerefresh/tablerefresh:0.1.0", min_length=1, max_length=1024)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    resources: ResourceRequirements = Field(
+        default_factory=lambda: ResourceRequirements(
+            requests={"cpu": "50m", "memory": "128Mi"}, limits={"memory": "512Mi"}
+        )
+    )
+    service_account_name: K8sName | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    pod_labels: dict[str, str] = Field(default_factory=dict)
+    pod_annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class TableRefreshSpec(_Model):
+    schedule: str = Field(pattern=CRON_PATTERN, max_length=256)
+    time_zone: str = Field("UTC", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_+\-/]+$")
+    suspend: bool = False
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
+    starting_deadline_seconds: int = Field(300, ge=1)
+    active_deadline_seconds: int | None = Field(None, ge=1)
+    backoff_limit: int = Field(0, ge=0, le=10)
+    successful_jobs_history_limit: int = Field(3, ge=0, le=100)
+    failed_jobs_history_limit: int = Field(3, ge=0, le=100)
+
+    clickhouse: ClickHouseSpec
+    target: TargetSpec
+    slice: SliceSpec
+    source: SourceSpec
+    window: Duration = "24h"
+    strategy: Strategy = Strategy.REPLACE_PARTITIONS
+    unique_key: list[Identifier] = Field(min_length=1, max_length=32)
+    freshness_column: Identifier
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    health_check: HealthCheckSpec = Field(default_factory=HealthCheckSpec)
+    mutations: MutationsSpec = Field(default_factory=MutationsSpec)
+    backup: BackupSpec = Field(default_factory=BackupSpec)
+    job: JobSpec = Field(default_factory=JobSpec)
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a valid cron schedule: {value!r}")
+        return value
+
+    @field_validator("unique_key")
+    @classmethod
+    def _distinct_key(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("uniqueKey lists a column twice")
+        return value
+
+    @property
+    def window_delta(self) -> timedelta:
+        return parse_duration(self.window)
+
+
+class ObjectMeta(_Model):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: K8sName
+    namespace: str = "default"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class TableRefresh(_Model):
+    """A whole manifest. Status is the controller's and is ignored when reading a file."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    api_version: Literal["tablerefresh.dev/v1alpha1"] = API_VERSION
+    kind: Literal["TableRefresh"] = KIND
+    metadata: ObjectMeta
+    spec: TableRefreshSpec
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message names the file and the field."""
+
+
+def load_manifest(path: str | Path) -> TableRefresh:
+    """Read the one TableRefresh in a YAML file (other documents in the file are skipped)."""
+    path = Path(path)
+    try:
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    except (OSError, yaml.YAMLError) as exc:
+        raise ManifestError(f"{path}: cannot read manifest: {exc}") from exc
+    found = [d for d in documents if isinstance(d, dict) and d.get("kind") == KIND]
+    if len(found) != 1:
+        raise ManifestError(f"{path}: expected exactly one {KIND}, found {len(found)}")
+    return parse_manifest(found[0], origin=str(path))
+
+
+def parse_manifest(document: dict[str, Any], origin: str = "manifest") -> TableRefresh:
+    try:
+        return TableRefresh.model_validate(document)
+    except ValidationError as exc:
+        raise ManifestError(f"{origin}: {format_validation_error(exc)}") from exc
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the field as kubectl would (spec.thresholds.minSliceRows)."""
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "<root>"
+        lines.append(f"{field}: {err['msg']}")
+    return "; ".join(lines)

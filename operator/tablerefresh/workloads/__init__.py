@@ -1,0 +1,1 @@
+"""Reference workloads shipped with tablerefresh (demo, benchmark and test data)."""
