@@ -54,9 +54,7 @@ def parse_duration(text: str) -> timedelta:
 class _Model(BaseModel):
     """camelCase on the wire, snake_case in Python; unknown fields are errors, as in the CRD."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 class Strategy(StrEnum):
@@ -235,8 +233,8 @@ class TableRefresh(_Model):
     """A whole manifest. Status is the controller's and is ignored when reading a file."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
-    api_version: Literal["tablerefresh.dev/v1alpha1"] = API_VERSION
-    kind: Literal["TableRefresh"] = KIND
+    api_version: Literal["tablerefresh.dev/v1alpha1"] = "tablerefresh.dev/v1alpha1"
+    kind: Literal["TableRefresh"] = "TableRefresh"
     metadata: ObjectMeta
     spec: TableRefreshSpec
 

@@ -1,0 +1,97 @@
+"""``tablerefresh refresh``: one run of a TableRefresh, from a file or from the Job's environment."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from clickhouse_connect.driver.client import Client
+
+from tablerefresh.dataplane.connection import connect
+from tablerefresh.dataplane.errors import ExitCode, RefreshError
+from tablerefresh.dataplane.refresh import Refresh, RunOptions
+from tablerefresh.dataplane.runs import Outcome, RunRecord
+from tablerefresh.dataplane.source import source_query
+from tablerefresh.spec import ManifestError, TableRefresh, load_manifest, parse_manifest
+
+MANIFEST_ENV = "TABLEREFRESH_MANIFEST"
+RUN_ID_ENV = "TABLEREFRESH_RUN_ID"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--file", help=f"TableRefresh manifest (YAML); default: ${MANIFEST_ENV} (JSON)")
+    parser.add_argument("--clickhouse", metavar="URL", help="override spec.clickhouse.url (chdb:///path: embedded)")
+    parser.add_argument("--run-id", help=f"id of this run; default: ${RUN_ID_ENV} or a new one")
+    parser.add_argument("--summary-file", type=Path, help="also write the JSON summary here (a termination log)")
+    parser.add_argument("--lock-ttl", type=float, default=120.0, help="seconds before a silent lock is taken over")
+
+
+def read_manifest(args: argparse.Namespace) -> TableRefresh:
+    if args.file:
+        return load_manifest(args.file)
+    text = os.environ.get(MANIFEST_ENV)
+    if not text:
+        raise ManifestError(f"no manifest: give -f FILE or set ${MANIFEST_ENV}")
+    try:
+        return parse_manifest(json.loads(text), origin=f"${MANIFEST_ENV}")
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"${MANIFEST_ENV} is not JSON: {exc}") from exc
+
+
+def new_run_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def run(args: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    run_id = args.run_id or os.environ.get(RUN_ID_ENV) or new_run_id(now)
+    try:
+        manifest = read_manifest(args)
+        spec = manifest.spec
+        url = args.clickhouse or spec.clickhouse.url
+        query = source_query(spec)
+    except (ManifestError, RefreshError) as exc:
+        record = RunRecord(
+            run_id=run_id,
+            target="",
+            strategy="",
+            started_at=now,
+            finished_at=now,
+            outcome=Outcome.FAILED,
+            reason="InvalidSpec",
+            error=str(exc),
+            exit_code=int(ExitCode.INVALID),
+        )
+        return emit(record, args.summary_file)
+
+    def client_factory() -> Client:
+        return connect(url, database=spec.clickhouse.database, settings=spec.clickhouse.settings)
+
+    options = RunOptions(
+        run_id=run_id,
+        owner=re.sub(r"[^A-Za-z0-9._:@-]", "_", f"{run_id}@{socket.gethostname()}:{os.getpid()}")[:200],
+        run_time=now,
+        lock_ttl_seconds=args.lock_ttl,
+        heartbeat_seconds=max(1.0, args.lock_ttl / 12),
+    )
+    record = Refresh(spec, client_factory, query, options).run()
+    return emit(record, args.summary_file)
+
+
+def emit(record: RunRecord, summary_file: Path | None) -> int:
+    """The summary as the last stdout line, and in the termination log the controller reads."""
+    line = record.summary_line()
+    print(line, flush=True)
+    if summary_file is not None:
+        try:
+            summary_file.write_text(line + "\n")
+        except OSError as exc:
+            print(f"cannot write the summary to {summary_file}: {exc}", file=sys.stderr)
+    return record.exit_code

@@ -1,0 +1,76 @@
+"""Open a clickhouse-connect client for a URL: a ClickHouse server, or the embedded chDB engine.
+
+Both go through clickhouse-connect, so the refresh runs the same code path on either. Credentials
+come from the environment (the Job gets them from a Secret), never from the manifest.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from tablerefresh.dataplane.errors import InvalidInput, Unreachable
+
+USER_ENV = "CLICKHOUSE_USER"
+PASSWORD_ENV = "CLICKHOUSE_PASSWORD"
+
+_SCHEMES = {"clickhouse": "http", "clickhouses": "https", "http": "http", "https": "https"}
+# ClickHouse error codes meaning "who you are is not accepted", as opposed to "not reachable".
+_AUTH_CODES = {192, 193, 194, 516}
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def connect(
+    url: str,
+    *,
+    database: str | None = None,
+    settings: dict[str, str] | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> Client:
+    """A connected client, or ``Unreachable`` naming the URL (without its password) and the cause."""
+    parts = urlsplit(url)
+    settings = dict(settings or {})
+    try:
+        if parts.scheme == "chdb":
+            return clickhouse_connect.get_client(dsn=url, database=database, settings=settings)
+        interface = _SCHEMES.get(parts.scheme)
+        if interface is None:
+            raise InvalidInput(f"unsupported ClickHouse URL scheme {parts.scheme!r} in {redact(url)}")
+        dsn = urlunsplit(parts._replace(scheme=interface))
+        return clickhouse_connect.get_client(
+            dsn=dsn,
+            interface=interface,
+            database=database,
+            username=username or os.environ.get(USER_ENV) or None,
+            password=password or os.environ.get(PASSWORD_ENV) or "",
+            settings=settings,
+            connect_timeout=10,
+            send_receive_timeout=3600,
+            autogenerate_session_id=False,
+        )
+    except ImportError as exc:
+        raise Unreachable(
+            f"{redact(url)}: the embedded engine needs chdb (pip install 'tablerefresh[embedded]')"
+        ) from exc
+    except ClickHouseError as exc:
+        code = getattr(exc, "code", None)
+        what = "ClickHouse refused the credentials" if code in _AUTH_CODES else "cannot reach ClickHouse"
+        raise Unreachable(f"{what} at {redact(url)}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

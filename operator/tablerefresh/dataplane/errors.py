@@ -1,0 +1,58 @@
+"""Why a run stopped, each with the exit code the refresh job ends with.
+
+Distinct codes let the controller (and a human reading ``kubectl get jobs``) tell a refused run
+from a failed one without parsing text.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1  # unexpected: the run's record and log say what happened
+    INVALID = 2  # bad input: manifest, identifiers, unknown table, source columns
+    LOCKED = 3  # another run holds the target's lock: nothing was changed
+    VERIFY_FAILED = 4  # the staged data failed a check: the target is untouched
+    PREFLIGHT = 5  # the target is not in a state to refresh (a stuck mutation)
+    UNREACHABLE = 6  # ClickHouse could not be reached, or refused the credentials
+
+
+class RefreshError(Exception):
+    """A run that stopped for a reason it can name. ``reason`` is CamelCase, for status and Events."""
+
+    exit_code = ExitCode.FAILED
+    reason = "RefreshFailed"
+
+
+class InvalidInput(RefreshError):
+    exit_code = ExitCode.INVALID
+    reason = "InvalidSpec"
+
+
+class LockHeld(RefreshError):
+    exit_code = ExitCode.LOCKED
+    reason = "LockHeld"
+
+
+class VerificationFailed(RefreshError):
+    exit_code = ExitCode.VERIFY_FAILED
+    reason = "VerificationFailed"
+
+
+class PreflightRefused(RefreshError):
+    exit_code = ExitCode.PREFLIGHT
+    reason = "MutationPending"
+
+
+class Unreachable(RefreshError):
+    exit_code = ExitCode.UNREACHABLE
+    reason = "ClickHouseUnreachable"
+
+
+class LockLost(RefreshError):
+    """Our lock expired and another run took it: we must not swap."""
+
+    exit_code = ExitCode.LOCKED
+    reason = "LockLost"

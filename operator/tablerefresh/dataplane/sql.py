@@ -1,0 +1,33 @@
+"""SQL text helpers. Identifiers are validated before they are ever interpolated; values never are."""
+
+from __future__ import annotations
+
+import re
+
+from tablerefresh.dataplane.errors import InvalidInput
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+# Partition ids come from system.parts: digits, hex hashes, and '-'/'_' joined tuples.
+_PARTITION_ID = re.compile(r"[A-Za-z0-9_\-]{1,256}")
+
+
+def ident(name: str) -> str:
+    """A validated identifier, backquoted."""
+    if not _IDENTIFIER.fullmatch(name):
+        raise InvalidInput(f"invalid identifier: {name!r}")
+    return f"`{name}`"
+
+
+def table(database: str, name: str) -> str:
+    return f"{ident(database)}.{ident(name)}"
+
+
+def partition_id(pid: str) -> str:
+    """A partition id as a SQL string literal for ``PARTITION ID``, which takes no parameters."""
+    if not _PARTITION_ID.fullmatch(pid):
+        raise InvalidInput(f"unexpected partition id: {pid!r}")
+    return f"'{pid}'"
+
+
+def column_list(columns: list[str]) -> str:
+    return ", ".join(ident(c) for c in columns)

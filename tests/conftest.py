@@ -1,0 +1,66 @@
+"""Shared fixtures: the embedded ClickHouse engine (chDB) and, through its plugin, the Kubernetes
+test control plane."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import clickhouse_connect
+import pytest
+from clickhouse_connect.driver.client import Client
+
+
+def require(module: str, what: str) -> None:
+    """Skip when an optional part is missing, with the reason; in CI a missing part is a failure."""
+    try:
+        __import__(module)
+    except ImportError as exc:
+        if os.environ.get("CI") == "true":
+            raise RuntimeError(f"CI must have {what} ({module}): {exc}") from exc
+        pytest.skip(f"{what} is not installed ({module}): {exc}")
+
+
+@pytest.fixture(scope="session")
+def chdb_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One engine path for the whole session: chDB runs one engine per process."""
+    require("chdb", "the embedded ClickHouse engine (pip install 'tablerefresh[embedded]')")
+    return f"chdb://{tmp_path_factory.getbasetemp()}/chdb"
+
+
+@pytest.fixture
+def connect(chdb_url: str) -> Iterator[Callable[[], Client]]:
+    """A factory of clients on the session's engine; every client it made is closed after the test."""
+    made: list[Client] = []
+
+    def factory() -> Client:
+        client = clickhouse_connect.get_client(dsn=chdb_url)
+        made.append(client)
+        return client
+
+    yield factory
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def database(connect: Callable[[], Client]) -> Iterator[str]:
+    """A fresh database per test, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    client = connect()
+    client.command(f"CREATE DATABASE {name}")
+    yield name
+    client.command(f"DROP DATABASE IF EXISTS {name} SYNC")
+
+
+@pytest.fixture
+def ch(connect: Callable[[], Client], database: str) -> Client:
+    client = connect()
+    client.database = database
+    return client
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
