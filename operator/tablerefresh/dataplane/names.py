@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import UTC, datetime
 
 STAGING = "_tablerefresh_staging_"
 BACKUP = "_tablerefresh_backup_"
@@ -34,5 +35,6 @@ def backup_prefix(target: str) -> str:
     return f"{BACKUP}{target_tag(target)}_"
 
 
-def backup_table(target: str, run_id: str) -> str:
-    return backup_prefix(target) + run_tag(run_id)
+def backup_table(target: str, run_id: str, taken_at: datetime) -> str:
+    """Backups sort by name in the order they were taken."""
+    return f"{backup_prefix(target)}{taken_at.astimezone(UTC):%Y%m%dT%H%M%S%f}_{run_tag(run_id)}"

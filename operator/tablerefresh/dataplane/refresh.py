@@ -322,7 +322,7 @@ class Refresh:
             self.client.command(f"EXCHANGE TABLES {tq} AND {staging}")
             failpoint("swapped")
             # The staging name now holds the previous table: keep it as the backup.
-            backup = sql.table(self.database, names.backup_table(target.name, self.options.run_id))
+            backup = sql.table(self.database, names.backup_table(target.name, self.options.run_id, datetime.now(UTC)))
             self.client.command(f"RENAME TABLE {staging} TO {backup}")
             self._staging = None
             self._prune_backups(target, keep=max(1, self.spec.backup.keep))
@@ -366,11 +366,5 @@ class Refresh:
 
     def _prune_backups(self, target: TableInfo, keep: int) -> None:
         backups = catalog.tables_with_prefix(self.client, self.database, names.backup_prefix(target.name))
-        rows = self.client.query(
-            "SELECT name, metadata_modification_time FROM system.tables "
-            "WHERE database = {db:String} AND name IN {names:Array(String)}",
-            parameters={"db": self.database, "names": backups},
-        ).result_rows
-        ages = {str(name): str(modified) for name, modified in rows}
-        for name in sorted(backups, key=lambda n: (ages.get(n, ""), n))[:-keep]:
+        for name in backups[:-keep]:  # oldest first, by name
             self.client.command(f"DROP TABLE IF EXISTS {sql.table(self.database, name)} SYNC")

@@ -1,0 +1,126 @@
+"""A small generic workload for the engine's tests: positions that are open (resolved_at NULL) or
+resolved in a month, partitioned like the reference table, rebuilt from a source table."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from tablerefresh.dataplane.refresh import Refresh, RunOptions
+from tablerefresh.dataplane.runs import RunRecord
+from tablerefresh.spec import TableRefreshSpec
+
+COLUMNS = "id UInt64, resolved_at Nullable(DateTime), value Float64, updated_at DateTime"
+PREDICATE = "resolved_at IS NULL OR resolved_at >= {window_start:DateTime}"
+# Whole months: every month with a resolution in the window is rebuilt entirely.
+SOURCE = (
+    "SELECT id, resolved_at, value, updated_at FROM src "
+    "WHERE resolved_at IS NULL OR toStartOfMonth(resolved_at) >= toStartOfMonth({window_start:DateTime})"
+)
+
+# DeleteInsert deletes by the predicate, so its source yields exactly the predicate's rows.
+EXACT_SOURCE = f"SELECT id, resolved_at, value, updated_at FROM src WHERE {PREDICATE}"
+# Exchange rebuilds the whole table.
+FULL_SOURCE = "SELECT id, resolved_at, value, updated_at FROM src"
+SOURCE_FOR = {"ReplacePartitions": SOURCE, "Exchange": FULL_SOURCE, "DeleteInsert": EXACT_SOURCE}
+
+
+def create_tables(client: Client, database: str, *, settings: str = "") -> None:
+    extra = f", {settings}" if settings else ""
+    client.command(
+        f"CREATE TABLE {database}.positions ({COLUMNS}) ENGINE = MergeTree "
+        "PARTITION BY if(resolved_at IS NULL, 0, toYYYYMM(resolved_at)) ORDER BY id "
+        f"SETTINGS allow_nullable_key = 1{extra}"
+    )
+    client.command(f"CREATE TABLE {database}.src ({COLUMNS}) ENGINE = MergeTree ORDER BY id")
+
+
+def fill_source(client: Client, database: str, *, rows: int, seed: int = 0, resolved_share: float = 0.5) -> None:
+    """Rows: a share resolved over the last ~90 days (some inside the last day), the rest open."""
+    client.command(
+        f"INSERT INTO {database}.src SELECT number, "
+        f"if(cityHash64({seed}, number) % 1000 < {int(resolved_share * 1000)}, "
+        f"   now() - toIntervalSecond(cityHash64({seed}, number, 1) % (90 * 86400)), NULL), "
+        f"(cityHash64({seed}, number, 2) % 100000) / 100, now() - toIntervalSecond(number % 3600) "
+        f"FROM numbers({rows})"
+    )
+
+
+def spec(database: str, **overrides: Any) -> TableRefreshSpec:
+    body: dict[str, Any] = {
+        "schedule": "0 */6 * * *",
+        "clickhouse": {"url": "chdb://unused", "database": database},
+        "target": {"table": "positions"},
+        "slice": {"predicate": PREDICATE},
+        "source": {"query": SOURCE},
+        "window": "24h",
+        "uniqueKey": ["id"],
+        "freshnessColumn": "updated_at",
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(body.get(key), dict):
+            body[key] = {**body[key], **value}
+        else:
+            body[key] = value
+    return TableRefreshSpec.model_validate(body)
+
+
+def run(
+    connect: Callable[[], Client],
+    the_spec: TableRefreshSpec,
+    *,
+    run_id: str | None = None,
+    lock_ttl: float = 30.0,
+) -> RunRecord:
+    run_id = run_id or f"test-{uuid.uuid4().hex[:8]}"
+    options = RunOptions(
+        run_id=run_id,
+        owner=f"{run_id}@{socket.gethostname()}:{os.getpid()}",
+        run_time=datetime.now(UTC),
+        lock_ttl_seconds=lock_ttl,
+        heartbeat_seconds=max(0.5, lock_ttl / 10),
+    )
+    query = the_spec.source.query
+    assert query is not None
+
+    def in_database() -> Client:  # as connection.connect() does with spec.clickhouse.database
+        client = connect()
+        client.database = the_spec.clickhouse.database
+        return client
+
+    return Refresh(the_spec, in_database, query, options).run()
+
+
+def source_rows(client: Client, record: RunRecord, query: str = SOURCE) -> list[tuple[Any, ...]]:
+    """What the source query yields for the run's window, in the client's database."""
+    assert record.window_start is not None
+    result = client.query(
+        f"SELECT * FROM ({query}) ORDER BY tuple(*)", parameters={"window_start": int(record.window_start.timestamp())}
+    )
+    return [tuple(r) for r in result.result_rows]
+
+
+def rows(client: Client, table: str) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in client.query(f"SELECT * FROM {table} ORDER BY tuple(*)").result_rows]
+
+
+def checksum(client: Client, table: str) -> tuple[int, int]:
+    """(rows, order-independent sum of row hashes): equal iff the same multiset of rows, in practice."""
+    count, total = client.query(f"SELECT count(), sum(cityHash64(*)) FROM {table}").result_rows[0]
+    return int(count), int(total or 0)
+
+
+def expected_slice(client: Client, database: str, window_start: datetime) -> int:
+    """Rows of the source the predicate selects, as the run computes them."""
+    return int(
+        client.query(
+            f"SELECT count() FROM {database}.src WHERE resolved_at IS NULL OR resolved_at >= {{w:DateTime}}",
+            parameters={"w": int(window_start.timestamp())},
+        ).result_rows[0][0]
+    )
