@@ -1,0 +1,47 @@
+"""``tablerefresh operator``: run the Kubernetes controller."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+NAME = "operator"
+HELP = "run the Kubernetes controller"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-n", "--namespace", action="append", default=[], metavar="NS", help="watch this namespace (repeatable)"
+    )
+    parser.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    parser.add_argument(
+        "--liveness", metavar="URL", help="serve kopf's liveness probe, e.g. http://0.0.0.0:8081/healthz"
+    )
+    parser.add_argument(
+        "--peering", metavar="NAME", help="coordinate replicas through kopf peering NAME (default: standalone)"
+    )
+    parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (0: off)")
+    parser.add_argument("--resync", type=float, default=60.0, metavar="SECONDS", help="reconcile everything this often")
+    parser.add_argument("--concurrency", type=int, default=8, help="reconciles running at once")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tablerefresh.controller.run import NAMESPACES_ENV, Options, ScopeError, resolve_scope, run_operator
+
+    try:
+        scope = resolve_scope(args.namespace, args.all_namespaces, os.environ.get(NAMESPACES_ENV))
+    except ScopeError as exc:
+        print(f"tablerefresh operator: {exc}", file=sys.stderr)
+        return 2
+    run_operator(
+        Options(
+            scope=scope,
+            liveness=args.liveness,
+            peering=args.peering,
+            metrics_port=args.metrics_port,
+            resync_seconds=args.resync,
+            concurrency=args.concurrency,
+        )
+    )
+    return 0

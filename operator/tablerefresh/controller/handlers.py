@@ -1,0 +1,100 @@
+"""kopf wiring: which events call which controller method. No logic of its own.
+
+No handler here makes kopf add a finalizer (no on.delete, no daemons, no timers): deleting a
+TableRefresh never waits for the operator, and its CronJob goes by garbage collection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from tablerefresh.controller.kube import KubeError
+from tablerefresh.controller.naming import MANAGED_BY, MANAGED_BY_LABEL
+from tablerefresh.controller.runtime import Controller
+from tablerefresh.spec import GROUP, PLURAL, VERSION
+
+RETRY_DELAY = 5.0
+
+
+async def _reconcile(controller: Controller, body: Mapping[str, Any], trigger: str) -> None:
+    try:
+        await controller.reconcile(body, trigger=trigger)
+    except KubeError as exc:
+        if exc.transient:
+            raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
+        raise kopf.PermanentError(str(exc)) from exc
+
+
+def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
+    """Register every handler of the operator on ``registry``."""
+    background: list[asyncio.Task[None]] = []
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def start(**_: Any) -> None:
+        background.append(asyncio.create_task(controller.resync_forever(), name="resync"))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop(**_: Any) -> None:
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="cache")
+    def cache(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+        if event.get("type") == "DELETED":
+            controller.gone(body)
+        else:
+            controller.seen(body)
+
+    @kopf.on.resume(
+        GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        id="reconcile-resume",
+        errors=kopf.ErrorsMode.TEMPORARY,
+        backoff=RETRY_DELAY,
+    )
+    async def on_resume(body: kopf.Body, **_: Any) -> None:
+        await _reconcile(controller, body, "resume")
+
+    @kopf.on.create(
+        GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        id="reconcile-create",
+        errors=kopf.ErrorsMode.TEMPORARY,
+        backoff=RETRY_DELAY,
+    )
+    async def on_create(body: kopf.Body, **_: Any) -> None:
+        await _reconcile(controller, body, "create")
+
+    @kopf.on.update(
+        GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        id="reconcile-update",
+        errors=kopf.ErrorsMode.TEMPORARY,
+        backoff=RETRY_DELAY,
+    )
+    async def on_update(body: kopf.Body, **_: Any) -> None:
+        await _reconcile(controller, body, "update")
+
+    @kopf.on.event("batch", "v1", "cronjobs", labels={MANAGED_BY_LABEL: MANAGED_BY}, registry=registry, id="drift")
+    async def on_cronjob(event: Mapping[str, Any], body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+        try:
+            await controller.owned_changed(event.get("type"), body)
+        except KubeError as exc:  # the resync tries again
+            logger.warning(f"could not restore the CronJob: {exc}")

@@ -1,0 +1,187 @@
+"""The few Kubernetes API calls the reconciler makes, behind a small interface.
+
+Objects travel as plain dicts (the wire JSON), not the client's generated models: what is
+rendered is what is sent, and tests can stand in a fake with the same methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from tablerefresh import spec as api
+from tablerefresh.controller.conditions import format_time
+from tablerefresh.controller.naming import FIELD_MANAGER
+
+APPLY = "application/apply-patch+yaml"  # server-side apply; JSON is valid YAML
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+TIMEOUT = (5.0, 30.0)  # connect, read
+
+
+class KubeError(Exception):
+    """An API call failed; ``status`` is the HTTP status (0 when the server was not reached)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying: the server is away, busy or raced us; not a request it rejected."""
+        return self.status in (0, 409, 429) or self.status >= 500
+
+
+class Kube(Protocol):
+    def get_cronjob(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def apply_cronjob(self, body: Mapping[str, Any]) -> dict[str, Any]: ...
+    def secret_exists(self, namespace: str, name: str) -> bool: ...
+    def get_tablerefresh(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def apply_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
+    def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
+
+
+def _error(exc: ApiException) -> KubeError:
+    """The API server's own message (it names the field for invalid objects)."""
+    message = str(exc.reason or "")
+    with contextlib.suppress(ValueError, AttributeError):
+        message = json.loads(exc.body or "{}").get("message") or message
+    return KubeError(int(exc.status or 0), message)
+
+
+def load_config() -> None:
+    """In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+class ApiKube:
+    """The real thing, on the official client's configuration."""
+
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self._client = api_client or client.ApiClient()
+        self._core = client.CoreV1Api(self._client)
+        self._batch = client.BatchV1Api(self._client)
+        self._custom = client.CustomObjectsApi(self._client)
+        self._instance = os.environ.get("POD_NAME") or socket.gethostname()
+
+    @staticmethod
+    def _request(call: Callable[[], Any], *, allow_missing: bool = False) -> dict[str, Any] | None:
+        """Run one call; 404 is None when ``allow_missing``; every failure becomes a KubeError."""
+        try:
+            data: dict[str, Any] = json.loads(call().data or b"{}")
+            return data
+        except ApiException as exc:
+            if allow_missing and exc.status == 404:
+                return None
+            raise _error(exc) from exc
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            raise KubeError(0, str(exc)) from exc
+
+    def get_cronjob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._request(
+            lambda: self._batch.read_namespaced_cron_job(
+                name, namespace, _preload_content=False, _request_timeout=TIMEOUT
+            ),
+            allow_missing=True,
+        )
+
+    def apply_cronjob(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        meta = body["metadata"]
+        applied = self._request(
+            lambda: self._batch.patch_namespaced_cron_job(
+                meta["name"],
+                meta["namespace"],
+                dict(body),
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type=APPLY,
+                _preload_content=False,
+                _request_timeout=TIMEOUT,
+            )
+        )
+        return applied or {}
+
+    def secret_exists(self, namespace: str, name: str) -> bool:
+        # Metadata only: the controller learns that the Secret exists, never what it holds.
+        found = self._request(
+            lambda: self._core.read_namespaced_secret(
+                name, namespace, _headers={"Accept": METADATA_ONLY}, _preload_content=False, _request_timeout=TIMEOUT
+            ),
+            allow_missing=True,
+        )
+        return found is not None
+
+    def get_tablerefresh(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._request(
+            lambda: self._custom.get_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, name, _preload_content=False, _request_timeout=TIMEOUT
+            ),
+            allow_missing=True,
+        )
+
+    def apply_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        body = {
+            "apiVersion": api.API_VERSION,
+            "kind": api.KIND,
+            "metadata": {"name": name, "namespace": namespace},
+            "status": dict(status),
+        }
+        self._request(
+            lambda: self._custom.patch_namespaced_custom_object_status(
+                api.GROUP,
+                api.VERSION,
+                namespace,
+                api.PLURAL,
+                name,
+                body,
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type=APPLY,
+                _preload_content=False,
+                _request_timeout=TIMEOUT,
+            )
+        )
+
+    def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        meta = involved["metadata"]
+        now = format_time(datetime.now(UTC))
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": api.API_VERSION,
+                "kind": api.KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": f"{api.GROUP}/controller",
+            "reportingInstance": self._instance,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        model = client.CoreV1Event.from_dict(event)
+        assert model is not None  # from_dict returns None only for None
+        self._request(
+            lambda: self._core.create_namespaced_event(
+                meta["namespace"], model, _preload_content=False, _request_timeout=TIMEOUT
+            )
+        )

@@ -1,0 +1,29 @@
+"""kopf settings: where kopf keeps its own state, and what it may write."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+from tablerefresh.spec import GROUP
+
+
+def operator_settings(*, standalone: bool, workers: int = 16) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    # kopf's handler progress and last-handled spec live in status, declared in the CRD, so the
+    # controller never annotates a TableRefresh (a GitOps tool would see it as drift).
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(
+        field="status.kopf.progress", touch_field="status.kopf.dummy"
+    )
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
+    # No handler needs a finalizer (no on.delete, no daemons or timers), so kopf adds none; the
+    # name is ours in case a future handler does, never kopf's default.
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # The reconciler posts its own Events on transitions; kopf's per-handler ones only on trouble.
+    settings.posting.level = logging.WARNING
+    settings.peering.standalone = standalone
+    settings.execution.max_workers = workers
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    return settings
