@@ -11,6 +11,7 @@ every 50 ms; and the client's peak memory. Prints figures, asserts nothing.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import resource
 import socket
@@ -66,7 +67,9 @@ def main() -> None:
     parser.add_argument("--fills", type=int, default=20_000_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is reported")
     parser.add_argument("--data-dir", type=Path, help="chDB path (default: a temporary directory)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step of each run")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s")
     tracemalloc.start()
     with tempfile.TemporaryDirectory(prefix="tablerefresh-bench-") as tmp:
         run(args.data_dir or Path(tmp), args.fills, args.repeat)
