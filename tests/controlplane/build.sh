@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Build the test control plane from Debian packages: our kube-apiserver
+# (tests/controlplane/apiserver, built on k8s.io/apiextensions-apiserver),
+# etcd and kubectl.
+#
+# Packages come from Debian unstable ("sid") through a private apt
+# configuration (nothing is installed into the system); they are unpacked with
+# dpkg -x and the server is built offline in GOPATH mode.
+#
+# Output: a directory with bin/kube-apiserver, bin/etcd and bin/kubectl, keyed
+# by the package versions and the hash of the Go sources. Its path is printed
+# on stdout (the only thing printed there). Progress goes to stderr.
+#
+# Environment:
+#   TABLEREFRESH_CACHE               cache root (default ~/.cache/tablerefresh)
+#   TABLEREFRESH_DEBIAN_MIRROR       Debian archive URI (default: from the
+#                                    system's apt sources, else deb.debian.org)
+#   TABLEREFRESH_CONTROLPLANE_REFRESH=1  re-read the sid index even if a
+#                                    build younger than a day exists
+#   TABLEREFRESH_K8S_VERSION         version the server reports (v1.36.4)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cache_root="${TABLEREFRESH_CACHE:-$HOME/.cache/tablerefresh}/controlplane"
+k8s_version="${TABLEREFRESH_K8S_VERSION:-v1.36.4}"
+go_pkg="${TABLEREFRESH_GO_PACKAGE:-golang-1.27}"
+max_age_minutes="${TABLEREFRESH_CONTROLPLANE_MAX_AGE_MINUTES:-1440}"
+
+log() { echo "controlplane build: $*" >&2; }
+
+mkdir -p "$cache_root"
+exec 9>"$cache_root/.lock"
+flock 9
+
+# Hash of everything in the repo that goes into the build.
+src_hash="$(cd "$here" && cat build.sh dev-packages.txt apiserver/*.go | sha256sum | cut -c1-16)"
+
+is_complete() { [[ -x "$1/bin/kube-apiserver" && -x "$1/bin/etcd" && -x "$1/bin/kubectl" && -f "$1/.complete" ]]; }
+
+# Fast path: a recent build of these sources, without asking the archive.
+if [[ "${TABLEREFRESH_CONTROLPLANE_REFRESH:-0}" != 1 && -f "$cache_root/current-$src_hash" ]]; then
+    dir="$cache_root/$(cat "$cache_root/current-$src_hash")"
+    if is_complete "$dir" && [[ -n "$(find "$cache_root/current-$src_hash" -mmin "-$max_age_minutes")" ]]; then
+        echo "$dir"
+        exit 0
+    fi
+fi
+
+# ------------------------------------------------------------ private apt
+mirror="${TABLEREFRESH_DEBIAN_MIRROR:-}"
+keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+if [[ -z "$mirror" ]]; then
+    # The Debian archive the machine's own apt sources use (not -security).
+    mirror="$(
+        {
+            grep -hs '^[[:space:]]*deb[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
+                sed -E 's/\[[^]]*\]//' | awk '{print $2}'
+            grep -hs '^[[:space:]]*URIs:' /etc/apt/sources.list.d/*.sources | sed -E 's/^[[:space:]]*URIs:[[:space:]]*//' | tr ' ' '\n'
+        } | grep -E '^https?://[^ ]+/debian/?$' | head -n1 || true
+    )"
+    mirror="${mirror:-http://deb.debian.org/debian}"
+fi
+mirror="${mirror%/}"
+
+apt_dir="$cache_root/apt"
+mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/etc" "$cache_root/debs"
+echo "deb [signed-by=$keyring] $mirror sid main" >"$apt_dir/etc/sources.list"
+apt_opts=(
+    -o "Dir::Etc::SourceList=$apt_dir/etc/sources.list"
+    -o Dir::Etc::SourceParts=/dev/null
+    -o Dir::Etc::Preferences=/dev/null
+    -o Dir::Etc::PreferencesParts=/dev/null
+    -o "Dir::State::Lists=$apt_dir/lists"
+    -o "Dir::Cache=$apt_dir/cache"
+    -o Dir::State::status=/dev/null
+    -o Acquire::Languages=none
+    -o APT::Sandbox::User=root
+    -q
+)
+
+log "reading the sid index from $mirror"
+if ! apt-get "${apt_opts[@]}" update >"$apt_dir/update.log" 2>&1; then
+    cat "$apt_dir/update.log" >&2
+    # Offline but built before: use the last build of these sources.
+    if [[ -f "$cache_root/current-$src_hash" ]] && is_complete "$cache_root/$(cat "$cache_root/current-$src_hash")"; then
+        log "apt-get update failed; using the previous build"
+        echo "$cache_root/$(cat "$cache_root/current-$src_hash")"
+        exit 0
+    fi
+    exit 1
+fi
+
+mapfile -t dev_pkgs < <(grep -v '^[[:space:]]*\(#\|$\)' "$here/dev-packages.txt")
+pkgs=("$go_pkg-go" "$go_pkg-src" etcd-server kubectl "${dev_pkgs[@]}")
+
+# URI, file name (with version), size and hash of each package: the key.
+# (In an empty folder: apt-get download leaves out files it finds present.)
+empty="$(mktemp -d)"
+uris="$(cd "$empty" && apt-get "${apt_opts[@]}" download --print-uris "${pkgs[@]}")"
+rmdir "$empty"
+[[ "$(wc -l <<<"$uris")" -eq "${#pkgs[@]}" ]] || { log "expected ${#pkgs[@]} packages, got:"; echo "$uris" >&2; exit 1; }
+key="$( { echo "$src_hash $k8s_version"; awk '{print $2, $4}' <<<"$uris" | sort; } | sha256sum | cut -c1-16)"
+dir="$cache_root/$key"
+if is_complete "$dir"; then
+    echo "$key" >"$cache_root/current-$src_hash"
+    echo "$dir"
+    exit 0
+fi
+
+# ------------------------------------------------------------ fetch, unpack
+log "fetching ${#pkgs[@]} packages"
+wanted="$(awk '{print $2}' <<<"$uris" | sort)"
+(
+    cd "$cache_root/debs"
+    # Keep only what this build wants, fetch what is missing.
+    for f in *.deb; do
+        [[ -e "$f" ]] || continue
+        grep -qxF "$f" <<<"$wanted" || rm -f "$f"
+    done
+    missing=()
+    while read -r f; do
+        [[ -s "$f" ]] || missing+=("$(sed -E 's/_[^_]*_[^_]*\.deb$//' <<<"$f")=$(sed -E 's/^[^_]*_([^_]*)_[^_]*\.deb$/\1/' <<<"$f" | sed 's/%3a/:/g')")
+    done <<<"$wanted"
+    if ((${#missing[@]})); then
+        apt-get "${apt_opts[@]}" download "${missing[@]}" >&2
+    fi
+)
+
+rm -rf "$dir"
+work="$dir.tmp"
+rm -rf "$work"
+mkdir -p "$work/root" "$work/bin"
+log "unpacking"
+while read -r f; do
+    dpkg -x "$cache_root/debs/$f" "$work/root"
+done <<<"$wanted"
+
+goroot="$work/root/usr/lib/$(sed 's/^golang-/go-/' <<<"$go_pkg")"
+[[ -x "$goroot/bin/go" ]] || { log "no go binary in $go_pkg-go"; exit 1; }
+
+# ------------------------------------------------------------ build
+# Our main lives in its own GOPATH entry; the packages' sources in the other.
+mkdir -p "$work/gopath/src/tablerefresh.dev/controlplane"
+cp -r "$here/apiserver" "$work/gopath/src/tablerefresh.dev/controlplane/apiserver"
+
+# The custom-resource validator compares apiVersion with group+"/"+version,
+# which is "/v1" for the core group. Build with a copy that compares with
+# GroupVersion().String() ("v1"), through go build -overlay.
+gocode="$work/root/usr/share/gocode/src"
+validator="$gocode/k8s.io/apiextensions-apiserver/pkg/registry/customresource/validator.go"
+overlay_args=()
+if grep -q 'a.kind.Group+"/"+a.kind.Version' "$validator"; then
+    sed 's#a\.kind\.Group+"/"+a\.kind\.Version#a.kind.GroupVersion().String()#g' "$validator" >"$work/validator.go"
+    printf '{"Replace":{"%s":"%s"}}\n' "$validator" "$work/validator.go" >"$work/overlay.json"
+    overlay_args=(-overlay "$work/overlay.json")
+else
+    log "note: validator.go no longer compares with group+\"/\"+version; no overlay"
+fi
+
+major="$(sed -E 's/^v([0-9]+)\..*/\1/' <<<"$k8s_version")"
+minor="$(sed -E 's/^v[0-9]+\.([0-9]+).*/\1/' <<<"$k8s_version")"
+ldflags="-s -w"
+ldflags+=" -X k8s.io/component-base/version.gitVersion=$k8s_version"
+ldflags+=" -X k8s.io/component-base/version.gitMajor=$major"
+ldflags+=" -X k8s.io/component-base/version.gitMinor=$minor"
+ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
+ldflags+=" -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z"
+ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$k8s_version"
+ldflags+=" -X k8s.io/client-go/pkg/version.gitMajor=$major"
+ldflags+=" -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+
+log "building kube-apiserver (cold: a few minutes)"
+start=$SECONDS
+(
+    cd "$work/gopath/src/tablerefresh.dev/controlplane/apiserver"
+    env -u GOFLAGS -u GOROOT_FINAL \
+        GOROOT="$goroot" PATH="$goroot/bin:$PATH" \
+        GO111MODULE=off GOPATH="$work/gopath:$work/root/usr/share/gocode" \
+        GOTOOLCHAIN=local GOPROXY=off GOSUMDB=off GOTELEMETRY=off \
+        GOCACHE="$cache_root/gocache" CGO_ENABLED=0 \
+        go build -trimpath "${overlay_args[@]}" -ldflags "$ldflags" -o "$work/bin/kube-apiserver" . >&2
+)
+log "built in $((SECONDS - start)) s"
+
+cp "$work/root/usr/bin/etcd" "$work/root/usr/bin/kubectl" "$work/bin/"
+awk '{print $2}' <<<"$uris" | sort >"$work/packages.txt"
+rm -rf "$work/root" "$work/gopath"
+touch "$work/.complete"
+mv "$work" "$dir"
+echo "$key" >"$cache_root/current-$src_hash"
+
+# Drop other builds of the same sources and old Go cache entries.
+find "$cache_root" -maxdepth 1 -name 'current-*' -mtime +30 -delete 2>/dev/null || true
+echo "$dir"
