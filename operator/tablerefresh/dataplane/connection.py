@@ -66,9 +66,14 @@ def connect(
             f"{redact(url)}: the embedded engine needs chdb (pip install 'tablerefresh[embedded]')"
         ) from exc
     except ClickHouseError as exc:
-        code = getattr(exc, "code", None)
-        what = "ClickHouse refused the credentials" if code in _AUTH_CODES else "cannot reach ClickHouse"
-        raise Unreachable(f"{what} at {redact(url)}: {_first_line(exc)}") from exc
+        raise Unreachable(describe_failure(exc, url)) from exc
+
+
+def describe_failure(exc: ClickHouseError, url: str) -> str:
+    """Tell refused credentials from an unreachable server: the fixes differ."""
+    code = getattr(exc, "code", None)
+    what = "ClickHouse refused the credentials" if code in _AUTH_CODES else "cannot reach ClickHouse"
+    return f"{what} at {redact(url)}: {_first_line(exc)}"
 
 
 def _first_line(exc: BaseException) -> str:
