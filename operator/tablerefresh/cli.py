@@ -22,6 +22,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "crd": ("tablerefresh.commands.crd", "print the TableRefresh CRD generated from the models"),
     "render": ("tablerefresh.commands.render", "print the CronJob the controller makes for a manifest"),
     "operator": ("tablerefresh.commands.operator", "run the Kubernetes controller"),
+    "plan": ("tablerefresh.commands.plan", "show what a refresh would replace, changing nothing"),
+    "backups": ("tablerefresh.commands.backups", "list the backups swaps kept"),
+    "restore": ("tablerefresh.commands.restore", "swap a backup back in, atomically"),
+    "dedupe": ("tablerefresh.commands.dedupe", "rebuild the table or its slice with one row per key"),
+    "mutations": ("tablerefresh.commands.mutations", "list pending mutations, or kill the stuck ones"),
 }
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from tablerefresh.dataplane import catalog, names, sql
+from tablerefresh.dataplane import backups, catalog, mutations, names, sql
 from tablerefresh.dataplane.catalog import TableInfo, first_line
 from tablerefresh.dataplane.errors import (
     InvalidInput,
@@ -85,6 +85,7 @@ class Refresh:
         self._client: Client | None = None
         self._staging: str | None = None
         self._source_columns: list[str] = []
+        self._staging_name = ""
 
     @property
     def client(self) -> Client:
@@ -98,7 +99,7 @@ class Refresh:
         locked = False
         try:
             with self._step("check inputs"):
-                target = self._check_inputs()
+                target = self.check_inputs()
             lock = TableLock(
                 self.connect,
                 self.database,
@@ -165,7 +166,7 @@ class Refresh:
 
     # -- checks before anything is touched ---------------------------------------------------
 
-    def _check_inputs(self) -> TableInfo:
+    def check_inputs(self) -> TableInfo:
         target = catalog.describe_table(self.client, self.database, self.spec.target.table)
         columns = {c.name for c in target.columns}
         for role, wanted in (("uniqueKey", self.spec.unique_key), ("freshnessColumn", [self.spec.freshness_column])):
@@ -191,8 +192,15 @@ class Refresh:
         return target
 
     def _preflight(self, target: TableInfo) -> None:
+        kill_after = self.spec.mutations.kill_stuck_after
+        if kill_after is not None:
+            killed = mutations.kill_older_than(
+                self.client, self.database, target.name, parse_duration(kill_after).total_seconds()
+            )
+            for m in killed:
+                log.warning("killed stuck mutation %s (%s)", m.describe(), mutations.NOT_ROLLED_BACK)
         limit = parse_duration(self.spec.mutations.max_pending).total_seconds()
-        stuck = [m for m in catalog.pending_mutations(self.client, self.database, target.name) if m.age_seconds > limit]
+        stuck = [m for m in mutations.pending(self.client, self.database, target.name) if m.age_seconds > limit]
         if stuck:
             raise PreflightRefused(
                 f"{self.record.target} has mutation(s) pending longer than {self.spec.mutations.max_pending}: "
@@ -216,6 +224,7 @@ class Refresh:
             ddl += f" ENGINE = {engine}"
         self.client.command(ddl)
         self._staging = staging
+        self._staging_name = name
         return staging
 
     def _drop_staging(self) -> None:
@@ -282,6 +291,9 @@ class Refresh:
             )
         with self._step(f"swap {len(replace)} partition(s)"):
             lock.assert_held()
+            if self.spec.backup.keep:
+                backups.take_partitions(self.client, target, self.options.run_id, replace)
+                failpoint("backed-up")
             if changes:
                 commands = ", ".join(
                     f"REPLACE PARTITION ID {sql.partition_id(c.partition)} FROM {staging}"
@@ -305,6 +317,8 @@ class Refresh:
             self.record.duplicates = duplicates
             self.record.rows_after = self._count(tq)
             self.record.slice_rows_after = sum(staged_slice.values())
+        if self.spec.backup.keep:
+            backups.prune(self.client, self.database, target.name, self.spec.backup.keep)
 
     def _partition_counts(self, table: str) -> tuple[dict[str, int], dict[str, int]]:
         """Rows, and slice rows, per partition of ``table``, in one scan."""
@@ -333,10 +347,10 @@ class Refresh:
             self.client.command(f"EXCHANGE TABLES {tq} AND {staging}")
             failpoint("swapped")
             # The staging name now holds the previous table: keep it as the backup.
-            backup = sql.table(self.database, names.backup_table(target.name, self.options.run_id, datetime.now(UTC)))
-            self.client.command(f"RENAME TABLE {staging} TO {backup}")
+            assert self._staging is not None
+            backups.keep_table(self.client, target, self.options.run_id, self._staging_name)
             self._staging = None
-            self._prune_backups(target, keep=max(1, self.spec.backup.keep))
+            backups.prune(self.client, self.database, target.name, max(1, self.spec.backup.keep))
         self.record.duplicates = self._duplicates(tq)
         self._record_after(tq)
 
@@ -358,6 +372,8 @@ class Refresh:
             )
         with self._step("delete the slice, then insert it (not atomic: readers see a gap)"):
             lock.assert_held()
+            if self.spec.backup.keep:
+                backups.take_rows(self.client, target, self.options.run_id, self.predicate, self.params)
             self.client.command(
                 f"ALTER TABLE {tq} DELETE WHERE {self.predicate}",
                 parameters=self.params,
@@ -370,12 +386,9 @@ class Refresh:
             failpoint("swapped")
         self.record.duplicates = self._duplicates(tq, self.predicate, self.params)
         self._record_after(tq)
+        if self.spec.backup.keep:
+            backups.prune(self.client, self.database, target.name, self.spec.backup.keep)
 
     def _record_after(self, table: str) -> None:
         self.record.rows_after = self._count(table)
         self.record.slice_rows_after = self._count(table, self.predicate)
-
-    def _prune_backups(self, target: TableInfo, keep: int) -> None:
-        backups = catalog.tables_with_prefix(self.client, self.database, names.backup_prefix(target.name))
-        for name in backups[:-keep]:  # oldest first, by name
-            self.client.command(f"DROP TABLE IF EXISTS {sql.table(self.database, name)} SYNC")

@@ -31,3 +31,9 @@ def partition_id(pid: str) -> str:
 
 def column_list(columns: list[str]) -> str:
     return ", ".join(ident(c) for c in columns)
+
+
+def string_literal(value: str) -> str:
+    """A quoted SQL string, for the few places ClickHouse takes no parameter (COMMENT)."""
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"

@@ -1,0 +1,58 @@
+"""What the commands that work on one TableRefresh's table share: the manifest, the connection,
+and turning a refusal into its exit code with a message that says why."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from tablerefresh.dataplane.catalog import first_line
+from tablerefresh.dataplane.connection import connect
+from tablerefresh.dataplane.errors import ExitCode, RefreshError
+from tablerefresh.spec import ManifestError, TableRefresh, load_manifest
+
+
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--file", required=True, help="the TableRefresh manifest (YAML)")
+    parser.add_argument("--clickhouse", metavar="URL", help="override spec.clickhouse.url (chdb:///path: embedded)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def open_target(args: argparse.Namespace) -> tuple[TableRefresh, Callable[[], Client]]:
+    manifest = load_manifest(args.file)
+    spec = manifest.spec
+    url = args.clickhouse or spec.clickhouse.url
+
+    def factory() -> Client:
+        return connect(url, database=spec.clickhouse.database, settings=spec.clickhouse.settings)
+
+    return manifest, factory
+
+
+def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a command; a refusal prints why and exits with its code, never a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except ManifestError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return int(ExitCode.INVALID)
+        except RefreshError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return int(exc.exit_code)
+        except ClickHouseError as exc:
+            print(f"error: ClickHouse: {first_line(exc)}", file=sys.stderr)
+            return int(ExitCode.FAILED)
+
+    return run
+
+
+def emit_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))

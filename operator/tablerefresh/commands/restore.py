@@ -1,0 +1,41 @@
+"""``tablerefresh restore``: swap a backup back in, holding the refresh lock, after backing up."""
+
+from __future__ import annotations
+
+import argparse
+
+from tablerefresh.commands._target import add_target_arguments, emit_json, guarded, open_target
+from tablerefresh.dataplane import backups
+from tablerefresh.dataplane.operation import locked_target, new_run_id
+from tablerefresh.dataplane.restore import restore
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_target_arguments(parser)
+    parser.add_argument("--run", required=True, metavar="RUN_ID", help="the run whose backup to restore")
+
+
+@guarded
+def run(args: argparse.Namespace) -> int:
+    manifest, connect = open_target(args)
+    spec = manifest.spec
+    run_id = new_run_id("restore")
+    with locked_target(connect, spec, run_id) as held:
+        backup = backups.find(held.client, spec.clickhouse.database, spec.target.table, args.run)
+        done = restore(held.client, held.target, backup, held.lock, run_id)
+    if args.json:
+        emit_json(
+            {
+                "restored": backup.describe(),
+                "undo": done.undo_run_id,
+                "rowsBefore": done.rows_before,
+                "rowsAfter": done.rows_after,
+            }
+        )
+        return 0
+    print(
+        f"restored {backup.kind} backup of run {backup.run_id} into {spec.clickhouse.database}.{spec.target.table}: "
+        f"{done.rows_before:,} -> {done.rows_after:,} rows"
+    )
+    print(f"what it replaced is kept as the backup of run {done.undo_run_id}: restore that to undo")
+    return 0
