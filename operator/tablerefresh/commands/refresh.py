@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import socket
 import sys
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +13,7 @@ from clickhouse_connect.driver.client import Client
 
 from tablerefresh.dataplane.connection import connect
 from tablerefresh.dataplane.errors import ExitCode, RefreshError
+from tablerefresh.dataplane.operation import new_run_id, owner_of
 from tablerefresh.dataplane.refresh import Refresh, RunOptions
 from tablerefresh.dataplane.runs import Outcome, RunRecord
 from tablerefresh.dataplane.source import source_query
@@ -45,13 +43,9 @@ def read_manifest(args: argparse.Namespace) -> TableRefresh:
         raise ManifestError(f"${MANIFEST_ENV} is not JSON: {exc}") from exc
 
 
-def new_run_id(now: datetime) -> str:
-    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-
-
 def run(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
-    run_id = args.run_id or os.environ.get(RUN_ID_ENV) or new_run_id(now)
+    run_id = args.run_id or os.environ.get(RUN_ID_ENV) or new_run_id("refresh", now)
     try:
         manifest = read_manifest(args)
         spec = manifest.spec
@@ -76,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = RunOptions(
         run_id=run_id,
-        owner=re.sub(r"[^A-Za-z0-9._:@-]", "_", f"{run_id}@{socket.gethostname()}:{os.getpid()}")[:200],
+        owner=owner_of(run_id),
         run_time=now,
         lock_ttl_seconds=args.lock_ttl,
         heartbeat_seconds=max(1.0, args.lock_ttl / 12),
