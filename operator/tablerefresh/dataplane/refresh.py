@@ -124,6 +124,9 @@ class Refresh:
             self._finish(Outcome.SKIPPED if isinstance(exc, LockHeld) else Outcome.FAILED, exc)
         except ClickHouseError as exc:
             self._finish(Outcome.FAILED, RefreshError(first_line(exc)))
+        except Exception as exc:  # a bug: still end with a summary the controller can read
+            log.exception("run %s failed unexpectedly", self.record.run_id)
+            self._finish(Outcome.FAILED, RefreshError(f"internal error: {type(exc).__name__}: {exc}"))
         if locked:
             self._write_record()
         if self._client is not None:
