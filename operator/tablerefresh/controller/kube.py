@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import socket
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -159,7 +160,8 @@ class ApiKube:
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            # Named like kubectl's events: the object's name and a unique suffix.
+            "metadata": {"name": f"{meta['name'][:230]}.{time.time_ns():x}", "namespace": meta["namespace"]},
             "involvedObject": {
                 "apiVersion": api.API_VERSION,
                 "kind": api.KIND,

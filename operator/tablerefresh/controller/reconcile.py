@@ -85,6 +85,15 @@ class Reconciler:
                     return None  # deleted meanwhile
                 raise
             self._written[meta["uid"]] = outcome.status
+            ready = next(c for c in outcome.status["conditions"] if c["type"] == "Ready")
+            log.info(
+                "%s/%s: generation %s, Ready=%s (%s)",
+                meta["namespace"],
+                meta["name"],
+                outcome.status["observedGeneration"],
+                ready["status"],
+                ready["reason"],
+            )
         for event in outcome.events:
             try:
                 self._kube.post_event(body, event.type, event.reason, event.message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -53,7 +54,15 @@ class Options:
     concurrency: int = 8
 
 
+def quiet_chatter() -> None:
+    """At INFO, log what the controller changes, not every watch event and probe it handles."""
+    if logging.getLogger().getEffectiveLevel() >= logging.INFO:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
 def run_operator(options: Options) -> None:
+    quiet_chatter()
     load_config()
     metrics.serve(options.metrics_port)
     registry = kopf.OperatorRegistry()

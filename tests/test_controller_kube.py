@@ -1,0 +1,462 @@
+"""The operator against the real API server of the test control plane (issue 4's "Must show").
+
+Each test gets its own namespace and its own operator process watching only that namespace
+(``python -m tablerefresh operator --namespace NS``), so a test can stop and restart it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tablerefresh.controller.render import render_cronjob
+from tablerefresh.spec import load_manifest, parse_manifest
+from tests.test_crd_invalid import CASES, Invalid
+
+pytestmark = pytest.mark.kube
+PLUGIN = "tests.controlplane.pytest_plugin"
+
+ROOT = Path(__file__).resolve().parent.parent
+CRD_FILE = ROOT / "crds" / "tablerefresh.dev_tablerefreshes.yaml"
+EXAMPLE = ROOT / "examples" / "polymarket" / "tablerefresh.yaml"
+GROUP, VERSION, PLURAL = "tablerefresh.dev", "v1alpha1", "tablerefreshes"
+ARGO_LABEL = "app.kubernetes.io/instance"
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Operator:
+    """``tablerefresh operator`` as a subprocess on the test kubeconfig."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
+        self.kubeconfig, self.namespace, self.log = kubeconfig, namespace, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Operator:
+        port = free_port()
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tablerefresh",
+                    "operator",
+                    "--namespace",
+                    self.namespace,
+                    "--liveness",
+                    f"http://127.0.0.1:{port}/healthz",
+                    "--metrics-port",
+                    "0",
+                    "--resync",
+                    "5",
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+        def alive() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, self.tail()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        wait_for("the operator's liveness endpoint", alive, timeout=30, interval=0.1)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+
+
+def _plugin_fixture(request: pytest.FixtureRequest, name: str) -> Any:
+    """The control plane plugin's fixture, or a skip while the root conftest does not register it."""
+    if not request.config.pluginmanager.has_plugin(PLUGIN):
+        pytest.skip(f"the control plane plugin is not registered (pytest -p {PLUGIN})")
+    return request.getfixturevalue(name)
+
+
+@pytest.fixture
+def plane(request: pytest.FixtureRequest) -> Any:
+    return _plugin_fixture(request, "controlplane")
+
+
+@pytest.fixture
+def ns(request: pytest.FixtureRequest) -> str:
+    name: str = _plugin_fixture(request, "namespace")
+    return name
+
+
+_crd_installed: set[str] = set()
+
+
+@pytest.fixture
+def crd(plane: Any) -> None:
+    if str(plane.kubeconfig) in _crd_installed:
+        return
+    plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    plane.kubectl("wait", "--for=condition=Established", "--timeout=30s", f"crd/{PLURAL}.{GROUP}")
+    _crd_installed.add(str(plane.kubeconfig))
+
+
+@pytest.fixture
+def operator(plane: Any, crd: None, ns: str, tmp_path: Path) -> Iterator[Operator]:
+    running = Operator(Path(plane.kubeconfig), ns, tmp_path / "operator.log").start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def api(request: pytest.FixtureRequest) -> Api:
+    return Api(_plugin_fixture(request, "kube_api"))
+
+
+class Api:
+    """Plain-dict reads and writes (the wire JSON), as the operator itself does."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+
+    def tr(self, ns: str, name: str) -> dict[str, Any]:
+        response = self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, _preload_content=False)
+        data: dict[str, Any] = json.loads(response.data)
+        return data
+
+    def cronjob(self, ns: str, name: str) -> dict[str, Any] | None:
+        try:
+            response = self.batch.read_namespaced_cron_job(name, ns, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        data: dict[str, Any] = json.loads(response.data)
+        return data
+
+    def cronjobs(self, ns: str) -> list[dict[str, Any]]:
+        response = self.batch.list_namespaced_cron_job(ns, _preload_content=False)
+        items: list[dict[str, Any]] = json.loads(response.data)["items"]
+        return items
+
+    def events(self, ns: str) -> list[dict[str, Any]]:
+        response = self.core.list_namespaced_event(ns, _preload_content=False)
+        items: list[dict[str, Any]] = json.loads(response.data)["items"]
+        return items
+
+
+def example(namespace: str, **spec_changes: Any) -> dict[str, Any]:
+    """The reference Polymarket TableRefresh, moved into the test namespace, with an Argo CD label."""
+    document: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    document["metadata"]["namespace"] = namespace
+    document["metadata"].setdefault("labels", {})[ARGO_LABEL] = "polymarket"
+    document["spec"].update(spec_changes)
+    return document
+
+
+def apply(controlplane: Any, document: dict[str, Any]) -> None:
+    """``kubectl apply --server-side``, as Argo CD does with ServerSideApply=true."""
+    controlplane.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(document))
+
+
+def create_secret(controlplane: Any, namespace: str, name: str = "clickhouse-credentials") -> None:
+    controlplane.kubectl(
+        "create", "secret", "generic", name, "-n", namespace, "--from-literal=username=u", "--from-literal=password=p"
+    )
+
+
+def contains(actual: Any, desired: Any, path: str = "") -> list[str]:
+    """Where ``desired`` is not in ``actual`` (the server may add defaults; nothing else may differ)."""
+    if isinstance(desired, dict):
+        if not isinstance(actual, dict):
+            return [f"{path}: not an object"]
+        return [m for k, v in desired.items() for m in contains(actual.get(k), v, f"{path}.{k}")]
+    if isinstance(desired, list):
+        if not isinstance(actual, list) or len(actual) != len(desired):
+            return [f"{path}: {actual!r} != {desired!r}"]
+        return [m for i, (a, d) in enumerate(zip(actual, desired, strict=True)) for m in contains(a, d, f"{path}[{i}]")]
+    return [] if actual == desired else [f"{path}: {actual!r} != {desired!r}"]
+
+
+def condition(tr: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next((c for c in (tr.get("status") or {}).get("conditions") or [] if c["type"] == type_), None)
+
+
+def observed(api: Api, ns: str, name: str) -> dict[str, Any] | None:
+    """The TableRefresh once the controller has caught up with its current generation."""
+    tr = api.tr(ns, name)
+    status = tr.get("status") or {}
+    ready = condition(tr, "Ready")
+    if status.get("observedGeneration") == tr["metadata"]["generation"] and ready:
+        return tr
+    return None
+
+
+def test_example_creates_its_cronjob_within_two_seconds(plane: Any, api: Api, ns: str, operator: Operator) -> None:
+    create_secret(plane, ns)
+    document = example(ns)
+    name = document["metadata"]["name"]
+    started = time.monotonic()
+    apply(plane, document)
+    cronjob = wait_for("the CronJob", lambda: api.cronjob(ns, name), timeout=5, interval=0.02)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.0, f"CronJob after {elapsed:.2f}s\n{operator.tail()}"
+
+    tr = wait_for("status to catch up", lambda: observed(api, ns, name))
+    assert tr["status"]["observedGeneration"] == tr["metadata"]["generation"]
+    desired = render_cronjob(parse_manifest(tr), owner_uid=tr["metadata"]["uid"])
+    assert contains(cronjob, desired) == []
+    assert condition(tr, "Ready")["status"] == "True", tr["status"]  # type: ignore[index]
+    assert tr["status"]["cronJobRef"]["name"] == name
+    assert tr["status"]["cronJobRef"]["uid"] == cronjob["metadata"]["uid"]
+
+
+def test_kubectl_get_tr_shows_the_columns(plane: Any, api: Api, ns: str, operator: Operator) -> None:
+    create_secret(plane, ns)
+    document = example(ns)
+    apply(plane, document)
+    wait_for("Ready", lambda: observed(api, ns, document["metadata"]["name"]))
+    out = plane.kubectl("get", "tr", "-n", ns).stdout
+    header, row = out.splitlines()[:2]
+    assert header.split() == ["NAME", "SCHEDULE", "SUSPEND", "READY", "STALE(H)", "DUPS", "LAST", "RUN", "AGE"]
+    assert row.split()[:8] == [document["metadata"]["name"], "0", "*/6", "*", "*", "*", "false", "True"]
+    wide = plane.kubectl("get", "tablerefreshes", "-n", ns, "-o", "wide").stdout
+    assert "REASON" in wide.splitlines()[0] and "Reconciled" in wide
+
+
+def test_a_hand_edited_cronjob_is_reverted_and_a_deleted_one_recreated(
+    plane: Any, api: Api, ns: str, operator: Operator
+) -> None:
+    create_secret(plane, ns)
+    document = example(ns)
+    name = document["metadata"]["name"]
+    apply(plane, document)
+    first = wait_for("the CronJob", lambda: api.cronjob(ns, name))
+
+    plane.kubectl(
+        "patch",
+        "cronjob",
+        name,
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        '{"spec":{"schedule":"* * * * *","suspend":true}}',
+    )
+    wait_for(
+        "the edit to be reverted",
+        lambda: (cj := api.cronjob(ns, name)) and cj["spec"]["schedule"] == "0 */6 * * *" and not cj["spec"]["suspend"],
+    )
+
+    plane.kubectl("delete", "cronjob", name, "-n", ns, "--wait=false")
+    again = wait_for(
+        "the CronJob to come back",
+        lambda: (cj := api.cronjob(ns, name)) and cj["metadata"]["uid"] != first["metadata"]["uid"] and cj,
+    )
+    assert again["spec"]["schedule"] == "0 */6 * * *"
+    tr = wait_for(
+        "cronJobRef to follow",
+        lambda: (t := api.tr(ns, name))["status"]["cronJobRef"]["uid"] == again["metadata"]["uid"] and t,
+    )
+    assert len(api.cronjobs(ns)) == 1, tr
+
+
+def test_schedule_change_and_suspend_reach_the_cronjob(plane: Any, api: Api, ns: str, operator: Operator) -> None:
+    create_secret(plane, ns)
+    document = example(ns)
+    name = document["metadata"]["name"]
+    apply(plane, document)
+    before = wait_for("Ready", lambda: observed(api, ns, name))
+
+    apply(plane, example(ns, schedule="*/15 * * * *", suspend=True))
+    wait_for(
+        "the change on the CronJob",
+        lambda: (cj := api.cronjob(ns, name)) and cj["spec"]["schedule"] == "*/15 * * * *" and cj["spec"]["suspend"],
+    )
+    after = wait_for("observedGeneration to move", lambda: observed(api, ns, name))
+    assert after["metadata"]["generation"] > before["metadata"]["generation"]
+    assert after["status"]["observedGeneration"] == after["metadata"]["generation"]
+
+    apply(plane, example(ns, schedule="*/15 * * * *", suspend=False))
+    wait_for("resume", lambda: (cj := api.cronjob(ns, name)) and cj["spec"]["suspend"] is False)
+
+
+def test_cronjob_has_the_owner_reference_and_none_of_the_tablerefresh_labels(
+    plane: Any, api: Api, ns: str, operator: Operator
+) -> None:
+    create_secret(plane, ns)
+    document = example(ns)
+    name = document["metadata"]["name"]
+    apply(plane, document)
+    tr = wait_for("Ready", lambda: observed(api, ns, name))
+    cronjob = api.cronjob(ns, name)
+    assert cronjob is not None
+    assert cronjob["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "TableRefresh",
+            "name": name,
+            "uid": tr["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert cronjob["metadata"]["labels"] == {
+        "app.kubernetes.io/managed-by": "tablerefresh",
+        "tablerefresh.dev/name": name,
+    }
+    everywhere = json.dumps(cronjob["spec"])
+    for key in tr["metadata"]["labels"]:
+        assert key not in everywhere and key not in cronjob["metadata"]["labels"]
+
+
+def test_tablerefresh_gets_no_annotation_or_finalizer_from_the_controller(
+    plane: Any, api: Api, ns: str, operator: Operator
+) -> None:
+    create_secret(plane, ns)
+    document = example(ns)
+    name = document["metadata"]["name"]
+    apply(plane, document)
+    wait_for("Ready", lambda: observed(api, ns, name))
+    apply(plane, example(ns, suspend=True))  # an update runs kopf's update handler too
+    tr = wait_for("the update", lambda: (t := observed(api, ns, name)) and t["metadata"]["generation"] > 1 and t)
+    time.sleep(1)  # let kopf finish writing its own bookkeeping
+    tr = api.tr(ns, name)
+    assert not tr["metadata"].get("annotations"), tr["metadata"].get("annotations")
+    assert not tr["metadata"].get("finalizers")
+    assert tr["metadata"]["labels"] == document["metadata"]["labels"]
+    # Every field the controller writes is status (kopf's own bookkeeping included).
+    controller_fields = [
+        f for f in tr["metadata"]["managedFields"] if f["manager"] not in ("kubectl", "kubectl-client-side-apply")
+    ]
+    assert controller_fields and all(f.get("subresource") == "status" for f in controller_fields), controller_fields
+    assert "diffbase" in tr["status"]["kopf"]
+
+
+def test_deleting_does_not_wait_for_the_operator(plane: Any, api: Api, ns: str, operator: Operator) -> None:
+    create_secret(plane, ns)
+    document = example(ns)
+    name = document["metadata"]["name"]
+    apply(plane, document)
+    wait_for("Ready", lambda: observed(api, ns, name))
+    operator.stop()
+    plane.kubectl("delete", "tr", name, "-n", ns, "--timeout=10s")
+    assert name not in plane.kubectl("get", "tr", "-n", ns, "-o", "name").stdout
+
+
+def test_a_restart_converges_to_exactly_one_cronjob(plane: Any, api: Api, ns: str, operator: Operator) -> None:
+    create_secret(plane, ns)
+    document = example(ns)
+    name = document["metadata"]["name"]
+    apply(plane, document)
+    wait_for("Ready", lambda: observed(api, ns, name))
+    operator.stop()
+    apply(plane, example(ns, schedule="5 4 * * *"))  # changed while the operator is down
+    operator.start()
+    wait_for(
+        "the change after the restart",
+        lambda: (cj := api.cronjob(ns, name)) and cj["spec"]["schedule"] == "5 4 * * *",
+    )
+    tr = wait_for("status", lambda: observed(api, ns, name))
+    operator.stop()
+    operator.start()  # and a restart with nothing to do
+    time.sleep(1)
+    cronjobs = api.cronjobs(ns)
+    assert [c["metadata"]["name"] for c in cronjobs] == [name]
+    assert api.tr(ns, name)["status"]["observedGeneration"] == tr["metadata"]["generation"]
+
+
+def test_a_missing_secret_is_ready_false_with_a_reason_and_a_warning_event(
+    plane: Any, api: Api, ns: str, operator: Operator
+) -> None:
+    document = example(ns)
+    name = document["metadata"]["name"]
+    apply(plane, document)  # no Secret created
+    tr = wait_for("Ready=False", lambda: (t := observed(api, ns, name)) and t)
+    ready = condition(tr, "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("False", "SecretNotFound")
+    assert "clickhouse-credentials" in ready["message"]
+    events = wait_for(
+        "the Warning event",
+        lambda: [e for e in api.events(ns) if e["reason"] == "SecretNotFound" and e["type"] == "Warning"],
+    )
+    assert events[0]["involvedObject"]["name"] == name
+    create_secret(plane, ns)  # the periodic resync notices
+    wait_for("Ready=True", lambda: (c := condition(api.tr(ns, name), "Ready")) and c["status"] == "True", timeout=15)
+
+
+def test_an_invalid_spec_the_schema_lets_through_is_reported(plane: Any, api: Api, ns: str, operator: Operator) -> None:
+    create_secret(plane, ns)
+    document = example(ns, schedule="61 * * * *")  # five fields, but no minute 61
+    name = document["metadata"]["name"]
+    apply(plane, document)
+    tr = wait_for("Ready=False", lambda: observed(api, ns, name))
+    ready = condition(tr, "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "spec.schedule" in ready["message"]
+    assert api.cronjob(ns, name) is None
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_the_api_server_rejects_invalid_manifests_naming_the_field(
+    plane: Any, crd: None, ns: str, case: Invalid
+) -> None:
+    document = copy.deepcopy(case.manifest())
+    document["metadata"]["namespace"] = ns
+    result = plane.kubectl("create", "-f", "-", input=json.dumps(document), check=False)
+    assert result.returncode != 0, f"{case.id} was accepted"
+    assert case.field in result.stderr, result.stderr
+
+
+def test_the_reference_example_is_accepted_as_it_is(plane: Any, crd: None, ns: str) -> None:
+    document = yaml.safe_load(EXAMPLE.read_text())
+    document["metadata"]["namespace"] = ns
+    plane.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(document))
+    load_manifest(EXAMPLE)
