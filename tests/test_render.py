@@ -238,7 +238,13 @@ def test_cronjob_validates_against_kubernetes_1_36() -> None:
         kubernetes_validate.validate(render_cronjob(tr, owner_uid=UID), "1.36.0", strict=True)
 
 
-EXAMPLES = sorted(p for p in (ROOT / "examples").glob("**/*.yaml") if "kind: TableRefresh" in p.read_text())
+# examples/<workload> may be a symlink, which "**" does not follow; manifests/examples has more.
+EXAMPLES = sorted(
+    p
+    for pattern in ("examples/*.yaml", "examples/*/*.yaml", "manifests/examples/*.yaml")
+    for p in ROOT.glob(pattern)
+    if "kind: TableRefresh" in p.read_text()
+)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
