@@ -74,7 +74,7 @@ STANDINS: tuple[StandIn, ...] = (
     StandIn("rbac.authorization.k8s.io", "ClusterRole", "clusterroles", namespaced=False),
     StandIn("rbac.authorization.k8s.io", "ClusterRoleBinding", "clusterrolebindings", namespaced=False,
             columns=(("Role", "string", ".roleRef.name"),)),
-    StandIn("events.k8s.io", "Event", "events", short_names=("ev",),
+    StandIn("events.k8s.io", "Event", "events",
             columns=(("Type", "string", ".type"), ("Reason", "string", ".reason"),
                      ("Object", "string", ".regarding.name"), ("Note", "string", ".note"))),
 )

@@ -42,6 +42,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	"k8s.io/apimachinery/pkg/version"
 	"k8s.io/apiserver/pkg/endpoints/discovery"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/kube-openapi/pkg/handler3"
 	"k8s.io/apiserver/pkg/endpoints/handlers/responsewriters"
 	apirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/client-go/dynamic"
@@ -53,6 +55,7 @@ type shim struct {
 	next      http.Handler
 	crdLister listers.CustomResourceDefinitionLister
 	dyn       dynamic.Interface
+	generic   *genericapiserver.GenericAPIServer
 }
 
 func (s *shim) wrap(next http.Handler) http.Handler {
@@ -62,6 +65,7 @@ func (s *shim) wrap(next http.Handler) http.Handler {
 
 func (s *shim) init(server *apiserver.CustomResourceDefinitions) error {
 	s.crdLister = server.Informers.Apiextensions().V1().CustomResourceDefinitions().Lister()
+	s.generic = server.GenericAPIServer
 	dyn, err := dynamic.NewForConfig(server.GenericAPIServer.LoopbackClientConfig)
 	if err != nil {
 		return err
@@ -85,6 +89,12 @@ func (s *shim) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		case "/apis":
 			s.serveGroups(w, req)
+			return
+		case "/openapi/v3":
+			s.serveOpenAPIV3Index(w, req)
+			return
+		case "/openapi/v3/api/v1":
+			s.serveOpenAPIV3Core(w, req)
 			return
 		}
 	}
@@ -317,8 +327,7 @@ func (s *shim) serveGroups(w http.ResponseWriter, req *http.Request) {
 func (s *shim) fixBody(req *http.Request, info *apirequest.RequestInfo, crd *apiextensionsv1.CustomResourceDefinition) error {
 	ct := mediaType(req.Header.Get("Content-Type"))
 	isProtobuf := ct == "application/vnd.kubernetes.protobuf"
-	isSecret := info.APIGroup == "" && info.Resource == "secrets" && info.Subresource == ""
-	if !isProtobuf && !(isSecret && (ct == "application/json" || ct == "")) {
+	if !isProtobuf && ct != "application/json" && ct != "" {
 		return nil
 	}
 	body, err := io.ReadAll(req.Body)
@@ -337,9 +346,23 @@ func (s *shim) fixBody(req *http.Request, info *apirequest.RequestInfo, crd *api
 		}
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if isSecret {
-		var obj map[string]interface{}
-		if err := json.Unmarshal(body, &obj); err == nil && foldStringData(obj) {
+	var obj map[string]interface{}
+	if err := json.Unmarshal(body, &obj); err == nil && obj != nil {
+		changed := false
+		// The real server takes apiVersion and kind from the URL when the
+		// body leaves them out; the CRD handler insists on them.
+		if _, ok := obj["apiVersion"]; !ok {
+			obj["apiVersion"] = schema.GroupVersion{Group: info.APIGroup, Version: info.APIVersion}.String()
+			changed = true
+		}
+		if _, ok := obj["kind"]; !ok {
+			obj["kind"] = crd.Status.AcceptedNames.Kind
+			changed = true
+		}
+		if info.APIGroup == "" && info.Resource == "secrets" && foldStringData(obj) {
+			changed = true
+		}
+		if changed {
 			if body, err = json.Marshal(obj); err != nil {
 				return err
 			}
@@ -495,4 +518,65 @@ func (s *shim) cleanupNamespace(ns string) {
 			}
 		}
 	}
+}
+
+// ------------------------------------------------------------------ OpenAPI
+
+// The OpenAPI v3 controller publishes the core stand-ins as group version
+// "apis//v1" with paths under /apis/v1/. Clients look for "api/v1".
+const coreOpenAPIKey = "apis//v1"
+
+func (s *shim) serveOpenAPIV3Index(w http.ResponseWriter, req *http.Request) {
+	rec := httptest.NewRecorder()
+	s.next.ServeHTTP(rec, req)
+	var index struct {
+		Paths map[string]map[string]string `json:"paths"`
+	}
+	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &index) != nil || index.Paths[coreOpenAPIKey] == nil {
+		copyRecorded(w, rec)
+		return
+	}
+	entry := index.Paths[coreOpenAPIKey]
+	hash := ""
+	if _, q, ok := strings.Cut(entry["serverRelativeURL"], "?"); ok {
+		hash = "?" + q
+	}
+	delete(index.Paths, coreOpenAPIKey)
+	index.Paths["api/v1"] = map[string]string{"serverRelativeURL": "/openapi/v3/api/v1" + hash}
+	writeJSON(w, index)
+}
+
+func (s *shim) serveOpenAPIV3Core(w http.ResponseWriter, req *http.Request) {
+	svc := s.generic.OpenAPIV3VersionedService
+	if svc == nil {
+		http.NotFound(w, req)
+		return
+	}
+	inner := req.Clone(req.Context())
+	inner.URL.Path = "/openapi/v3/" + coreOpenAPIKey
+	inner.URL.RawPath = ""
+	inner.URL.RawQuery = ""
+	inner.Header = http.Header{"Accept": []string{"application/json"}}
+	rec := httptest.NewRecorder()
+	svc.HandleGroupVersion(rec, inner)
+	if rec.Code != http.StatusOK {
+		copyRecorded(w, rec)
+		return
+	}
+	body := bytes.ReplaceAll(rec.Body.Bytes(), []byte(`"/apis/v1/`), []byte(`"/api/v1/`))
+	contentType := "application/json"
+	if accept := req.Header.Get("Accept"); accept != "" && !strings.Contains(accept, "json") && !strings.Contains(accept, "*/*") {
+		pb, err := handler3.ToV3ProtoBinary(body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		body = pb
+		contentType = "application/com.github.proto-openapi.spec.v3.v1.0+protobuf"
+	}
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.Header().Set("Vary", "Accept")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
 }
