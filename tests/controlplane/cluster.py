@@ -4,6 +4,7 @@ in group system:masters."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -13,10 +14,10 @@ import ssl
 import subprocess
 import sys
 import time
-import http.client
 from base64 import b64encode
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import pki, standins
 
@@ -122,7 +123,7 @@ class ControlPlane:
         )
 
     # ---------------------------------------------------------------- start
-    def start(self, timeout: float = 60.0) -> "ControlPlane":
+    def start(self, timeout: float = 60.0) -> ControlPlane:
         if self.is_running():
             raise ControlPlaneError(f"already running in {self.dir}")
         if self.bin_dir is None or not (self.bin_dir / "bin" / "kube-apiserver").exists():
@@ -150,52 +151,54 @@ class ControlPlane:
         }
 
         preexec = _die_with_parent if self.tie_to_parent else None
-        etcd = subprocess.Popen(
-            [
-                self._bin("etcd"),
-                "--name=default",
-                f"--data-dir={self.dir / 'etcd'}",
-                f"--listen-client-urls={etcd_url}",
-                f"--advertise-client-urls={etcd_url}",
-                f"--listen-peer-urls={peer_url}",
-                f"--initial-advertise-peer-urls={peer_url}",
-                f"--initial-cluster=default={peer_url}",
-                "--unsafe-no-fsync",
-                "--log-level=warn",
-                "--quota-backend-bytes=4294967296",
-            ],
-            stdout=open(logs / "etcd.log", "ab"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=not self.tie_to_parent,
-            preexec_fn=preexec,
-        )
-        self.state["etcd_pid"] = etcd.pid
-        self._save_state()
-        try:
-            self._wait_etcd(etcd, timeout)
-            apiserver = subprocess.Popen(
+        with open(logs / "etcd.log", "ab") as log:
+            etcd = subprocess.Popen(
                 [
-                    self._bin("kube-apiserver"),
-                    f"--etcd-servers={etcd_url}",
-                    "--bind-address=127.0.0.1",
-                    f"--secure-port={ports['apiserver_port']}",
-                    f"--tls-cert-file={certs['server.crt']}",
-                    f"--tls-private-key-file={certs['server.key']}",
-                    f"--client-ca-file={certs['ca.crt']}",
-                    f"--cert-dir={self.dir / 'pki'}",
-                    "--watch-cache=false",
-                    "--profiling=false",
-                    "--shutdown-delay-duration=0s",
-                    f"--standin-crds={standin_file}",
-                    "--v=1",
+                    self._bin("etcd"),
+                    "--name=default",
+                    f"--data-dir={self.dir / 'etcd'}",
+                    f"--listen-client-urls={etcd_url}",
+                    f"--advertise-client-urls={etcd_url}",
+                    f"--listen-peer-urls={peer_url}",
+                    f"--initial-advertise-peer-urls={peer_url}",
+                    f"--initial-cluster=default={peer_url}",
+                    "--unsafe-no-fsync",
+                    "--log-level=warn",
+                    "--quota-backend-bytes=4294967296",
                 ],
-                stdout=open(logs / "kube-apiserver.log", "ab"),
+                stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=not self.tie_to_parent,
                 preexec_fn=preexec,
             )
+        self.state["etcd_pid"] = etcd.pid
+        self._save_state()
+        try:
+            self._wait_etcd(etcd, timeout)
+            with open(logs / "kube-apiserver.log", "ab") as log:
+                apiserver = subprocess.Popen(
+                    [
+                        self._bin("kube-apiserver"),
+                        f"--etcd-servers={etcd_url}",
+                        "--bind-address=127.0.0.1",
+                        f"--secure-port={ports['apiserver_port']}",
+                        f"--tls-cert-file={certs['server.crt']}",
+                        f"--tls-private-key-file={certs['server.key']}",
+                        f"--client-ca-file={certs['ca.crt']}",
+                        f"--cert-dir={self.dir / 'pki'}",
+                        "--watch-cache=false",
+                        "--profiling=false",
+                        "--shutdown-delay-duration=0s",
+                        f"--standin-crds={standin_file}",
+                        "--v=1",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=not self.tie_to_parent,
+                    preexec_fn=preexec,
+                )
             self.state["kube-apiserver_pid"] = apiserver.pid
             self._save_state()
             self._write_kubeconfig(certs)
@@ -358,8 +361,7 @@ def run_kubectl(kubectl: str, kubeconfig: Path, cache_dir: Path, args: Sequence[
     proc = subprocess.run(
         [kubectl, f"--cache-dir={cache_dir}", *args],
         input=input,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         text=True,
         env=env,
         timeout=timeout,
@@ -375,7 +377,7 @@ def which_kubectl() -> str | None:
     return shutil.which("kubectl")
 
 
-__all__ = ["ControlPlane", "ControlPlaneError", "build", "cache_root", "run_kubectl", "free_port"]
+__all__ = ["ControlPlane", "ControlPlaneError", "build", "cache_root", "free_port", "run_kubectl"]
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit("use: python -m tests.controlplane")

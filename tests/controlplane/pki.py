@@ -33,7 +33,7 @@ def _pem_cert(cert: x509.Certificate) -> bytes:
 def make_pki(directory: Path) -> dict[str, Path]:
     """Write ca.crt, server.crt/key and client.crt/key; return their paths."""
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
     until = now + datetime.timedelta(days=30)
 
     ca_key = _key()

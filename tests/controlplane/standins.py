@@ -150,7 +150,7 @@ class _Converter:
             return copy.deepcopy(SPECIAL[name])
         if name in stack:  # recursive type
             return dict(PRESERVE)
-        out = self.convert(self.defs[name], stack + (name,))
+        out = self.convert(self.defs[name], (*stack, name))
         for prop, value in DEFAULTS.get(name, {}).items():
             if prop in out.get("properties", {}):
                 out["properties"][prop]["default"] = value

@@ -102,7 +102,7 @@ def crd_files(controlplane: Any, tmp_path_factory: pytest.TempPathFactory) -> li
     """The repo's CRD files plus a small test CRD, applied and established."""
     test_crd = tmp_path_factory.mktemp("crd") / "widgets.yaml"
     test_crd.write_text(yaml.safe_dump(TEST_CRD))
-    files = repo_crd_files() + [test_crd]
+    files = [*repo_crd_files(), test_crd]
     if (CRD_DIR / "kustomization.yaml").exists():
         # `kubectl apply -f crds/` would also send the Kustomization file, which
         # no API server (real or ours) serves; the folder is meant for -k.
@@ -264,7 +264,8 @@ def test_server_side_apply_of_a_cronjob_with_field_managers_and_conflicts(dyn: A
 
     # Same manager, changed intent: applied.
     body["spec"]["schedule"] = "0 * * * *"
-    assert cronjobs.server_side_apply(body=body, namespace=namespace, field_manager="tablerefresh").spec.schedule == "0 * * * *"
+    again = cronjobs.server_side_apply(body=body, namespace=namespace, field_manager="tablerefresh")
+    assert again.spec.schedule == "0 * * * *"
 
     # Another manager wanting the same field: a conflict naming both.
     other = json.loads(json.dumps(body))
