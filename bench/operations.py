@@ -19,10 +19,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from bench.refresh import DB, build_history, refresh
+from bench.workload import prepare, refresh
 from tablerefresh.dataplane.dedupe import dedupe
 from tablerefresh.dataplane.operation import locked_target, new_run_id
 from tablerefresh.dataplane.runs import Outcome
@@ -41,30 +40,12 @@ def main() -> None:
 
 
 def run(data_dir: Path, fills: int, repeat: int) -> None:
-    url = f"chdb://{data_dir.resolve() / 'chdb'}"
-
-    def connect() -> Client:
-        return clickhouse_connect.get_client(dsn=url, database=DB)
-
-    admin = clickhouse_connect.get_client(dsn=url)
-    admin.command(f"DROP DATABASE IF EXISTS {DB} SYNC")
-    admin.command(f"CREATE DATABASE {DB}")
-    client = connect()
-    now = datetime.now(UTC).replace(microsecond=0)
-    stats = polymarket.generate(client, DB, fills=fills, seed=11, now=now)
-    print(f"data: {stats.summary()}")
-    base = polymarket.manifest().spec
-    spec = base.model_copy(
-        update={
-            "clickhouse": base.clickhouse.model_copy(update={"database": DB}),
-            "thresholds": base.thresholds.model_copy(update={"min_slice_rows": 0}),
-        }
-    )
-    source = polymarket.source_query()
-    build_history(spec, connect, source)
+    w = prepare(data_dir, fills)
+    client, connect, spec, source = w.client, w.connect, w.spec, w.source
 
     with_backup = spec.model_copy(update={"backup": BackupSpec(keep=1)})
-    plain, backed = [], []
+    plain: list[float] = []
+    backed: list[float] = []
     for _ in range(repeat):
         for variant, into in ((spec, plain), (with_backup, backed)):
             record = refresh(variant, connect, source)

@@ -12,28 +12,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import resource
-import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
-import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane.refresh import Refresh, RunOptions
-from tablerefresh.dataplane.runs import Outcome, RunRecord
+from bench.workload import prepare, refresh
+from tablerefresh.dataplane.runs import Outcome
 from tablerefresh.spec import Strategy, TableRefreshSpec
 from tablerefresh.workloads import polymarket
-
-DB = "bench"
 
 
 class SliceReader:
@@ -76,28 +68,9 @@ def main() -> None:
 
 
 def run(data_dir: Path, fills: int, repeat: int) -> None:
-    url = f"chdb://{data_dir.resolve() / 'chdb'}"
-
-    def connect() -> Client:
-        return clickhouse_connect.get_client(dsn=url, database=DB)
-
-    admin = clickhouse_connect.get_client(dsn=url)
-    admin.command(f"DROP DATABASE IF EXISTS {DB} SYNC")
-    admin.command(f"CREATE DATABASE {DB}")
-    client = connect()
-    now = datetime.now(UTC).replace(microsecond=0)
     started = time.monotonic()
-    stats = polymarket.generate(client, DB, fills=fills, seed=11, now=now, progress=lambda m: print(f"  {m}"))
-    print(f"data: {stats.summary()}")
-
-    base = polymarket.manifest().spec
-    spec = base.model_copy(
-        update={
-            "clickhouse": base.clickhouse.model_copy(update={"database": DB}),
-            "thresholds": base.thresholds.model_copy(update={"min_slice_rows": 0}),
-        }
-    )
-    source = polymarket.source_query()
+    w = prepare(data_dir, fills, progress=lambda m: print(f"  {m}"))
+    client, connect, spec, source, now = w.client, w.connect, w.spec, w.source, w.now
     predicate = f"({spec.slice.predicate})"
     window_start = int((now - spec.window_delta).timestamp())
     params = {"window_start": window_start, "run_time": int(now.timestamp())}
@@ -110,9 +83,6 @@ def run(data_dir: Path, fills: int, repeat: int) -> None:
             f"INSERT INTO baseline SELECT * FROM ({source})", parameters=params, settings={"insert_deduplicate": 0}
         )
         return time.perf_counter() - t0
-
-    first = build_history(spec, connect, source)
-    print(f"initial build: {first.rows_after:,} rows ({first.duration_seconds:.1f}s)")
 
     results: dict[str, list[float]] = {"baseline": []}
     reader_min: dict[str, int] = {}
@@ -167,20 +137,5 @@ def run(data_dir: Path, fills: int, repeat: int) -> None:
     )
 
 
-def build_history(spec: TableRefreshSpec, connect: Callable[[], Client], source: str) -> RunRecord:
-    """The whole table, every month, as production has it between runs: one run whose window
-    reaches back past the first resolution."""
-    record = refresh(spec.model_copy(update={"window": "5000d"}), connect, source)
-    assert record.outcome == Outcome.SUCCEEDED, record.error
-    return record
-
-
-def refresh(spec: TableRefreshSpec, connect: Callable[[], Client], source: str) -> RunRecord:
-    now = datetime.now(UTC)
-    run_id = f"bench-{now:%H%M%S%f}"
-    options = RunOptions(run_id=run_id, owner=f"{run_id}@{socket.gethostname()}:{os.getpid()}", run_time=now)
-    return Refresh(spec, connect, source, options).run()
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
