@@ -70,6 +70,7 @@ class FakeKube:
         self.applies += 1
         applied = copy.deepcopy(dict(body))
         applied["metadata"]["uid"] = "cj-uid"
+        applied["metadata"]["resourceVersion"] = str(self.applies)
         applied["metadata"]["managedFields"] = [{"manager": "tablerefresh", "operation": "Apply"}]
         applied["status"] = {"lastScheduleTime": "2026-01-01T06:15:00Z"}
         self.cronjobs[(body["metadata"]["namespace"], body["metadata"]["name"])] = applied
@@ -287,11 +288,16 @@ def test_drift_event_reconciles_the_owner_and_ignores_deletion_by_gc() -> None:
         assert kube.applies == 0
         await controller.owned_changed("MODIFIED", owned)
         assert kube.applies == 1
-        await controller.owned_changed("DELETED", owned)  # the TableRefresh is gone from the API
+        echo = kube.cronjobs[("ns", "trades")]
+        await controller.owned_changed("MODIFIED", echo)  # our own apply coming back: nothing to do
         assert kube.applies == 1
+        await controller.owned_changed("MODIFIED", {**echo, "metadata": {**echo["metadata"], "resourceVersion": "9"}})
+        assert kube.applies == 2  # someone else changed it
+        await controller.owned_changed("DELETED", owned)  # the TableRefresh is gone from the API
+        assert kube.applies == 2
         kube.tablerefreshes[("ns", "trades")] = body
         await controller.owned_changed("DELETED", owned)  # deleted by hand: put back
-        assert kube.applies == 2
+        assert kube.applies == 3
         return kube
 
     asyncio.run(scenario())

@@ -66,9 +66,18 @@ class Reconciler:
         # The status each object was last given, by uid: the watch may not have delivered it yet,
         # and settling conditions against a stale copy would move lastTransitionTime.
         self._written: dict[str, dict[str, Any]] = {}
+        # resourceVersion of each CronJob as our last apply left it: its watch event is our own echo.
+        self._applied: dict[tuple[str, str], str] = {}
 
-    def forget(self, uid: str) -> None:
+    def forget(self, namespace: str, name: str, uid: str) -> None:
         self._written.pop(uid, None)
+        self._applied.pop((namespace, cronjob_name(name)), None)
+
+    def is_echo(self, cronjob: Mapping[str, Any]) -> bool:
+        """Whether this CronJob is exactly as our last apply left it (nothing to put back)."""
+        meta = cronjob.get("metadata", {})
+        version = self._applied.get((str(meta.get("namespace")), str(meta.get("name"))))
+        return version is not None and version == meta.get("resourceVersion")
 
     def reconcile(self, body: Mapping[str, Any]) -> Outcome | None:
         meta = body["metadata"]
@@ -133,6 +142,9 @@ class Reconciler:
             if exc.transient:
                 raise
             return Facts(generation, target, apply_error=str(exc), secret=secret, secret_name=secret_name)
+        version = applied.get("metadata", {}).get("resourceVersion")
+        if version:
+            self._applied[(namespace, target)] = str(version)
         return Facts(
             generation,
             target,

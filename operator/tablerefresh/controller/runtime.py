@@ -49,7 +49,7 @@ class Controller:
         key = key_of(body)
         self.store.remove(key)
         self._locks.pop(key, None)
-        self.reconciler.forget(str(body["metadata"].get("uid")))
+        self.reconciler.forget(*key, str(body["metadata"].get("uid")))
         metrics.OBJECTS.set(len(self.store))
 
     # Reconciling.
@@ -81,6 +81,8 @@ class Controller:
         owner = controller_owner(body)
         if owner is None or event_type is None:  # None: the initial listing; resume covers it
             return
+        if event_type != "DELETED" and self.reconciler.is_echo(body):
+            return  # the event of our own apply
         key = (str(body["metadata"]["namespace"]), str(owner["name"]))
         tr = self.store.get(key)
         if tr is None:
