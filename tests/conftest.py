@@ -62,5 +62,15 @@ def ch(connect: Callable[[], Client], database: str) -> Client:
     return client
 
 
+@pytest.fixture
+def loaded(ch: Client, database: str) -> str:
+    """The engine tests' generic workload (``tests/refresh_fixtures.py``): tables and 20k source rows."""
+    from tests import refresh_fixtures as fx
+
+    fx.create_tables(ch, database)
+    fx.fill_source(ch, database, rows=20_000)
+    return database
+
+
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent

@@ -25,13 +25,6 @@ from tests import refresh_fixtures as fx
 Connect = Callable[[], Client]
 
 
-@pytest.fixture
-def loaded(ch: Client, database: str) -> str:
-    fx.create_tables(ch, database)
-    fx.fill_source(ch, database, rows=20_000)
-    return database
-
-
 def write_manifest(tmp_path: Path, chdb_url: str, database: str, **overrides: Any) -> Path:
     spec = fx.spec(database, **overrides).model_dump(by_alias=True, exclude_none=True, mode="json")
     spec["clickhouse"]["url"] = chdb_url

@@ -17,13 +17,6 @@ from tests import refresh_fixtures as fx
 Connect = Callable[[], Client]
 
 
-@pytest.fixture
-def loaded(ch: Client, database: str) -> str:
-    fx.create_tables(ch, database)
-    fx.fill_source(ch, database, rows=20_000)
-    return database
-
-
 def test_first_run_builds_the_slice_and_records_it(ch: Client, connect: Connect, loaded: str) -> None:
     record = fx.run(connect, fx.spec(loaded))
 
