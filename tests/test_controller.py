@@ -82,7 +82,7 @@ class FakeKube:
     def get_tablerefresh(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.tablerefreshes.get((namespace, name))
 
-    def apply_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def apply_status(self, namespace: str, name: str, status: Mapping[str, Any], manager: str = "tablerefresh") -> None:
         self.statuses.append(copy.deepcopy(dict(status)))
 
     def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:

@@ -46,7 +46,9 @@ class Kube(Protocol):
     def apply_cronjob(self, body: Mapping[str, Any]) -> dict[str, Any]: ...
     def secret_exists(self, namespace: str, name: str) -> bool: ...
     def get_tablerefresh(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-    def apply_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
+    def apply_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], manager: str = FIELD_MANAGER
+    ) -> None: ...
     def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
 
 
@@ -131,7 +133,12 @@ class ApiKube:
             allow_missing=True,
         )
 
-    def apply_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def apply_status(self, namespace: str, name: str, status: Mapping[str, Any], manager: str = FIELD_MANAGER) -> None:
+        """Server-side apply of the status fields ``manager`` owns; other writers' fields stay.
+
+        Each writer (the reconciler; the health check and the Job watch) uses its own manager, so
+        a field one stops setting is removed without touching the others'.
+        """
         body = {
             "apiVersion": api.API_VERSION,
             "kind": api.KIND,
@@ -146,7 +153,7 @@ class ApiKube:
                 api.PLURAL,
                 name,
                 body,
-                field_manager=FIELD_MANAGER,
+                field_manager=manager,
                 force=True,
                 _content_type=APPLY,
                 _preload_content=False,
