@@ -66,8 +66,19 @@ def test_examples_are_valid_tablerefreshes_and_render_valid_cronjobs() -> None:
         kubernetes_validate.validate(cronjob, K8S, strict=True)
 
 
+def find_kubectl() -> str | None:
+    """kubectl on PATH, else the one the test control plane build put in its cache."""
+    found = shutil.which("kubectl")
+    if found:
+        return found
+    from tests.controlplane.cluster import cache_root
+
+    built = sorted(cache_root().glob("*/bin/kubectl"), key=lambda p: p.stat().st_mtime)
+    return str(built[-1]) if built else None
+
+
 def test_kustomize_builds_and_every_output_validates() -> None:
-    kubectl = shutil.which("kubectl")
+    kubectl = find_kubectl()
     if kubectl is None:
         pytest.skip("kubectl (with its built-in kustomize) is not installed")
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
