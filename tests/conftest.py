@@ -12,6 +12,9 @@ import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.client import Client
 
+# The Kubernetes test control plane (fixtures controlplane, kube_api, namespace).
+pytest_plugins = ["tests.controlplane.pytest_plugin"]
+
 
 def require(module: str, what: str) -> None:
     """Skip when an optional part is missing, with the reason; in CI a missing part is a failure."""
