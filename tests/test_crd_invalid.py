@@ -80,7 +80,7 @@ CASES = [
     Invalid("no-source", ("source",), {}, "spec.source"),
     Invalid("unknown-url-scheme", ("clickhouse", "url"), "mysql://db:3306", "spec.clickhouse.url"),
     Invalid("bad-duration", ("window",), "1 day", "spec.window"),
-    Invalid("zero-window", ("window",), "0h", "spec.window", model_rejects=False),
+    Invalid("zero-window", ("window",), "0h", "spec.window"),
     Invalid("unknown-concurrency-policy", ("concurrencyPolicy",), "Allow", "spec.concurrencyPolicy"),
     Invalid("starting-deadline-zero", ("startingDeadlineSeconds",), 0, "spec.startingDeadlineSeconds"),
     Invalid("backoff-limit-too-high", ("backoffLimit",), 11, "spec.backoffLimit"),
@@ -94,10 +94,9 @@ CASES = [
         ("job", "resources"),
         {"limits": {"memory": "lots"}},
         "spec.job.resources.limits",
-        model_rejects=False,
     ),
     Invalid(
-        "zero-health-interval", ("healthCheck", "interval"), "0m", "spec.healthCheck.interval", model_rejects=False
+        "zero-health-interval", ("healthCheck", "interval"), "0m", "spec.healthCheck.interval"
     ),
 ]
 

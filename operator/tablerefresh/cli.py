@@ -31,7 +31,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tablerefresh", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="tablerefresh", description="Keep derived ClickHouse tables fresh and duplicate-free."
+    )
     parser.add_argument("--version", action="version", version=f"tablerefresh {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -43,16 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    # Two passes: the first finds the command, the second lets its module add its own options.
-    known, _ = parser.parse_known_args(argv)
-    module = importlib.import_module(known._module)
-    sub_actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    module.add_arguments(sub_actions[0].choices[known.command])
+    # The command is the first word naming one; only its module is imported, to add its options.
+    name = next((word for word in argv if word in COMMANDS), None)
+    if name is not None:
+        sub_actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        importlib.import_module(COMMANDS[name][0]).add_arguments(sub_actions[0].choices[name])
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    result: int = module.run(args)
+    result: int = importlib.import_module(args._module).run(args)
     return result

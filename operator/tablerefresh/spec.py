@@ -41,6 +41,14 @@ Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
 K8sName = Annotated[str, Field(pattern=K8S_NAME_PATTERN, min_length=1, max_length=253)]
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# A Kubernetes resource quantity (500m, 1Gi, 2, 1.5e3); the CRD checks the same with CEL isQuantity().
+_QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[numkMGTPE])?$")
+
+
+def positive_duration(text: str) -> str:
+    if parse_duration(text) <= timedelta(0):
+        raise ValueError(f"{text!r} must be longer than zero")
+    return text
 
 
 def parse_duration(text: str) -> timedelta:
@@ -139,10 +147,20 @@ class Thresholds(_Model):
 class HealthCheckSpec(_Model):
     interval: Duration = "5m"
 
+    @field_validator("interval")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        return positive_duration(value)
+
 
 class MutationsSpec(_Model):
     max_pending: Duration = Field("10m", description="Refuse to run while a mutation is pending longer")
     kill_stuck_after: Duration | None = Field(None, description="Kill mutations pending longer (off by default)")
+
+    @field_validator("max_pending", "kill_stuck_after")
+    @classmethod
+    def _positive(cls, value: str | None) -> str | None:
+        return None if value is None else positive_duration(value)
 
 
 class BackupSpec(_Model):
@@ -160,6 +178,14 @@ class Toleration(_Model):
 class ResourceRequirements(_Model):
     requests: dict[str, str] = Field(default_factory=dict)
     limits: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("requests", "limits")
+    @classmethod
+    def _quantities(cls, value: dict[str, str]) -> dict[str, str]:
+        for resource, quantity in value.items():
+            if not _QUANTITY.match(quantity):
+                raise ValueError(f"{resource}: {quantity!r} is not a quantity such as 500m or 1Gi")
+        return value
 
 
 class JobSpec(_Model):
@@ -208,6 +234,11 @@ class TableRefreshSpec(_Model):
         if not croniter.is_valid(value):
             raise ValueError(f"not a valid cron schedule: {value!r}")
         return value
+
+    @field_validator("window")
+    @classmethod
+    def _positive_window(cls, value: str) -> str:
+        return positive_duration(value)
 
     @field_validator("unique_key")
     @classmethod
