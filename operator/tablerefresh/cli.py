@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "restore": ("tablerefresh.commands.restore", "swap a backup back in, atomically"),
     "dedupe": ("tablerefresh.commands.dedupe", "rebuild the table or its slice with one row per key"),
     "mutations": ("tablerefresh.commands.mutations", "list pending mutations, or kill the stuck ones"),
+    "run-now": ("tablerefresh.commands.run_now", "start a refresh Job now from the CronJob's template"),
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 
+from tablerefresh.controller import runnow
 from tablerefresh.controller.kube import KubeError
 from tablerefresh.controller.naming import MANAGED_BY, MANAGED_BY_LABEL
 from tablerefresh.controller.runtime import Controller
@@ -91,6 +92,15 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
     )
     async def on_update(body: kopf.Body, **_: Any) -> None:
         await _reconcile(controller, body, "update")
+
+    @kopf.on.event(
+        GROUP, VERSION, PLURAL, annotations={runnow.ANNOTATION: kopf.PRESENT}, registry=registry, id="run-now"
+    )
+    async def on_run_now(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+        try:
+            await asyncio.to_thread(runnow.handle_annotation, body, runnow.RunNow(), controller.kube)
+        except KubeError as exc:  # the next event or resync of the object tries again
+            logger.warning(f"run-now: {exc}")
 
     @kopf.on.event("batch", "v1", "cronjobs", labels={MANAGED_BY_LABEL: MANAGED_BY}, registry=registry, id="drift")
     async def on_cronjob(event: Mapping[str, Any], body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:

@@ -83,6 +83,15 @@ class LastRunStatus(_StatusModel):
     error: str | None = Field(None, max_length=32768)
 
 
+class RunNowStatus(_StatusModel):
+    """The last tablerefresh.dev/run-now token handled, and what came of it."""
+
+    token: str | None = Field(None, max_length=253)
+    job_name: str | None = Field(None, max_length=253)
+    requested_at: datetime | None = None
+    message: str | None = Field(None, max_length=4096)
+
+
 class KopfStatus(_StatusModel):
     """kopf's handler progress and last-handled spec, kept here instead of annotations."""
 
@@ -100,4 +109,5 @@ class TableRefreshStatus(_StatusModel):
     active: list[ObjectRef] = Field(default_factory=list, max_length=64)
     health: HealthStatus | None = None
     last_run: LastRunStatus | None = None
+    run_now: RunNowStatus | None = None
     kopf: KopfStatus | None = None

@@ -1,0 +1,33 @@
+"""``tablerefresh run-now NS/NAME``: start a refresh now, as the CronJob would, with its rules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tablerefresh.controller.kube import KubeError, load_config
+from tablerefresh.controller.runnow import RunNow, RunNowRefused, new_token
+from tablerefresh.dataplane.errors import ExitCode
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="NS/NAME", help="the TableRefresh, as namespace/name")
+    parser.add_argument("--token", help="makes the request idempotent: the same token creates one Job")
+
+
+def run(args: argparse.Namespace) -> int:
+    namespace, _, name = args.target.partition("/")
+    if not namespace or not name:
+        print(f"error: expected NAMESPACE/NAME, got {args.target!r}", file=sys.stderr)
+        return int(ExitCode.INVALID)
+    load_config()
+    try:
+        job = RunNow().run(namespace, name, args.token or new_token())
+    except RunNowRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return int(ExitCode.LOCKED)
+    except KubeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return int(ExitCode.FAILED)
+    print(f"job.batch/{job} created in {namespace}")
+    return 0
