@@ -144,7 +144,7 @@ def test_cluster_role_is_least_privilege() -> None:
         ("tablerefresh.dev", "tablerefreshes/status"): {"get", "patch"},
         ("tablerefresh.dev", "tablerefreshes/finalizers"): {"update"},
         ("batch", "cronjobs"): {"get", "list", "watch", "create", "update", "patch"},
-        ("batch", "jobs"): {"get", "list", "watch"},
+        ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
         ("", "secrets"): {"get"},
         ("", "events"): {"create", "patch"},
         ("events.k8s.io", "events"): {"create", "patch"},
