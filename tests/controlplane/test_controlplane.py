@@ -358,11 +358,11 @@ def test_events_can_be_created(kube_api: Any, namespace: str) -> None:
 def test_namespaces_secrets_and_kubectl_create(controlplane: Any, kube_api: Any) -> None:
     from kubernetes import client
 
+    core = client.CoreV1Api(kube_api)
     name = f"kubectl-{uuid.uuid4().hex[:8]}"
     controlplane.kubectl("create", "namespace", name)
     try:
         controlplane.kubectl("create", "secret", "generic", "creds", "-n", name, "--from-literal=password=p")
-        core = client.CoreV1Api(kube_api)
         assert core.read_namespace(name).status.phase == "Active"
         secret = core.read_namespaced_secret("creds", name)
         assert secret.type == "Opaque" and secret.data == {"password": "cA=="}
@@ -372,7 +372,12 @@ def test_namespaces_secrets_and_kubectl_create(controlplane: Any, kube_api: Any)
         out = controlplane.kubectl("get", "secrets", "-n", name, "-o", "name").stdout.split()
         assert sorted(out) == ["secret/creds", "secret/sd"]
     finally:
-        controlplane.kubectl("delete", "namespace", name, "--wait=false")
+        controlplane.kubectl("delete", "namespace", name)
+    # Deleting a namespace deletes what is in it.
+    deadline = time.monotonic() + 60
+    while core.list_namespaced_secret(name).items and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not core.list_namespaced_secret(name).items
 
 
 # ------------------------------------------------------------------------ kopf
