@@ -6,6 +6,8 @@ rendered is what is sent, and tests can stand in a fake with the same methods.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import json
 import os
@@ -50,6 +52,8 @@ class Kube(Protocol):
         self, namespace: str, name: str, status: Mapping[str, Any], manager: str = FIELD_MANAGER
     ) -> None: ...
     def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
+    def read_secret(self, namespace: str, name: str) -> dict[str, str] | None: ...
+    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
 
 
 def _error(exc: ApiException) -> KubeError:
@@ -124,6 +128,30 @@ class ApiKube:
             allow_missing=True,
         )
         return found is not None
+
+    def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The Secret's data, decoded; None when it does not exist. Only the health check reads it."""
+        found = self._request(
+            lambda: self._core.read_namespaced_secret(
+                name, namespace, _preload_content=False, _request_timeout=TIMEOUT
+            ),
+            allow_missing=True,
+        )
+        if found is None:
+            return None
+        out: dict[str, str] = {}
+        for key, value in (found.get("data") or {}).items():
+            with contextlib.suppress(binascii.Error, UnicodeDecodeError):
+                out[str(key)] = base64.b64decode(str(value)).decode()
+        return out
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        found = self._request(
+            lambda: self._core.list_namespaced_pod(
+                namespace, label_selector=label_selector, _preload_content=False, _request_timeout=TIMEOUT
+            )
+        )
+        return list((found or {}).get("items") or [])
 
     def get_tablerefresh(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._request(

@@ -39,8 +39,14 @@ def connect(
     settings: dict[str, str] | None = None,
     username: str | None = None,
     password: str | None = None,
+    connect_timeout: float = 10,
+    send_receive_timeout: float = 3600,
 ) -> Client:
-    """A connected client, or ``Unreachable`` naming the URL (without its password) and the cause."""
+    """A connected client, or ``Unreachable`` naming the URL (without its password) and the cause.
+
+    The timeouts apply to a server, not to the embedded engine; a health check passes short ones so
+    a hung server frees its thread.
+    """
     parts = urlsplit(url)
     settings = dict(settings or {})
     try:
@@ -57,8 +63,8 @@ def connect(
             username=username or os.environ.get(USER_ENV) or None,
             password=password or os.environ.get(PASSWORD_ENV) or "",
             settings=settings,
-            connect_timeout=10,
-            send_receive_timeout=3600,
+            connect_timeout=connect_timeout,
+            send_receive_timeout=send_receive_timeout,
             autogenerate_session_id=False,
         )
     except ImportError as exc:
