@@ -337,4 +337,4 @@ def test_no_handler_makes_kopf_add_a_finalizer() -> None:
     assert not any(h.requires_finalizer for h in changing)
     assert list(registry._spawning.get_all_handlers()) == []  # daemons and timers need finalizers
     watching = {h.id for h in registry._watching.get_all_handlers()}
-    assert watching == {"cache", "drift"}
+    assert watching == {"cache", "drift", "run-now", "runs"}

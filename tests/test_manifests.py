@@ -146,6 +146,7 @@ def test_cluster_role_is_least_privilege() -> None:
         ("batch", "cronjobs"): {"get", "list", "watch", "create", "update", "patch"},
         ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
         ("", "secrets"): {"get"},
+        ("", "pods"): {"list"},
         ("", "events"): {"create", "patch"},
         ("events.k8s.io", "events"): {"create", "patch"},
         ("", "namespaces"): {"list", "watch"},

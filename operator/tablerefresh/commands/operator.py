@@ -5,9 +5,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 
 NAME = "operator"
 HELP = "run the Kubernetes controller"
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0: {text}")
+        return value
+
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +35,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (0: off)")
     parser.add_argument("--resync", type=float, default=60.0, metavar="SECONDS", help="reconcile everything this often")
     parser.add_argument("--concurrency", type=int, default=8, help="reconciles running at once")
+    parser.add_argument(
+        "--health-concurrency",
+        type=_positive(int),
+        default=8,
+        metavar="N",
+        help="health checks running at once (at most half of them against one ClickHouse)",
+    )
+    parser.add_argument(
+        "--health-timeout",
+        type=_positive(float),
+        default=30.0,
+        metavar="SECONDS",
+        help="give up on one health check after this",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port,
             resync_seconds=args.resync,
             concurrency=args.concurrency,
+            health_concurrency=args.health_concurrency,
+            health_timeout=args.health_timeout,
         )
     )
     return 0

@@ -42,6 +42,7 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
     @kopf.on.startup(registry=registry)
     async def start(**_: Any) -> None:
         background.append(asyncio.create_task(controller.resync_forever(), name="resync"))
+        background.append(asyncio.create_task(controller.check_health_forever(), name="health"))
 
     @kopf.on.cleanup(registry=registry)
     async def stop(**_: Any) -> None:
@@ -51,7 +52,7 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
                 await task
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="cache")
-    def cache(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+    async def cache(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:  # on the loop: it pokes tasks
         if event.get("type") == "DELETED":
             controller.gone(body)
         else:
@@ -108,3 +109,10 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
             await controller.owned_changed(event.get("type"), body)
         except KubeError as exc:  # the resync tries again
             logger.warning(f"could not restore the CronJob: {exc}")
+
+    @kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY_LABEL: MANAGED_BY}, registry=registry, id="runs")
+    async def on_job(event: Mapping[str, Any], body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+        try:
+            await controller.job_changed(event.get("type"), body)
+        except KubeError as exc:  # the resync tries again
+            logger.warning(f"could not record the run: {exc}")

@@ -130,20 +130,33 @@ def needs_write(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     return wanted != have or bool(dropped)
 
 
+def _caused_by(ready: Mapping[str, Any] | None, conditions: Sequence[Mapping[str, Any]], own: set[str]) -> bool:
+    """Whether Ready is what it is because of one of the reconciler's own conditions."""
+    return ready is not None and any(
+        c.get("type") in own and (c.get("status"), c.get("reason")) == (ready.get("status"), ready.get("reason"))
+        for c in conditions
+    )
+
+
 def events(previous: Sequence[Mapping[str, Any]], desired: Mapping[str, Any], facts: Facts) -> list[Event]:
-    """Events for transitions only, never for a steady state, so a re-check does not repeat them."""
+    """Events for transitions only, never for a steady state, so a re-check does not repeat them.
+
+    Only for Ready turning on the reconciler's own conditions: the health check and the Job watch
+    post their own Events (DataStale, RefreshFailed, ...) for theirs.
+    """
     out: list[Event] = []
     if facts.created and facts.cronjob is not None:
         out.append(Event("Normal", "CronJobCreated", f"Created CronJob {facts.cronjob_name}"))
+    own = {str(c["type"]) for c in desired["conditions"]} - {READY}
     before = by_type(previous).get(READY)
     after = by_type(desired["conditions"])[READY]
     was = (before or {}).get("status"), (before or {}).get("reason")
     now = after["status"], after["reason"]
     if now == was:
         return out
-    if after["status"] == "False":
+    if after["status"] == "False" and _caused_by(after, desired["conditions"], own):
         out.append(Event("Warning", str(after["reason"]), str(after["message"])))
-    elif after["status"] == "True" and was[0] == "False":
+    elif after["status"] == "True" and was[0] == "False" and _caused_by(before, previous, own):
         out.append(Event("Normal", "Recovered", f"Ready again: {after['message']}"))
     return out
 

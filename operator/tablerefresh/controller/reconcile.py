@@ -18,6 +18,7 @@ from tablerefresh.controller.kube import Kube, KubeError
 from tablerefresh.controller.naming import FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, cronjob_name
 from tablerefresh.controller.outcome import Facts, Outcome, Secret, decide, needs_write
 from tablerefresh.controller.render import render_cronjob
+from tablerefresh.controller.written import Written
 from tablerefresh.spec import API_VERSION, KIND, TableRefresh, format_validation_error
 
 log = logging.getLogger(__name__)
@@ -60,17 +61,22 @@ def foreign_owner(cronjob: Mapping[str, Any] | None, tr_name: str) -> str | None
 class Reconciler:
     """Reconciles TableRefresh objects through a :class:`Kube`; synchronous, one object per call."""
 
-    def __init__(self, kube: Kube, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        written: Written | None = None,
+    ) -> None:
         self._kube = kube
         self._clock = clock
-        # The status each object was last given, by uid: the watch may not have delivered it yet,
-        # and settling conditions against a stale copy would move lastTransitionTime.
-        self._written: dict[str, dict[str, Any]] = {}
+        # The status each object was last given, by uid, by every writer: the watch may not have
+        # delivered it yet, and settling conditions against a stale copy would move lastTransitionTime.
+        self._written = written or Written()
         # resourceVersion of each CronJob as our last apply left it: its watch event is our own echo.
         self._applied: dict[tuple[str, str], str] = {}
 
     def forget(self, namespace: str, name: str, uid: str) -> None:
-        self._written.pop(uid, None)
+        self._written.forget(uid)
         self._applied.pop((namespace, cronjob_name(name)), None)
 
     def is_echo(self, cronjob: Mapping[str, Any]) -> bool:
@@ -93,7 +99,7 @@ class Reconciler:
                 if exc.status == 404:
                     return None  # deleted meanwhile
                 raise
-            self._written[meta["uid"]] = outcome.status
+            self._written.record(meta["uid"], FIELD_MANAGER, outcome.status)
             ready = next(c for c in outcome.status["conditions"] if c["type"] == "Ready")
             log.info(
                 "%s/%s: generation %s, Ready=%s (%s)",
@@ -111,12 +117,7 @@ class Reconciler:
         return outcome
 
     def _current_status(self, uid: str, status: Mapping[str, Any]) -> dict[str, Any]:
-        written = self._written.get(uid)
-        if not written:
-            return dict(status)
-        conditions = {c.get("type"): c for c in status.get("conditions") or []}
-        conditions.update({c["type"]: c for c in written["conditions"]})
-        return {**status, **written, "conditions": list(conditions.values())}
+        return self._written.overlay(uid, status)
 
     def _observe_and_apply(self, body: Mapping[str, Any]) -> Facts:
         meta = body["metadata"]

@@ -52,6 +52,8 @@ class Options:
     metrics_port: int = 8080
     resync_seconds: float = 60.0
     concurrency: int = 8
+    health_concurrency: int = 8
+    health_timeout: float = 30.0
 
 
 def quiet_chatter() -> None:
@@ -59,6 +61,8 @@ def quiet_chatter() -> None:
     if logging.getLogger().getEffectiveLevel() >= logging.INFO:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+        # A health check that cannot reach ClickHouse says so once, in the operator's words.
+        logging.getLogger("clickhouse_connect").setLevel(logging.ERROR)
 
 
 def run_operator(options: Options) -> None:
@@ -66,7 +70,14 @@ def run_operator(options: Options) -> None:
     load_config()
     metrics.serve(options.metrics_port)
     registry = kopf.OperatorRegistry()
-    register(registry, Controller(ApiKube(), resync_seconds=options.resync_seconds, concurrency=options.concurrency))
+    controller = Controller(
+        ApiKube(),
+        resync_seconds=options.resync_seconds,
+        concurrency=options.concurrency,
+        health_concurrency=options.health_concurrency,
+        health_timeout=options.health_timeout,
+    )
+    register(registry, controller)
     asyncio.run(
         kopf.operator(
             registry=registry,

@@ -1,0 +1,148 @@
+"""When health checks run, and how many at once.
+
+- Each object is checked every ``interval`` of its own, and again at once when its spec changes.
+- At most one check per object is in flight: a check slower than its interval delays the next one
+  instead of piling up behind it.
+- At most ``concurrency`` checks run at all, and at most ``per_server`` against one ClickHouse, so a
+  slow server holds a few of the slots and the objects on other servers keep being checked.
+- A check that outlives ``timeout`` is reported as such at once; its thread keeps its slots until it
+  ends (the probe's socket timeouts see to that), so hung threads can never exceed the limits.
+
+The blocking probe runs in a thread pool of its own, leaving the default one to the reconciler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, Protocol, TypeVar
+
+from tablerefresh.controller.store import Key
+
+log = logging.getLogger(__name__)
+
+
+class Schedulable(Protocol):
+    @property
+    def key(self) -> Key: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def interval(self) -> float: ...
+    @property
+    def server(self) -> str: ...
+
+
+C = TypeVar("C", bound=Schedulable)
+R = TypeVar("R")
+
+
+class Scheduler(Generic[C, R]):
+    def __init__(
+        self,
+        targets: Callable[[], Iterable[C]],
+        probe: Callable[[C], R],
+        record: Callable[[C, R], Awaitable[None]],
+        timed_out: Callable[[C, float], R],
+        *,
+        concurrency: int = 8,
+        per_server: int | None = None,
+        timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_sleep: float = 1.0,
+    ) -> None:
+        self._targets = targets
+        self._probe = probe
+        self._record = record
+        self._timed_out = timed_out
+        self.concurrency = concurrency
+        self.per_server = per_server or max(1, concurrency // 2)
+        self.timeout = timeout
+        self._clock = clock
+        self._max_sleep = max_sleep
+        self._limit = asyncio.Semaphore(concurrency)
+        self._servers: dict[str, asyncio.Semaphore] = {}
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="health")
+        self._started: dict[Key, tuple[float, int]] = {}  # key -> (monotonic start, generation checked)
+        self._in_flight: set[Key] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self.checks = 0  # started, for the benchmark
+
+    def poke(self) -> None:
+        """Something changed (an object came or its spec did): look again now, not at the next due time."""
+        self._wake.set()
+
+    def forget(self, key: Key) -> None:
+        self._started.pop(key, None)
+
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def run_forever(self) -> None:
+        try:
+            while True:
+                wake_at = self._start_due()
+                self._wake.clear()
+                delay = max(0.0, min(self._max_sleep, wake_at - self._clock()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _start_due(self) -> float:
+        """Start every check that is due; return when the next one will be."""
+        now = self._clock()
+        wake_at = now + self._max_sleep
+        for check in self._targets():
+            if check.key in self._in_flight:
+                continue
+            started = self._started.get(check.key)
+            due = now if started is None or started[1] != check.generation else started[0] + check.interval
+            if due <= now:
+                self._start(check, now)
+                due = now + check.interval
+            wake_at = min(wake_at, due)
+        return wake_at
+
+    def _start(self, check: C, now: float) -> None:
+        self._started[check.key] = (now, check.generation)
+        self._in_flight.add(check.key)
+        self.checks += 1
+        task = asyncio.create_task(self._run(check), name=f"health {check.key[0]}/{check.key[1]}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, check: C) -> None:
+        try:
+            result = await self._measure(check)
+            if result is not None:
+                await self._record(check, result)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("health check of %s/%s failed", *check.key)
+        finally:
+            self._in_flight.discard(check.key)
+            self._wake.set()  # its next due time may already have passed
+
+    async def _measure(self, check: C) -> R | None:
+        """The probe's result, or the timeout's (already recorded: returns None)."""
+        server = self._servers.setdefault(check.server, asyncio.Semaphore(self.per_server))
+        # The server's slot first: waiting for a slow server must not hold one of the global slots.
+        async with server, self._limit:
+            future = asyncio.get_running_loop().run_in_executor(self._pool, self._probe, check)
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), timeout=self.timeout)
+            except TimeoutError:
+                await self._record(check, self._timed_out(check, self.timeout))
+                with contextlib.suppress(Exception):
+                    await future  # keep the slots until the thread is free again
+                return None

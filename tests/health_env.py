@@ -1,0 +1,190 @@
+"""What the health and run-outcome tests share: the operator in this process (``operator_thread``),
+a TableRefresh over a chDB table of the session's engine, and reads of status, Events and metrics.
+
+chDB cannot be stopped from inside the process that runs it, and the operator must run in the
+tests' process to share its engine; so "ClickHouse unreachable" is a TableRefresh pointed at a
+closed loopback port (``UNREACHABLE_URL``) and back, not a server going down.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from clickhouse_connect.driver.client import Client
+from kubernetes import client
+from kubernetes.config import kube_config
+from prometheus_client import REGISTRY
+
+from tests.operator_thread import OperatorThread
+
+GROUP, VERSION, PLURAL = "tablerefresh.dev", "v1alpha1", "tablerefreshes"
+ROOT = Path(__file__).resolve().parent.parent
+CRD_FILE = ROOT / "crds" / "tablerefresh.dev_tablerefreshes.yaml"
+UNREACHABLE_URL = "clickhouse://127.0.0.1:9"  # the discard port: nothing listens, connect is refused
+TABLE = "trades"
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 15.0, interval: float = 0.1) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+# The target table.
+
+
+@dataclass
+class Target:
+    ch: Client
+    database: str
+    url: str
+
+    def fill(self, rows: int, *, age_seconds: int = 0, first_id: int = 0) -> None:
+        """``rows`` rows, the newest ``age_seconds`` old, one second apart."""
+        self.ch.command(
+            f"INSERT INTO {self.database}.{TABLE} SELECT {first_id} + number, "
+            f"now() - {age_seconds} - number, 0 FROM numbers({rows})"
+        )
+
+    def command(self, sql: str, **settings: Any) -> None:
+        self.ch.command(sql, settings=settings or None)
+
+
+@pytest.fixture
+def target(ch: Client, database: str, chdb_url: str) -> Iterator[Target]:
+    """A fresh ``trades`` table (id, entry_time, v) with 100 rows from the last two minutes."""
+    ch.command(
+        f"CREATE TABLE {database}.{TABLE} (id UInt64, entry_time DateTime('UTC'), v UInt64) "
+        "ENGINE = MergeTree ORDER BY id"
+    )
+    made = Target(ch, database, chdb_url)
+    made.fill(100)
+    yield made
+    # Failing mutations retry in the background for as long as they exist: stop them.
+    ch.command(f"KILL MUTATION WHERE database = '{database}'")
+
+
+def tablerefresh(namespace: str, name: str, target: Target, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "schedule": "0 */6 * * *",
+        "clickhouse": {"url": target.url, "database": target.database},
+        "target": {"table": TABLE},
+        "slice": {"predicate": "entry_time >= {window_start:DateTime}"},
+        "source": {"query": f"SELECT id, entry_time, v FROM {target.database}.{TABLE}"},
+        "window": "24h",
+        "uniqueKey": ["id"],
+        "freshnessColumn": "entry_time",
+        "thresholds": {"maxStaleHours": 1, "maxDuplicates": 0, "minSliceRows": 0},
+        "healthCheck": {"interval": "1s"},
+        "mutations": {"maxPending": "1s"},
+    }
+    body.update(spec)
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TableRefresh",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": body,
+    }
+
+
+# The cluster.
+
+
+_crd_installed: set[str] = set()
+
+
+@pytest.fixture
+def crd(controlplane: Any) -> None:
+    if str(controlplane.kubeconfig) in _crd_installed:
+        return
+    controlplane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    controlplane.kubectl("wait", "--for=condition=Established", "--timeout=30s", f"crd/{PLURAL}.{GROUP}")
+    _crd_installed.add(str(controlplane.kubeconfig))
+
+
+@pytest.fixture
+def operator(
+    controlplane: Any, crd: None, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[OperatorThread]:
+    # kopf's login loads the default kubeconfig, whose path the client reads from $KUBECONFIG at import.
+    monkeypatch.setenv("KUBECONFIG", str(controlplane.kubeconfig))
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(controlplane.kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    running = OperatorThread(Path(controlplane.kubeconfig), namespace).start()
+    yield running
+    running.stop()
+
+
+class Api:
+    """Plain-dict reads and writes (the wire JSON), as the operator itself does."""
+
+    def __init__(self, api_client: client.ApiClient, controlplane: Any) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.plane = controlplane
+
+    def apply(self, document: dict[str, Any]) -> None:
+        self.plane.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(document))
+
+    def tr(self, ns: str, name: str) -> dict[str, Any]:
+        response = self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, _preload_content=False)
+        data: dict[str, Any] = json.loads(response.data)
+        return data
+
+    def patch_spec(self, ns: str, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, {"spec": spec})
+
+    def events(self, ns: str, reason: str | None = None) -> list[dict[str, Any]]:
+        response = self.core.list_namespaced_event(ns, _preload_content=False)
+        items: list[dict[str, Any]] = json.loads(response.data)["items"]
+        return [e for e in items if reason is None or e["reason"] == reason]
+
+    def cronjob(self, ns: str, name: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.batch.read_namespaced_cron_job(name, ns, _preload_content=False).data)
+        return data
+
+
+@pytest.fixture
+def api(kube_api: client.ApiClient, controlplane: Any) -> Api:
+    return Api(kube_api, controlplane)
+
+
+# Reading what the operator wrote.
+
+
+def condition(tr: dict[str, Any], type_: str) -> dict[str, Any]:
+    found = next((c for c in (tr.get("status") or {}).get("conditions") or [] if c["type"] == type_), None)
+    return found or {}
+
+
+def has(api: Api, ns: str, name: str, type_: str, status: str) -> dict[str, Any] | None:
+    """The object once its condition ``type_`` has ``status``."""
+    tr = api.tr(ns, name)
+    return tr if condition(tr, type_).get("status") == status else None
+
+
+def checked_and_ready(api: Api, ns: str, name: str) -> dict[str, Any] | None:
+    """The object once a health check has judged it and Ready=True (the reconciler alone can say True)."""
+    tr = api.tr(ns, name)
+    judged = condition(tr, "Fresh") and (tr.get("status") or {}).get("health")
+    return tr if judged and condition(tr, "Ready").get("status") == "True" else None
+
+
+def sample(metric: str, ns: str, name: str, **labels: str) -> float | None:
+    """A per-object series of the operator's metrics (it runs in this process, on the default registry)."""
+    value: float | None = REGISTRY.get_sample_value(metric, {"namespace": ns, "name": name, "table": TABLE, **labels})
+    return value

@@ -1,0 +1,192 @@
+"""The health check on the real API server and the embedded engine (issue 5's "Must show").
+
+The operator runs in this process (``tests/operator_thread.py``) so that it measures the same chDB
+engine the tests write to; each test has its own namespace, table and operator.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.health_env import (  # noqa: F401  (fixtures)
+    TABLE,
+    UNREACHABLE_URL,
+    Api,
+    Target,
+    api,
+    checked_and_ready,
+    condition,
+    crd,
+    has,
+    operator,
+    sample,
+    tablerefresh,
+    target,
+    wait_for,
+)
+from tests.operator_thread import OperatorThread
+
+pytestmark = pytest.mark.kube
+
+NAME = "trades"
+
+
+def test_a_fresh_table_is_ready_with_its_figures_and_metrics(
+    api: Api, namespace: str, target: Target, operator: OperatorThread
+) -> None:
+    api.apply(tablerefresh(namespace, NAME, target))
+    tr = wait_for("Ready=True", lambda: checked_and_ready(api, namespace, NAME))
+    for kind in ("ClickHouseReachable", "Fresh", "DuplicateFree", "Complete", "NoStuckMutations"):
+        assert condition(tr, kind)["status"] == "True", (kind, tr["status"]["conditions"])
+    health = tr["status"]["health"]
+    assert (health["totalRows"], health["sliceRows"], health["distinctKeys"]) == (100, 100, 100)
+    assert health["tableDuplicates"] == health["sliceDuplicates"] == 0
+    assert health["pendingMutations"] == 0 and health["staleHours"] < 0.1
+    assert "error" not in health and health["checkedAt"]
+    assert not api.events(namespace, "DataStale")
+
+    # The metrics say what the status says.
+    assert sample("tablerefresh_condition", namespace, NAME, type="Ready") == 1
+    assert sample("tablerefresh_condition", namespace, NAME, type="Fresh") == 1
+    assert sample("tablerefresh_slice_rows", namespace, NAME) == 100
+    assert sample("tablerefresh_duplicate_rows", namespace, NAME) == 0
+    assert sample("tablerefresh_runs_total", namespace, NAME, result="failed") == 0
+    assert sample("tablerefresh_runs_total", namespace, NAME, result="succeeded") == 0
+    assert sample("tablerefresh_health_check_errors_total", namespace, NAME) == 0
+    assert sample("tablerefresh_schedule_period_seconds", namespace, NAME) == 6 * 3600
+    assert sample("tablerefresh_last_success_timestamp_seconds", namespace, NAME) is None  # no run yet
+
+    # kubectl get tr shows it.
+    out = api.plane.kubectl("get", "tr", "-n", namespace).stdout.splitlines()
+    assert out[0].split()[:6] == ["NAME", "SCHEDULE", "SUSPEND", "READY", "STALE(H)", "DUPS"]
+    row = out[1].split()
+    assert row[0] == NAME and row[7] == "True" and float(row[8]) < 0.1 and row[9] == "0", out
+
+
+def test_stale_data_flips_fresh_posts_one_event_moves_the_metric_and_recovers(
+    api: Api, namespace: str, target: Target, operator: OperatorThread
+) -> None:
+    api.apply(tablerefresh(namespace, NAME, target))
+    wait_for("Fresh=True", lambda: has(api, namespace, NAME, "Fresh", "True"))
+    fresh_seconds = sample("tablerefresh_staleness_seconds", namespace, NAME)
+    assert fresh_seconds is not None and fresh_seconds < 600
+
+    # Two days older: over maxStaleHours (1).
+    target.command(f"ALTER TABLE {target.database}.{TABLE} UPDATE entry_time = entry_time - INTERVAL 2 DAY WHERE 1",
+                   mutations_sync=1)
+    tr = wait_for("Fresh=False", lambda: has(api, namespace, NAME, "Fresh", "False"))
+    fresh = condition(tr, "Fresh")
+    assert fresh["reason"] == "DataStale" and "over maxStaleHours 1" in fresh["message"]
+    ready = condition(tr, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "DataStale")
+    assert 47.9 < tr["status"]["health"]["staleHours"] < 48.2
+    time.sleep(3)  # three more checks: still one Event, not one per check
+    stale_events = api.events(namespace, "DataStale")
+    assert len(stale_events) == 1, stale_events
+    (event,) = stale_events
+    assert event["type"] == "Warning" and event["involvedObject"]["name"] == NAME
+    assert "old, over maxStaleHours 1" in event["message"]
+    # The metric moved, and agrees with the status.
+    tr = api.tr(namespace, NAME)
+    seconds = sample("tablerefresh_staleness_seconds", namespace, NAME)
+    assert seconds is not None and abs(seconds - tr["status"]["health"]["staleHours"] * 3600) < 60
+    assert sample("tablerefresh_condition", namespace, NAME, type="Fresh") == 0
+    assert sample("tablerefresh_condition", namespace, NAME, type="Ready") == 0
+
+    # Fixed: new rows.
+    target.fill(10, first_id=1000)
+    tr = wait_for("Fresh=True again", lambda: has(api, namespace, NAME, "Fresh", "True"))
+    assert condition(tr, "Ready")["status"] == "True"
+    recovered = wait_for("the Normal event", lambda: api.events(namespace, "DataFresh"))
+    assert len(recovered) == 1 and recovered[0]["type"] == "Normal"
+    assert recovered[0]["message"].startswith("The data is fresh again")
+    assert len(api.events(namespace, "DataStale")) == 1
+    assert sample("tablerefresh_condition", namespace, NAME, type="Fresh") == 1
+
+
+def test_duplicates_make_duplicate_free_false(
+    api: Api, namespace: str, target: Target, operator: OperatorThread
+) -> None:
+    api.apply(tablerefresh(namespace, NAME, target))
+    wait_for("DuplicateFree=True", lambda: has(api, namespace, NAME, "DuplicateFree", "True"))
+    target.fill(5, first_id=0)  # ids 0..4 a second time
+    tr = wait_for("DuplicateFree=False", lambda: has(api, namespace, NAME, "DuplicateFree", "False"))
+    assert condition(tr, "DuplicateFree")["reason"] == "DuplicatesDetected"
+    assert tr["status"]["health"]["sliceDuplicates"] == 5
+    assert condition(tr, "Ready")["status"] == "False"
+    wait_for("the Warning event", lambda: api.events(namespace, "DuplicatesDetected"))
+    assert sample("tablerefresh_duplicate_rows", namespace, NAME) == 5
+
+
+def test_a_small_slice_makes_complete_false(api: Api, namespace: str, target: Target, operator: OperatorThread) -> None:
+    api.apply(tablerefresh(namespace, NAME, target, thresholds={"maxStaleHours": 1, "minSliceRows": 500}))
+    tr = wait_for("Complete=False", lambda: has(api, namespace, NAME, "Complete", "False"))
+    assert condition(tr, "Complete")["reason"] == "SliceTooSmall"
+    assert "100 rows, under minSliceRows 500" in condition(tr, "Complete")["message"]
+    wait_for("the Warning event", lambda: api.events(namespace, "SliceTooSmall"))
+
+
+def test_a_stuck_mutation_makes_no_stuck_mutations_false(
+    api: Api, namespace: str, target: Target, operator: OperatorThread
+) -> None:
+    api.apply(tablerefresh(namespace, NAME, target))
+    wait_for("NoStuckMutations=True", lambda: has(api, namespace, NAME, "NoStuckMutations", "True"))
+    # A mutation that fails on every try stays pending; maxPending is 1s.
+    target.command(f"ALTER TABLE {target.database}.{TABLE} UPDATE v = throwIf(1, 'stuck') WHERE 1", mutations_sync=0)
+    tr = wait_for("NoStuckMutations=False", lambda: has(api, namespace, NAME, "NoStuckMutations", "False"))
+    stuck = condition(tr, "NoStuckMutations")
+    assert stuck["reason"] == "MutationStuck" and "over 1s" in stuck["message"]
+    assert tr["status"]["health"]["pendingMutations"] == 1
+    assert tr["status"]["health"]["oldestMutationAgeSeconds"] > 1
+    wait_for("the Warning event", lambda: api.events(namespace, "MutationStuck"))
+
+
+def test_clickhouse_unreachable_is_a_condition_not_a_crash(
+    api: Api, namespace: str, target: Target, operator: OperatorThread
+) -> None:
+    """chDB runs inside this process and cannot be stopped without stopping the tests, so
+    "ClickHouse stops" is simulated: the object is pointed at a closed loopback port, then back."""
+    api.apply(tablerefresh(namespace, NAME, target))
+    wait_for("Ready=True", lambda: checked_and_ready(api, namespace, NAME))
+
+    api.patch_spec(namespace, NAME, {"clickhouse": {"url": UNREACHABLE_URL}})
+    tr = wait_for("ClickHouseReachable=False", lambda: has(api, namespace, NAME, "ClickHouseReachable", "False"))
+    reachable = condition(tr, "ClickHouseReachable")
+    assert reachable["reason"] == "ClickHouseUnreachable" and "127.0.0.1:9" in reachable["message"]
+    # No health condition is left looking healthy, and none claims a problem nobody saw.
+    for kind in ("Fresh", "DuplicateFree", "Complete", "NoStuckMutations"):
+        assert condition(tr, kind)["status"] == "Unknown", condition(tr, kind)
+    assert condition(tr, "Ready")["status"] == "False"
+    health = tr["status"]["health"]
+    assert "127.0.0.1:9" in health["error"] and "staleHours" not in health
+    (event,) = wait_for("the Warning event", lambda: api.events(namespace, "ClickHouseUnreachable"))
+    assert event["type"] == "Warning"
+    wait_for("errors counted", lambda: (sample("tablerefresh_health_check_errors_total", namespace, NAME) or 0) >= 2)
+    assert sample("tablerefresh_condition", namespace, NAME, type="ClickHouseReachable") == 0
+    assert sample("tablerefresh_staleness_seconds", namespace, NAME) is None  # unknown, not old
+    assert len(api.events(namespace, "ClickHouseUnreachable")) == 1
+    assert operator.error is None
+
+    api.patch_spec(namespace, NAME, {"clickhouse": {"url": target.url}})
+    tr = wait_for("Ready=True again", lambda: checked_and_ready(api, namespace, NAME))
+    assert "error" not in tr["status"]["health"]
+    wait_for("the Normal event", lambda: api.events(namespace, "ClickHouseReachable"))
+    # The data conditions went Unknown and came back True: no Event claims they had been bad.
+    assert not api.events(namespace, "DataFresh") and not api.events(namespace, "DataStale")
+
+
+def test_deleting_the_object_removes_its_series(
+    api: Api, namespace: str, target: Target, operator: OperatorThread
+) -> None:
+    api.apply(tablerefresh(namespace, NAME, target))
+    wait_for("Ready=True", lambda: checked_and_ready(api, namespace, NAME))
+    assert sample("tablerefresh_condition", namespace, NAME, type="Ready") == 1
+    api.plane.kubectl("delete", "tr", NAME, "-n", namespace, "--timeout=10s")
+    wait_for(
+        "the series to go",
+        lambda: sample("tablerefresh_condition", namespace, NAME, type="Ready") is None
+        and sample("tablerefresh_runs_total", namespace, NAME, result="failed") is None
+        and sample("tablerefresh_slice_rows", namespace, NAME) is None,
+    )
