@@ -20,8 +20,8 @@ Shape, bottom up:
   ``ctf`` instead of the CLOB, and a few positions belong to the zero address.
 
 The first conditions are pinned so that even a few thousand fills contain every case the tests
-need: resolutions of each payout inside the last 24 hours, one superseded, open markets with
-deleted or empty resolution rows, and one market settled long ago.
+need: resolutions of each payout inside the last 24 hours, one superseded, one tied, open markets
+with deleted or empty resolution rows, and one market settled long ago.
 """
 
 from __future__ import annotations
@@ -53,8 +53,9 @@ ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 _CONDITIONS = "_pmgen_conditions"
 _POSITIONS = "_pmgen_positions"
 
-# Rows per fills INSERT: bounds memory and gives the progress callback something to say.
-_CHUNK_ROWS = 2_000_000
+# Rows per fills INSERT: bounds memory (a chunk is squashed into one block per insert thread)
+# and gives the progress callback something to say.
+_CHUNK_ROWS = 4_000_000
 
 
 def _h(tag: str, *args: str) -> str:
@@ -78,15 +79,17 @@ def _sql_array(values: tuple[Any, ...]) -> str:
     return "[" + ", ".join(repr(v) for v in values) + "]"
 
 
-# Pinned conditions 0..7 (the most popular ones, see positions): created N days before now;
+# Pinned conditions 0..8 (the most popular ones, see positions): created N days before now;
 # resolved N hours before now (-1: unresolved); payout (for open markets: where prices drift).
-_PIN_CREATED_DAYS = (90, 60, 40, 30, 120, 50, 100, 150)
-_PIN_RESOLVED_HOURS = (-1, 2, 5, 9, -1, 20, -1, 1680)
-_PIN_PAYOUT = ("[1,0]", "[1,0]", "[0,1]", "[1,1]", "[0,1]", "[0,1]", "[1,0]", "[1,0]")
-# Extra resolution rows: superseded earlier valid row, soft-deleted row, empty-payout row.
-_PIN_SUPERSEDED = (0, 0, 0, 0, 0, 1, 0, 0)
-_PIN_DELETED = (0, 0, 0, 0, 1, 0, 1, 0)
-_PIN_EMPTY = (0, 0, 0, 0, 1, 0, 0, 0)
+_PIN_CREATED_DAYS = (90, 60, 40, 30, 120, 50, 100, 150, 45)
+_PIN_RESOLVED_HOURS = (-1, 2, 5, 9, -1, 20, -1, 1680, 14)
+_PIN_PAYOUT = ("[1,0]", "[1,0]", "[0,1]", "[1,1]", "[0,1]", "[0,1]", "[1,0]", "[1,0]", "[0,1]")
+# Extra resolution rows: an earlier valid row with the other payout (superseded), a soft-deleted
+# row, an empty-payout row, a valid row with the other payout at the same instant (tied).
+_PIN_SUPERSEDED = (0, 0, 0, 0, 0, 1, 0, 0, 0)
+_PIN_DELETED = (0, 0, 0, 0, 1, 0, 1, 0, 0)
+_PIN_EMPTY = (0, 0, 0, 0, 1, 0, 0, 0, 0)
+_PIN_TIED = (0, 0, 0, 0, 0, 0, 0, 0, 1)
 _PINNED = len(_PIN_CREATED_DAYS)
 
 
@@ -122,7 +125,7 @@ SELECT
     resolved AND {_pinned(_PIN_SUPERSEDED, _u("rs", "c") + " < 0.10")} AS superseded,
     {_pinned(_PIN_DELETED, _u("rd", "c") + " < 0.07")} AS deleted,
     {_pinned(_PIN_EMPTY, _u("re", "c") + " < 0.05")} AS empty,
-    resolved AND c >= {_PINNED} AND {_u("rt", "c")} < 0.01 AS tied
+    resolved AND {_pinned(_PIN_TIED, _u("rt", "c") + " < 0.01")} AS tied
 FROM
 (
     SELECT
@@ -166,114 +169,101 @@ FROM
 )
 """
 
+# Event i of position p. Types: 0 buy, 1 sell, 2 CTF split (tokens of both outcomes for USDC,
+# outside the CLOB). Fills per event (k): 1-3. Extras (x): 0 none, 1 self-fill (each fill also
+# gets its maker twin), 2 fill 0 duplicated exactly, 3 fill 0 duplicated with its event_time
+# moved by a few seconds. The same expressions size a position (stage 2) and expand it (stage 3).
+def _ev_type(i: str) -> str:
+    return f"multiIf({i} < has_split, 2, {i} < has_split + nb, 0, 1)"
+
+
+def _ev_k(i: str) -> str:
+    return f"if({_ev_type(i)} = 2, 1, 1 + ({_u('k1', 'p', i)} < 0.25) + ({_u('k2', 'p', i)} < 0.08))"
+
+
+def _ev_x(i: str) -> str:
+    x = _u("x", "p", i)
+    return f"if({_ev_type(i)} = 2, 0, multiIf({x} < 0.012, 1, {x} < 0.027, 2, {x} < 0.030, 3, 0))"
+
+
+def _ev_rows(i: str) -> str:
+    return f"({_ev_k(i)} + multiIf({_ev_x(i)} = 1, {_ev_k(i)}, {_ev_x(i)} >= 2, 1, 0))"
+
+
+def _is_tiny(i: str) -> str:
+    return f"({_u('tiny', 'p', i)} < 0.03)"
+
+
+def _is_cheap(i: str) -> str:
+    return f"(NOT {_is_tiny(i)} AND {_u('cheap', 'p', i)} < 0.015)"
+
+
+def _buy_amount(i: str) -> str:
+    """Tokens bought by buy event ``i``: mostly sized by the position's scale; some tiny
+    (< 0.01 tokens), some nearly free (see the price); in a short, a small buy next to the split."""
+    return f"""multiIf(
+        {_is_tiny(i)}, 0.0005 + 0.009 * {_u("ta", "p", i)},
+        {_is_cheap(i)}, 1 + 8 * {_u("ta", "p", i)},
+        kind = 3, split_amount * 0.3 * {_u("ba", "p", i)},
+        scale * (0.2 + 1.6 * {_u("ba", "p", i)}))"""
+
+
 _POSITIONS_DDL = f"""
 CREATE TABLE {{db}}.{_POSITIONS}
 (
-    p UInt64, wallet String, condition_id String, outcome UInt8,
-    ev_type Array(UInt8), ev_amount Array(Float64), ev_time Array(UInt32), ev_price Array(Float64),
-    ev_source Array(LowCardinality(String)), ev_k Array(UInt8), ev_x Array(UInt8),
-    ev_rows Array(UInt32), ev_offset Array(UInt32), rows UInt32, row_offset UInt64
+    p UInt64, wallet_ix UInt64, zero UInt8, c UInt64, outcome UInt8, kind UInt8,
+    scale Float64, split_amount Float64, has_split UInt8, nb UInt8, ns UInt8, ne UInt8,
+    t_open UInt32, span UInt32, created UInt32, horizon UInt32, p0 Float64, target Float64,
+    rows UInt32, row_offset UInt64
 )
-ENGINE = MergeTree ORDER BY p
+ENGINE = MergeTree ORDER BY row_offset
 """
 
-# Event types: 0 buy, 1 sell, 2 CTF split (tokens of both outcomes for USDC, outside the CLOB).
-# Event extras (x): 0 none, 1 self-fill (each fill gets a maker twin), 2 one fill duplicated
-# exactly, 3 one fill duplicated with its event_time moved by a few seconds.
+# Positions are kinds 0 hold, 1 partial exit, 2 full exit, 3 short. Exits sell back each buy
+# (all of it, or a part); a short splits USDC into tokens through the CTF and sells them on the
+# CLOB, sometimes next to a small CLOB buy. Only what sizes a position is stored here.
 _POSITIONS_SQL = f"""
 INSERT INTO {{db}}.{_POSITIONS}
-SELECT p, wallet, condition_id, outcome, ev_type, ev_amount, ev_time, ev_price, ev_source, ev_k, ev_x,
-       ev_rows, ev_offset, rows, row_offset
+SELECT
+    p, wallet_ix, zero, c, outcome, kind, scale, split_amount, has_split, nb, ns, ne,
+    t_open, span, created, horizon, p0, target, rows,
+    sum(rows) OVER (ORDER BY p ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS row_offset
 FROM
 (
     SELECT
-        *,
-        sum(rows) OVER (ORDER BY p ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS row_offset
+        pos.*,
+        cond.created AS created,
+        cond.horizon AS horizon,
+        cond.end_ts AS end_ts,
+        cond.p0 AS p0,
+        multiIf(cond.payout = '[1,0]', 1., cond.payout = '[0,1]', 0., 0.5) AS target,
+        -- Opens late in the market's life more often than early; trades for days, then rests.
+        toUInt32(created + (end_ts - created) * pow({_u("pt", "p")}, 0.6)) AS t_open,
+        toUInt32(least(toFloat64(end_ts - t_open), 3600 - log(1 - {_u("pa", "p")}) * 6 * 86400)) AS span,
+        toUInt32(arraySum(arrayMap(i -> {_ev_rows("i")}, range(ne)))) AS rows
     FROM
     (
         SELECT
-            *,
-            arrayMap(i -> toUInt8(multiIf(i < has_split, 2, i < has_split + nb, 0, 1)), range(ne)) AS ev_type,
-            -- Buys: mostly sized by the position's scale; some tiny (< 0.01 tokens), some nearly
-            -- free (cost < 0.01); in a short position, a small buy next to the split.
-            arrayMap(i -> if(ev_type[i + 1] != 0, 0., multiIf(
-                {_u("tiny", "p", "i")} < 0.03, 0.0005 + 0.009 * {_u("ta", "p", "i")},
-                {_u("cheap", "p", "i")} < 0.015, 1 + 8 * {_u("ta", "p", "i")},
-                kind = 3, split_amount * 0.3 * {_u("ba", "p", "i")},
-                scale * (0.2 + 1.6 * {_u("ba", "p", "i")}))), range(ne)) AS buy_amount,
-            arrayMap(i -> if(ev_type[i + 1] = 1, 0.2 + {_u("sw", "p", "i")}, 0.), range(ne)) AS sell_weight,
-            split_amount * has_split + arraySum(buy_amount) AS holdings,
-            multiIf(kind = 1, holdings * (0.15 + 0.7 * {_u("sf", "p")}),
-                    kind = 2, holdings,
-                    kind = 3, holdings * (0.6 + 0.4 * {_u("sf", "p")}),
-                    0.) AS sell_total,
-            arraySum(sell_weight) AS sell_weights,
-            arrayMap((t, b, w) -> multiIf(t = 2, split_amount, t = 0, b, sell_total * w / sell_weights),
-                     ev_type, buy_amount, sell_weight) AS ev_amount,
-            -- Events in order over the active span; a few share the previous event's second, so
-            -- FIFO order falls back to tx_hash.
-            arrayMap(i -> toUInt32(i > 0 AND {_u("tie", "p", "i")} < 0.03), range(ne)) AS ev_back,
-            arrayMap((i, b) -> toUInt32(t_open + floor(span * (i - b + {_u("et", "p", "i - b")}) / ne)),
-                     range(ne), ev_back) AS ev_time,
-            -- Outcome 0's price drifts from p0 towards its payout as the market ages.
-            arrayMap(ts -> p0 + (target - p0) * pow(least(1., (ts - created) / (horizon - created)), 2),
-                     ev_time) AS ev_trend,
-            arrayMap((i, t, q) -> multiIf(
-                t = 2, 0.5,
-                t = 0 AND {_u("tiny", "p", "i")} >= 0.03 AND {_u("cheap", "p", "i")} < 0.015,
-                    0.0005 + 0.0004 * {_u("cpx", "p", "i")},
-                greatest(0.001, least(0.999, if(outcome = 0, q, 1 - q) + 0.08 * ({_u("pn", "p", "i")} - 0.5)))),
-                range(ne), ev_type, ev_trend) AS ev_price,
-            arrayMap((i, t) -> multiIf(t = 2, 'ctf', {_u("src", "p", "i")} < 0.035, 'negrisk',
-                                       {_u("src", "p", "i")} < 0.06, 'ctf', 'clob'),
-                     range(ne), ev_type) AS ev_source,
-            arrayMap((i, t) -> toUInt8(if(t = 2, 1,
-                1 + ({_u("k1", "p", "i")} < 0.25) + ({_u("k2", "p", "i")} < 0.08))), range(ne), ev_type) AS ev_k,
-            arrayMap((i, t) -> toUInt8(if(t = 2, 0, multiIf(
-                {_u("x", "p", "i")} < 0.012, 1, {_u("x", "p", "i")} < 0.027, 2, {_u("x", "p", "i")} < 0.030, 3, 0))),
-                range(ne), ev_type) AS ev_x,
-            arrayMap((k, x) -> toUInt32(k + multiIf(x = 1, k, x >= 2, 1, 0)), ev_k, ev_x) AS ev_rows,
-            arrayMap((s, r) -> toUInt32(s - r), arrayCumSum(ev_rows), ev_rows) AS ev_offset,
-            toUInt32(arraySum(ev_rows)) AS rows
-        FROM
-        (
-            SELECT
-                pos.*,
-                cond.condition_id AS condition_id,
-                cond.created AS created,
-                cond.horizon AS horizon,
-                cond.end_ts AS end_ts,
-                cond.p0 AS p0,
-                multiIf(cond.payout = '[1,0]', 1., cond.payout = '[0,1]', 0., 0.5) AS target,
-                -- Opens late in the market's life more often than early; trades for days.
-                toUInt32(created + (end_ts - created) * pow({_u("pt", "p")}, 0.6)) AS t_open,
-                least(end_ts - t_open, 3600 + toUInt32(-log(1 - {_u("pa", "p")}) * 6 * 86400)) AS span
-            FROM
-            (
-                SELECT
-                    number AS p,
-                    toUInt64(floor({{n_wallets:UInt64}} * pow({_u("pw", "p")}, 2.5))) AS wallet_ix,
-                    wallet_ix < greatest(1, intDiv({{n_wallets:UInt64}}, 1000)) AS whale,
-                    if({_u("pz", "p")} < 0.003, '{ZERO_ADDRESS}', {_hex("w", 20, "wallet_ix")}) AS wallet,
-                    toUInt64(floor({{n_conditions:UInt64}} * pow({_u("pc", "p")}, 2))) AS c,
-                    toUInt8({_u("po", "p")} < 0.5) AS outcome,
-                    -- 0 hold, 1 partial exit, 2 full exit, 3 short.
-                    multiIf({_u("pk", "p")} < 0.33, 0, {_u("pk", "p")} < 0.58, 1, {_u("pk", "p")} < 0.88, 2, 3)
-                        AS kind,
-                    pow(10, 3.2 * {_u("ps", "p")} - 0.5) * if(whale, 25, 1) AS scale,
-                    toUInt32(kind = 3) AS has_split,
-                    scale * (0.5 + {_u("sx", "p")}) AS split_amount,
-                    toUInt32(if(kind = 3, {_u("psb", "p")} < 0.3,
-                        1 + least(15, floor(-log(1 - {_u("pnb", "p")}) * if(whale, 3., 1.))))) AS nb,
-                    toUInt32(if(kind = 0, 0, 1 + least(8, floor(-log(1 - {_u("pns", "p")}) * 0.8)))) AS ns,
-                    has_split + nb + ns AS ne
-                FROM numbers({{n_positions:UInt64}})
-            ) AS pos
-            INNER JOIN {{db}}.{_CONDITIONS} AS cond ON cond.c = pos.c
-        )
-    )
+            number AS p,
+            -- A power law: a few whales hold a large share of the positions.
+            toUInt64(floor({{n_wallets:UInt64}} * pow({_u("pw", "p")}, 2.5))) AS wallet_ix,
+            toUInt8({_u("pz", "p")} < 0.003) AS zero,
+            wallet_ix < greatest(1, intDiv({{n_wallets:UInt64}}, 1000)) AS whale,
+            toUInt64(floor({{n_conditions:UInt64}} * pow({_u("pc", "p")}, 2))) AS c,
+            toUInt8({_u("po", "p")} < 0.5) AS outcome,
+            toUInt8(multiIf({_u("pk", "p")} < 0.33, 0, {_u("pk", "p")} < 0.58, 1, {_u("pk", "p")} < 0.88, 2, 3))
+                AS kind,
+            pow(10, 3.2 * {_u("ps", "p")} - 0.5) * if(whale, 25, 1) AS scale,
+            scale * (0.5 + {_u("sx", "p")}) AS split_amount,
+            toUInt8(kind = 3) AS has_split,
+            toUInt8(if(kind = 3, {_u("psb", "p")} < 0.3,
+                       1 + least(15, floor(-log(1 - {_u("pnb", "p")}) * if(whale, 3., 1.))))) AS nb,
+            toUInt8(multiIf(kind = 0, 0, kind = 3, 1 + ({_u("pns", "p")} < 0.4), nb)) AS ns,
+            toUInt8(has_split + nb + ns) AS ne
+        FROM numbers({{n_positions:UInt64}})
+    ) AS pos
+    INNER JOIN {{db}}.{_CONDITIONS} AS cond ON cond.c = pos.c
 )
-WHERE row_offset < {{fills:UInt64}}
 """
 
 # One row per fill side. Row r of an event: for a self-fill event, rows [0, k) are the taker
@@ -288,8 +278,8 @@ SELECT
     wallet,
     condition_id,
     outcome AS outcome_index,
-    side * amount AS tokens_delta,
-    -side * amount * price AS usdc_delta,
+    side * share AS tokens_delta,
+    -side * share * price AS usdc_delta,
     source,
     toUInt8(x = 1) AS is_self_fill,
     is_maker
@@ -302,23 +292,54 @@ FROM
         toUInt64(multiIf(x = 1, r % k, copy, 0, r)) AS f,
         toUInt8(if(x = 1, twin, {_u("mk", "p", "i", "f")} < 0.4)) AS is_maker,
         if(typ = 1, -1., 1.) * if(twin, -1., 1.) AS side,
-        amt * (0.5 + {_u("fw", "p", "i", "f")})
-            / arraySum(arrayMap(g -> 0.5 + {_u("fw", "p", "i", "g")}, range(k))) AS amount,
-        {_hex("tx", 32, "p", "i")} AS tx_hash
+        amount * (0.5 + {_u("fw", "p", "i", "f")}) / weights AS share
     FROM
     (
         SELECT
-            p, wallet, condition_id, outcome, row_offset,
-            i - 1 AS i, typ, amt, t, price, source, k, x, nrows, eoff
-        FROM {{db}}.{_POSITIONS}
-        ARRAY JOIN
-            arrayEnumerate(ev_type) AS i, ev_type AS typ, ev_amount AS amt, ev_time AS t,
-            ev_price AS price, ev_source AS source, ev_k AS k, ev_x AS x, ev_rows AS nrows,
-            ev_offset AS eoff
-        WHERE row_offset >= {{lo:UInt64}} AND row_offset < {{hi:UInt64}}
+            *,
+            i,  -- ARRAY JOIN aliases are not part of *
+            nrows,
+            ev_end,
+            {_ev_type("i")} AS typ,
+            {_ev_k("i")} AS k,
+            {_ev_x("i")} AS x,
+            -- Exits sell back buy i - nb (all of it, or a part); a short sells most of what
+            -- the split and its buy brought in.
+            multiIf(
+                typ = 2, split_amount,
+                typ = 0, {_buy_amount("i")},
+                kind = 3, (split_amount + if(nb = 1, {_buy_amount("1")}, 0.)) * (0.6 + 0.4 * {_u("sf", "p")}) / ns,
+                {_buy_amount("i - nb")} * if(kind = 2, 1., 0.1 + 0.8 * {_u("sf", "p", "i")})) AS amount,
+            -- Events in order over the active span; a few share the previous event's second, so
+            -- FIFO order falls back to tx_hash.
+            toUInt32(i > 0 AND {_u("tie", "p", "i")} < 0.03) AS back,
+            toUInt32(t_open + floor(span * (i - back + {_u("et", "p", "i - back")}) / ne)) AS t,
+            -- Outcome 0's price drifts from p0 towards the payout as the market ages.
+            p0 + (target - p0) * pow(least(1., (t - created) / (horizon - created)), 2) AS trend,
+            multiIf(
+                typ = 2, 0.5,
+                typ = 0 AND {_is_cheap("i")}, 0.0005 + 0.0004 * {_u("cpx", "p", "i")},
+                greatest(0.001, least(0.999, if(outcome = 0, trend, 1 - trend) + 0.08 * ({_u("pn", "p", "i")} - 0.5))))
+                AS price,
+            multiIf(typ = 2, 'ctf', {_u("src", "p", "i")} < 0.035, 'negrisk', {_u("src", "p", "i")} < 0.06, 'ctf', 'clob')
+                AS source,
+            (0.5 + {_u("fw", "p", "i", "0")}) + (k > 1) * (0.5 + {_u("fw", "p", "i", "1")})
+                + (k > 2) * (0.5 + {_u("fw", "p", "i", "2")}) AS weights,
+            {_hex("tx", 32, "p", "i")} AS tx_hash
+        FROM
+        (
+            SELECT
+                *,
+                if(zero, '{ZERO_ADDRESS}', {_hex("w", 20, "wallet_ix")}) AS wallet,
+                {_hex("cid", 32, "c")} AS condition_id,
+                arrayMap(i -> toUInt32({_ev_rows("i")}), range(ne)) AS ev_rows
+            FROM {{db}}.{_POSITIONS}
+            WHERE row_offset >= {{lo:UInt64}} AND row_offset < {{hi:UInt64}}
+        )
+        ARRAY JOIN range(ne) AS i, ev_rows AS nrows, arrayCumSum(ev_rows) AS ev_end
     )
     ARRAY JOIN range(nrows) AS r
-    WHERE row_offset + eoff + r < {{fills:UInt64}}
+    WHERE row_offset + ev_end - nrows + r < {{fills:UInt64}}
 )
 """
 
@@ -360,11 +381,14 @@ def generate(
     seed: int,
     now: datetime,
     progress: Progress | None = None,
+    optimize: bool = False,
 ) -> GeneratedStats:
     """Replace the contents of the two source tables in ``database`` with synthetic data.
 
-    Exactly ``fills`` rows go into ``pm_canonical_fills_v4``. ``now`` (UTC) is the end of the
-    simulated history: no fill or resolution is later. Tables are created if missing.
+    Exactly ``fills`` rows go into ``pm_canonical_fills_v4``; ``now`` (UTC) ends the simulated
+    history: no fill or resolution is later. Tables are created if missing. ``progress`` gets a
+    line per step. Background merges of the fills wait until the data is in; ``optimize=True``
+    then merges the table into one part before returning (settled data for a benchmark).
     """
     if fills < 1:
         raise ValueError("fills must be positive")
@@ -387,13 +411,15 @@ def generate(
         "n_wallets": max(40, fills // 25),
     }
 
-    def run(sql: str, **extra: Any) -> None:
-        client.command(sql.replace("{db}", db), parameters={**params, **extra})
+    def run(sql: str, settings: dict[str, Any] | None = None, **extra: Any) -> None:
+        client.command(sql.replace("{db}", db), parameters={**params, **extra}, settings=settings)
 
     for table in (FILLS_TABLE, RESOLUTIONS_TABLE):
-        client.command(f"TRUNCATE TABLE IF EXISTS {db}.{table}")
+        client.command(f"TRUNCATE TABLE {db}.{table}")
     for table in (_CONDITIONS, _POSITIONS):
         client.command(f"DROP TABLE IF EXISTS {db}.{table}")
+    # Merging the fills while they are written would rewrite them again and again.
+    client.command(f"SYSTEM STOP MERGES {db}.{FILLS_TABLE}")
     try:
         run(_CONDITIONS_DDL)
         run(_CONDITIONS_SQL)
@@ -413,9 +439,16 @@ def generate(
             positions *= 2
         say(f"generated {positions:,} candidate positions")
 
+        # Every server thread writes its share of a chunk as one part: few parts, few merges.
+        threads = int(client.query("SELECT getSetting('max_threads')").result_rows[0][0])
+        insert_settings = {
+            "max_insert_threads": threads,
+            "min_insert_block_size_rows": _CHUNK_ROWS,
+            "min_insert_block_size_bytes": 0,
+        }
         for lo in range(0, fills, _CHUNK_ROWS):
             hi = min(fills, lo + _CHUNK_ROWS)
-            run(_FILLS_SQL, lo=lo, hi=hi)
+            run(_FILLS_SQL, insert_settings, lo=lo, hi=hi)
             say(f"fills: {hi:,} / {fills:,} rows ({time.monotonic() - started:.1f}s)")
 
         counts = client.query(
@@ -425,13 +458,19 @@ def generate(
                 (SELECT count() FROM {db}.{RESOLUTIONS_TABLE}),
                 (SELECT count() FROM {db}.{_CONDITIONS}),
                 (SELECT countIf(resolved) FROM {db}.{_CONDITIONS}),
-                (SELECT count() FROM {db}.{_POSITIONS}),
-                (SELECT uniqExact(wallet) FROM {db}.{_POSITIONS})
-            """
+                (SELECT count() FROM {db}.{_POSITIONS} WHERE row_offset < {{fills:UInt64}}),
+                (SELECT uniqExactIf(wallet_ix, NOT zero) + max(zero)
+                 FROM {db}.{_POSITIONS} WHERE row_offset < {{fills:UInt64}})
+            """,
+            parameters=params,
         ).result_rows[0]
     finally:
+        client.command(f"SYSTEM START MERGES {db}.{FILLS_TABLE}")
         for table in (_CONDITIONS, _POSITIONS):
             client.command(f"DROP TABLE IF EXISTS {db}.{table}")
+    if optimize:
+        say("merging the fills into one part")
+        client.command(f"OPTIMIZE TABLE {db}.{FILLS_TABLE} FINAL")
     stats = GeneratedStats(
         seed=seed,
         now=params["now"],
