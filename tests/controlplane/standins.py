@@ -125,16 +125,19 @@ SPECIAL: dict[str, dict[str, Any]] = {
 
 
 def schema_dir(version: str = SCHEMA_VERSION) -> Path:
-    """The kubernetes-validate schema folder for a Kubernetes minor version."""
+    """The kubernetes-validate schema folder for a Kubernetes minor version
+    (the nearest one it has, preferring older, if it lacks that one)."""
     base = resources.files("kubernetes_validate").joinpath("kubernetes-json-schema")
+    want = tuple(int(x) for x in version.split("."))
     candidates = []
     for entry in base.iterdir():
-        m = re.match(r"^v(\d+\.\d+)\.(\d+)-local$", entry.name)
-        if m and m.group(1) == version:
-            candidates.append((int(m.group(2)), entry))
+        m = re.match(r"^v(\d+)\.(\d+)\.(\d+)-local$", entry.name)
+        if m:
+            have = (int(m.group(1)), int(m.group(2)))
+            candidates.append(((have != want, have > want, abs(have[1] - want[1]), -int(m.group(3))), entry))
     if not candidates:
-        raise RuntimeError(f"kubernetes-validate has no schemas for Kubernetes {version}")
-    return Path(str(max(candidates, key=lambda c: c[0])[1]))
+        raise RuntimeError("kubernetes-validate ships no schemas")
+    return Path(str(min(candidates, key=lambda c: c[0])[1]))
 
 
 class _Converter:

@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 	noopoteltrace "go.opentelemetry.io/otel/trace/noop"
@@ -33,6 +34,7 @@ import (
 	"k8s.io/apiextensions-apiserver/pkg/apiserver"
 	"k8s.io/apiextensions-apiserver/pkg/cmd/server/options"
 	generatedopenapi "k8s.io/apiextensions-apiserver/pkg/generated/openapi"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/admission"
 	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
 	genericapiserver "k8s.io/apiserver/pkg/server"
@@ -98,6 +100,15 @@ func run(ctx context.Context, o *options.CustomResourceDefinitionsServerOptions,
 	}
 	if err := sh.init(server); err != nil {
 		return err
+	}
+	if standinFile != "" {
+		// Like a real cluster: these namespaces exist from the start. /readyz
+		// waits for post-start hooks, so it passes only once they do.
+		server.GenericAPIServer.AddPostStartHookOrDie("tablerefresh-system-namespaces", func(hookCtx genericapiserver.PostStartHookContext) error {
+			return wait.PollUntilContextCancel(hookCtx.Context, 50*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+				return sh.ensureNamespaces(ctx, "default", "kube-system", "kube-public", "kube-node-lease"), nil
+			})
+		})
 	}
 	return server.GenericAPIServer.PrepareRun().RunWithContext(ctx)
 }

@@ -36,6 +36,7 @@ import (
 	listers "k8s.io/apiextensions-apiserver/pkg/client/listers/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -579,4 +580,22 @@ func (s *shim) serveOpenAPIV3Core(w http.ResponseWriter, req *http.Request) {
 	w.Header().Set("Vary", "Accept")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
+}
+
+// ensureNamespaces creates the namespaces that are missing; false until all exist.
+func (s *shim) ensureNamespaces(ctx context.Context, names ...string) bool {
+	gvr := schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
+	for _, name := range names {
+		obj := &unstructured.Unstructured{Object: map[string]interface{}{
+			"apiVersion": "v1",
+			"kind":       "Namespace",
+			"metadata":   map[string]interface{}{"name": name},
+		}}
+		_, err := s.dyn.Resource(gvr).Create(ctx, obj, metav1.CreateOptions{FieldManager: "kube-apiserver"})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			klog.V(2).Infof("creating namespace %s: %v", name, err)
+			return false
+		}
+	}
+	return true
 }
