@@ -14,7 +14,7 @@
 # Environment:
 #   TABLEREFRESH_CACHE               cache root (default ~/.cache/tablerefresh)
 #   TABLEREFRESH_DEBIAN_MIRROR       Debian archive URI (default: from the
-#                                    system's apt sources, else deb.debian.org)
+#                                    system's apt sources)
 #   TABLEREFRESH_CONTROLPLANE_REFRESH=1  re-read the sid index even if a
 #                                    build younger than a day exists
 #   TABLEREFRESH_K8S_VERSION         version the server reports (v1.36.4)
@@ -74,7 +74,7 @@ if [[ -z "$mirror" ]]; then
             grep -hs '^[[:space:]]*URIs:' /etc/apt/sources.list.d/*.sources | sed -E 's/^[[:space:]]*URIs:[[:space:]]*//' | tr ' ' '\n'
         } | grep -E '^https?://[^ ]+/debian/?$' | head -n1 || true
     )"
-    mirror="${mirror:-http://deb.debian.org/debian}"
+    [[ -n "$mirror" ]] || fallback "no Debian archive in the machine's apt sources: set TABLEREFRESH_DEBIAN_MIRROR"
 fi
 mirror="${mirror%/}"
 

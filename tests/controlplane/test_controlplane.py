@@ -103,13 +103,8 @@ def crd_files(controlplane: Any, tmp_path_factory: pytest.TempPathFactory) -> li
     test_crd = tmp_path_factory.mktemp("crd") / "widgets.yaml"
     test_crd.write_text(yaml.safe_dump(TEST_CRD))
     files = [*repo_crd_files(), test_crd]
-    if (CRD_DIR / "kustomization.yaml").exists():
-        # `kubectl apply -f crds/` would also send the Kustomization file, which
-        # no API server (real or ours) serves; the folder is meant for -k.
-        controlplane.kubectl("apply", "-k", str(CRD_DIR))
-        for p in repo_crd_files():
-            controlplane.kubectl("apply", "-f", str(p))
-    elif repo_crd_files():
+    if repo_crd_files():
+        # As a user would. (The folder's kustomization is named `Kustomization`, which -f skips.)
         controlplane.kubectl("apply", "-f", str(CRD_DIR))
     controlplane.kubectl("apply", "-f", str(test_crd))
     for doc in crd_documents(files):
