@@ -319,10 +319,10 @@ FROM
             multiIf(
                 typ = 2, 0.5,
                 typ = 0 AND {_is_cheap("i")}, 0.0005 + 0.0004 * {_u("cpx", "p", "i")},
-                greatest(0.001, least(0.999, if(outcome = 0, trend, 1 - trend) + 0.08 * ({_u("pn", "p", "i")} - 0.5))))
-                AS price,
-            multiIf(typ = 2, 'ctf', {_u("src", "p", "i")} < 0.035, 'negrisk', {_u("src", "p", "i")} < 0.06, 'ctf', 'clob')
-                AS source,
+                greatest(0.001, least(0.999,
+                    if(outcome = 0, trend, 1 - trend) + 0.08 * ({_u("pn", "p", "i")} - 0.5)))) AS price,
+            {_u("src", "p", "i")} AS source_draw,
+            multiIf(typ = 2, 'ctf', source_draw < 0.035, 'negrisk', source_draw < 0.06, 'ctf', 'clob') AS source,
             (0.5 + {_u("fw", "p", "i", "0")}) + (k > 1) * (0.5 + {_u("fw", "p", "i", "1")})
                 + (k > 2) * (0.5 + {_u("fw", "p", "i", "2")}) AS weights,
             {_hex("tx", 32, "p", "i")} AS tx_hash
