@@ -56,6 +56,17 @@ def test_the_job_is_the_cronjob_template_owned_by_the_cronjob() -> None:
     assert job_name("x", "t1") == job_name("x", "t1") != job_name("x", "t2")
 
 
+def test_a_dedupe_job_is_the_same_job_with_its_own_command() -> None:
+    cronjob = rendered()
+    job = job_from_cronjob(cronjob, token="t1", args=["dedupe", "--slice-only"], purpose="dedupe")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    (template,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["dedupe", "--slice-only"]
+    assert {**container, "args": template["args"]} == template  # same image, env, security context
+    assert template["args"][0] == "refresh"  # the CronJob's own template is untouched
+    assert job["metadata"]["name"] != job_name(cronjob["metadata"]["name"], "t1")
+
+
 def test_the_job_is_a_valid_kubernetes_job() -> None:
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     kubernetes_validate.validate(job_from_cronjob(rendered(), token="t1"), "1.36", strict=True)
@@ -161,6 +172,18 @@ def test_the_command_creates_a_job_and_replace_replaces_the_running_one(
     assert second.returncode == 0, second.stderr
     names = [j["metadata"]["name"] for j in _jobs(api, ns) if not j["metadata"].get("deletionTimestamp")]
     assert names == [second.stdout.split()[0].removeprefix("job.batch/")]
+
+
+def test_dedupe_runs_as_a_one_off_job(plane: Any, api: Api, ns: str, operator: Any) -> None:
+    create_secret(plane, ns)
+    apply(plane, example(ns))
+    wait_for("the CronJob", lambda: api.cronjob(ns, "pm-trade-fifo-roi-unified"))
+    done = _cli(plane, f"{ns}/pm-trade-fifo-roi-unified", "--dedupe", "--slice-only")
+    assert done.returncode == 0, done.stderr
+    (job,) = _jobs(api, ns)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["dedupe", "--summary-file", "/dev/termination-log", "--slice-only"]
+    assert any(e["name"] == "TABLEREFRESH_MANIFEST" for e in container["env"])
 
 
 def test_the_command_names_what_is_wrong(plane: Any, crd: None, ns: str) -> None:

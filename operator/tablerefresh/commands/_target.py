@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -15,17 +16,34 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from tablerefresh.dataplane.catalog import first_line
 from tablerefresh.dataplane.connection import connect
 from tablerefresh.dataplane.errors import ExitCode, RefreshError
-from tablerefresh.spec import ManifestError, TableRefresh, load_manifest
+from tablerefresh.spec import ManifestError, TableRefresh, load_manifest, parse_manifest
+
+MANIFEST_ENV = "TABLEREFRESH_MANIFEST"
+
+
+def read_manifest(path: str | None) -> TableRefresh:
+    """From the file, or from the environment the CronJob's Job template gives."""
+    if path:
+        return load_manifest(path)
+    text = os.environ.get(MANIFEST_ENV)
+    if not text:
+        raise ManifestError(f"no manifest: give -f FILE or set ${MANIFEST_ENV}")
+    try:
+        return parse_manifest(json.loads(text), origin=f"${MANIFEST_ENV}")
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"${MANIFEST_ENV} is not JSON: {exc}") from exc
 
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-f", "--file", required=True, help="the TableRefresh manifest (YAML)")
+    parser.add_argument(
+        "-f", "--file", help="the TableRefresh manifest (YAML); default: $TABLEREFRESH_MANIFEST (JSON), as in a Job"
+    )
     parser.add_argument("--clickhouse", metavar="URL", help="override spec.clickhouse.url (chdb:///path: embedded)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def open_target(args: argparse.Namespace) -> tuple[TableRefresh, Callable[[], Client]]:
-    manifest = load_manifest(args.file)
+    manifest = read_manifest(args.file)
     spec = manifest.spec
     url = args.clickhouse or spec.clickhouse.url
 

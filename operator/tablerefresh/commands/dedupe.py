@@ -1,48 +1,70 @@
-"""``tablerefresh dedupe``: one row per unique key, swapped in atomically, with a backup."""
+"""``tablerefresh dedupe``: one row per unique key, swapped in atomically, with a backup.
+
+Recorded like a refresh run (strategy ``Dedupe``): a row in the runs table and, with
+``--summary-file``, the JSON summary a Job's termination message carries to the controller.
+"""
 
 from __future__ import annotations
 
 import argparse
-import time
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
+
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from tablerefresh.commands._target import add_target_arguments, emit_json, guarded, open_target
+from tablerefresh.dataplane.catalog import first_line
 from tablerefresh.dataplane.dedupe import dedupe
+from tablerefresh.dataplane.errors import RefreshError
 from tablerefresh.dataplane.operation import locked_target, new_run_id
+from tablerefresh.dataplane.runs import Outcome, RunRecord, write_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
     parser.add_argument("--slice-only", action="store_true", help="rebuild only the partitions of the slice")
+    parser.add_argument("--summary-file", type=Path, help="also write the JSON summary here (a termination log)")
 
 
 @guarded
 def run(args: argparse.Namespace) -> int:
     manifest, connect = open_target(args)
     spec = manifest.spec
-    run_id = new_run_id("dedupe")
     now = datetime.now(UTC)
+    run_id = new_run_id("dedupe", now)
+    record = RunRecord(
+        run_id=run_id, target=f"{spec.clickhouse.database}.{spec.target.table}", strategy="Dedupe", started_at=now
+    )
     params = {"window_start": int((now - spec.window_delta).timestamp()), "run_time": int(now.timestamp())}
-    started = time.monotonic()
-    with locked_target(connect, spec, run_id) as held:
-        done = dedupe(held.client, held.target, spec, held.lock, run_id, slice_only=args.slice_only, params=params)
-    seconds = time.monotonic() - started
+    try:
+        with locked_target(connect, spec, run_id) as held:
+            try:
+                done = dedupe(
+                    held.client, held.target, spec, held.lock, run_id, slice_only=args.slice_only, params=params
+                )
+                record.outcome, record.exit_code = Outcome.SUCCEEDED, 0
+                record.rows_before, record.rows_after = done.rows_before, done.rows_after
+                record.partitions = done.partitions
+            except (RefreshError, ClickHouseError) as exc:
+                record.reason = getattr(exc, "reason", "DedupeFailed")
+                record.error = str(exc) if isinstance(exc, RefreshError) else first_line(exc)
+                record.exit_code = int(getattr(exc, "exit_code", 1))
+            record.finished_at = datetime.now(UTC)
+            write_run(held.client, spec.clickhouse.database, record)
+    finally:
+        if args.summary_file is not None and record.finished_at is not None:
+            args.summary_file.write_text(record.summary_line() + "\n")
+    if record.outcome != Outcome.SUCCEEDED:
+        print(f"error: {record.error}", file=sys.stderr)
+        return record.exit_code
     if args.json:
-        emit_json(
-            {
-                "runId": run_id,
-                "rowsBefore": done.rows_before,
-                "rowsAfter": done.rows_after,
-                "distinctKeys": done.distinct_keys,
-                "partitions": done.partitions,
-                "seconds": round(seconds, 2),
-            }
-        )
+        emit_json(record.summary())
         return 0
-    scope = f"partitions {', '.join(done.partitions)}" if args.slice_only else "the whole table"
+    scope = f"partitions {', '.join(record.partitions)}" if args.slice_only else "the whole table"
     print(
-        f"deduplicated {scope} of {spec.clickhouse.database}.{spec.target.table} in {seconds:.1f}s: "
-        f"{done.rows_before:,} -> {done.rows_after:,} rows ({done.rows_before - done.rows_after:,} duplicates removed)"
+        f"deduplicated {scope} of {record.target} in {record.duration_seconds:.1f}s: {record.rows_before:,} -> "
+        f"{record.rows_after:,} rows ({record.rows_before - record.rows_after:,} duplicates removed)"
     )
     print(f"the previous rows are kept as the backup of run {run_id}")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from datetime import UTC, datetime
@@ -11,15 +10,15 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
+from tablerefresh.commands._target import MANIFEST_ENV, read_manifest
 from tablerefresh.dataplane.connection import connect
 from tablerefresh.dataplane.errors import ExitCode, RefreshError
 from tablerefresh.dataplane.operation import new_run_id, owner_of
 from tablerefresh.dataplane.refresh import Refresh, RunOptions
 from tablerefresh.dataplane.runs import Outcome, RunRecord
 from tablerefresh.dataplane.source import source_query
-from tablerefresh.spec import ManifestError, TableRefresh, load_manifest, parse_manifest
+from tablerefresh.spec import ManifestError
 
-MANIFEST_ENV = "TABLEREFRESH_MANIFEST"
 RUN_ID_ENV = "TABLEREFRESH_RUN_ID"
 
 
@@ -31,23 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lock-ttl", type=float, default=120.0, help="seconds before a silent lock is taken over")
 
 
-def read_manifest(args: argparse.Namespace) -> TableRefresh:
-    if args.file:
-        return load_manifest(args.file)
-    text = os.environ.get(MANIFEST_ENV)
-    if not text:
-        raise ManifestError(f"no manifest: give -f FILE or set ${MANIFEST_ENV}")
-    try:
-        return parse_manifest(json.loads(text), origin=f"${MANIFEST_ENV}")
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"${MANIFEST_ENV} is not JSON: {exc}") from exc
-
-
 def run(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     run_id = args.run_id or os.environ.get(RUN_ID_ENV) or new_run_id("refresh", now)
     try:
-        manifest = read_manifest(args)
+        manifest = read_manifest(args.file)
         spec = manifest.spec
         url = args.clickhouse or spec.clickhouse.url
         query = source_query(spec)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from tablerefresh.controller.kube import KubeError, load_config
+from tablerefresh.controller.render import TERMINATION_LOG
 from tablerefresh.controller.runnow import RunNow, RunNowRefused, new_token
 from tablerefresh.dataplane.errors import ExitCode
 
@@ -13,6 +14,8 @@ from tablerefresh.dataplane.errors import ExitCode
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="NS/NAME", help="the TableRefresh, as namespace/name")
     parser.add_argument("--token", help="makes the request idempotent: the same token creates one Job")
+    parser.add_argument("--dedupe", action="store_true", help="run `tablerefresh dedupe` as a one-off Job instead")
+    parser.add_argument("--slice-only", action="store_true", help="with --dedupe: only the slice's partitions")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,7 +25,11 @@ def run(args: argparse.Namespace) -> int:
         return int(ExitCode.INVALID)
     load_config()
     try:
-        job = RunNow().run(namespace, name, args.token or new_token())
+        if args.dedupe:
+            dedupe_args = ["dedupe", "--summary-file", TERMINATION_LOG] + (["--slice-only"] if args.slice_only else [])
+            job = RunNow().run(namespace, name, args.token or new_token(), args=dedupe_args, purpose="dedupe")
+        else:
+            job = RunNow().run(namespace, name, args.token or new_token())
     except RunNowRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return int(ExitCode.LOCKED)

@@ -8,6 +8,7 @@ The CronJob's concurrencyPolicy holds: Forbid refuses while a Job runs, Replace 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -39,9 +40,10 @@ class Decision:
     reason: str
 
 
-def job_name(cronjob: str, token: str) -> str:
-    """<cronjob>-now-<hash of token>: 63 characters at most (CronJob names are kept to 52)."""
-    return f"{cronjob}-now-{hashlib.sha256(token.encode()).hexdigest()[:6]}"
+def job_name(cronjob: str, token: str, purpose: str = "now") -> str:
+    """<cronjob>-<purpose>-<hash of token>: at most 63 characters (CronJob names are kept to 52)."""
+    suffix = f"-{purpose[:3]}-{hashlib.sha256(token.encode()).hexdigest()[:6]}"
+    return cronjob + suffix
 
 
 def is_active(job: Mapping[str, Any]) -> bool:
@@ -60,10 +62,18 @@ def decide(policy: str, jobs: Sequence[Mapping[str, Any]]) -> Decision:
     return Decision(False, [], f"concurrencyPolicy {policy}: Job {', '.join(active)} is still running")
 
 
-def job_from_cronjob(cronjob: Mapping[str, Any], *, token: str) -> dict[str, Any]:
-    """The Job the CronJob controller would create from this CronJob's template, owned by it."""
+def job_from_cronjob(
+    cronjob: Mapping[str, Any], *, token: str, args: list[str] | None = None, purpose: str = "now"
+) -> dict[str, Any]:
+    """The Job the CronJob controller would create from this CronJob's template, owned by it.
+
+    ``args`` replaces the container's arguments: a one-off ``dedupe`` runs with the refresh's image,
+    environment, credentials and security context, and its own command line.
+    """
     meta = cronjob["metadata"]
-    template = cronjob["spec"]["jobTemplate"]
+    template = copy.deepcopy(dict(cronjob["spec"]["jobTemplate"]))
+    if args is not None:
+        template["spec"]["template"]["spec"]["containers"][0]["args"] = args
     template_meta = template.get("metadata") or {}
     annotations = {
         **(template_meta.get("annotations") or {}),
@@ -74,7 +84,7 @@ def job_from_cronjob(cronjob: Mapping[str, Any], *, token: str) -> dict[str, Any
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job_name(meta["name"], token),
+            "name": job_name(meta["name"], token, purpose),
             "namespace": meta["namespace"],
             "labels": dict(template_meta.get("labels") or {}),
             "annotations": annotations,
@@ -103,14 +113,16 @@ class RunNow:
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         self._batch = client.BatchV1Api(api_client or client.ApiClient())
 
-    def run(self, namespace: str, tablerefresh: str, token: str) -> str:
+    def run(
+        self, namespace: str, tablerefresh: str, token: str, *, args: list[str] | None = None, purpose: str = "now"
+    ) -> str:
         """Create (or find) the Job for ``token``; returns its name. Raises RunNowRefused or KubeError."""
         cronjob = self._call(
             lambda: self._batch.read_namespaced_cron_job(
                 cronjob_name(tablerefresh), namespace, _preload_content=False, _request_timeout=TIMEOUT
             )
         )
-        job = job_from_cronjob(cronjob, token=token)
+        job = job_from_cronjob(cronjob, token=token, args=args, purpose=purpose)
         existing = self._jobs(namespace, tablerefresh)
         if any(j["metadata"]["name"] == job["metadata"]["name"] for j in existing):
             return str(job["metadata"]["name"])  # this token was handled already
@@ -126,7 +138,10 @@ class RunNow:
         try:
             self._call(
                 lambda: self._batch.create_namespaced_job(
-                    namespace, job, _preload_content=False, _request_timeout=TIMEOUT  # type: ignore[arg-type]
+                    namespace,
+                    job,  # type: ignore[arg-type]  # the wire JSON, as everywhere in the controller
+                    _preload_content=False,
+                    _request_timeout=TIMEOUT,
                 )
             )
         except KubeError as exc:
