@@ -15,7 +15,7 @@ Shape, bottom up:
   exit or a short (tokens split via the CTF, then sold on the CLOB). Its events (transactions) are
   spread over an active span after it opens, so many open positions have not traded for days.
 * fills: each event has 1-3 fills. Some events are self-fills (a taker row plus its maker twin),
-  some fills have an exact duplicate (or, rarely, a copy whose event_time differs by seconds),
+  some fills have an exact duplicate (or, rarely, a copy with usdc_delta rounded to 6 decimals),
   some events are tiny (< 0.01 tokens) or nearly free (< 0.01 USDC), some come from ``negrisk`` or
   ``ctf`` instead of the CLOB, and a few positions belong to the zero address.
 
@@ -174,8 +174,7 @@ FROM
 
 # Event i of position p. Types: 0 buy, 1 sell, 2 CTF split (tokens of both outcomes for USDC,
 # outside the CLOB). Fills per event (k): 1-3. Extras (x): 0 none, 1 self-fill (each fill also
-# gets its maker twin), 2 fill 0 duplicated exactly, 3 fill 0 duplicated with its event_time
-# moved by a few seconds. The same expressions size a position (stage 2) and expand it (stage 3).
+# gets its maker twin), 2 fill 0 duplicated exactly, 3 fill 0 duplicated with usdc_delta rounded. The same expressions size a position (stage 2) and expand it (stage 3).
 def _ev_type(i: str) -> str:
     return f"multiIf({i} < has_split, 2, {i} < has_split + nb, 0, 1)"
 
@@ -225,12 +224,18 @@ ENGINE = MergeTree ORDER BY row_offset
 # Positions are kinds 0 hold, 1 partial exit, 2 full exit, 3 short. Exits sell back each buy
 # (all of it, or a part); a short splits USDC into tokens through the CTF and sells them on the
 # CLOB, sometimes next to a small CLOB buy. Only what sizes a position is stored here.
+#
+# Draws that land on the same (condition, wallet, outcome) keep the first one, and positions are
+# numbered in the fills table's sort order (condition_id, wallet, outcome_index): the fills then
+# come out already sorted, which spares the MergeTree writer its sort. The sort keys are the
+# leading 8 bytes of the hex strings, read big-endian.
 _POSITIONS_SQL = f"""
 INSERT INTO {{db}}.{_POSITIONS}
 SELECT
     p, wallet_ix, zero, c, outcome, kind, scale, split_amount, has_split, nb, ns, ne,
     t_open, span, created, horizon, p0, target, rows,
-    sum(rows) OVER (ORDER BY p ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS row_offset
+    sum(rows) OVER (ORDER BY condition_key, wallet_key, outcome ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+        AS row_offset
 FROM
 (
     SELECT
@@ -247,13 +252,14 @@ FROM
     FROM
     (
         SELECT
-            number AS p,
-            -- A power law: a few whales hold a large share of the positions.
-            toUInt64(floor({{n_wallets:UInt64}} * pow({_u("pw", "p")}, 2.5))) AS wallet_ix,
-            toUInt8({_u("pz", "p")} < 0.003) AS zero,
+            p,
+            wallet_ix,
+            zero,
+            c,
+            outcome,
+            condition_key,
+            wallet_key,
             wallet_ix < greatest(1, intDiv({{n_wallets:UInt64}}, 1000)) AS whale,
-            toUInt64(floor({{n_conditions:UInt64}} * pow({_u("pc", "p")}, 2))) AS c,
-            toUInt8({_u("po", "p")} < 0.5) AS outcome,
             toUInt8(multiIf({_u("pk", "p")} < 0.33, 0, {_u("pk", "p")} < 0.58, 1, {_u("pk", "p")} < 0.88, 2, 3))
                 AS kind,
             pow(10, 3.2 * {_u("ps", "p")} - 0.5) * if(whale, 25, 1) AS scale,
@@ -263,7 +269,31 @@ FROM
                        1 + least(15, floor(-log(1 - {_u("pnb", "p")}) * if(whale, 3., 1.))))) AS nb,
             toUInt8(multiIf(kind = 0, 0, kind = 3, 1 + ({_u("pns", "p")} < 0.4), nb)) AS ns,
             toUInt8(has_split + nb + ns) AS ne
-        FROM numbers({{n_positions:UInt64}})
+        FROM
+        (
+            SELECT
+                min(number) AS p,
+                any(wallet_ix) AS wallet_ix,
+                zero,
+                c,
+                outcome,
+                condition_key,
+                wallet_key
+            FROM
+            (
+                SELECT
+                    number,
+                    -- A power law: a few whales hold a large share of the positions.
+                    toUInt64(floor({{n_wallets:UInt64}} * pow({_u("pw", "number")}, 2.5))) AS wallet_ix,
+                    toUInt8({_u("pz", "number")} < 0.003) AS zero,
+                    toUInt64(floor({{n_conditions:UInt64}} * pow({_u("pc", "number")}, 2))) AS c,
+                    toUInt8({_u("po", "number")} < 0.5) AS outcome,
+                    byteSwap({_h("cid0", "c")}) AS condition_key,
+                    if(zero, 0, byteSwap({_h("w0", "wallet_ix")})) AS wallet_key
+                FROM numbers({{n_positions:UInt64}})
+            )
+            GROUP BY condition_key, wallet_key, outcome, c, zero
+        )
     ) AS pos
     INNER JOIN {{db}}.{_CONDITIONS} AS cond ON cond.c = pos.c
 )
@@ -276,13 +306,13 @@ INSERT INTO {{db}}.{FILLS_TABLE}
 SELECT
     concat(tx_hash, '_', toString(f), '_', if(is_maker, 'm', 't')) AS fill_id,
     tx_hash,
-    toDateTime(toInt64(t) + if(x = 3 AND copy, if({_u("vd", "p", "i")} < 0.5, -1, 1)
-                                                   * (1 + floor(3 * {_u("vs", "p", "i")})), 0)) AS event_time,
+    toDateTime(t) AS event_time,
     wallet,
     condition_id,
     outcome AS outcome_index,
     side * share AS tokens_delta,
-    -side * share * price AS usdc_delta,
+    -- The inexact copy comes from a backfill that kept USDC's 6 decimals only.
+    if(x = 3 AND copy, round(-side * share * price, 6), -side * share * price) AS usdc_delta,
     source,
     toUInt8(x = 1) AS is_self_fill,
     is_maker
@@ -290,6 +320,7 @@ FROM
 (
     SELECT
         *,
+        r,
         x = 1 AND r >= k AS twin,
         x >= 2 AND r = k AS copy,
         toUInt64(multiIf(x = 1, r % k, copy, 0, r)) AS f,
@@ -344,6 +375,8 @@ FROM
     ARRAY JOIN range(nrows) AS r
     WHERE row_offset + ev_end - nrows + r < {{fills:UInt64}}
 )
+-- Already the table's order (see positions); a merge of sorted numeric runs, not a string sort.
+ORDER BY row_offset, i, r
 """
 
 
@@ -450,13 +483,8 @@ def generate(
             positions *= 2
         say(f"generated {positions:,} candidate positions")
 
-        # Every server thread writes its share of a chunk as one part: few parts, few merges.
-        threads = int(client.query("SELECT getSetting('max_threads')").result_rows[0][0])
-        insert_settings = {
-            "max_insert_threads": threads,
-            "min_insert_block_size_rows": _CHUNK_ROWS,
-            "min_insert_block_size_bytes": 0,
-        }
+        # A chunk is one sorted block, written as one part: few parts, few merges, no sort.
+        insert_settings = {"min_insert_block_size_rows": _CHUNK_ROWS, "min_insert_block_size_bytes": 0}
         for lo in range(0, fills, _CHUNK_ROWS):
             hi = min(fills, lo + _CHUNK_ROWS)
             run(_FILLS_SQL, insert_settings, lo=lo, hi=hi)
