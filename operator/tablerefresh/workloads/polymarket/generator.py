@@ -174,7 +174,8 @@ FROM
 
 # Event i of position p. Types: 0 buy, 1 sell, 2 CTF split (tokens of both outcomes for USDC,
 # outside the CLOB). Fills per event (k): 1-3. Extras (x): 0 none, 1 self-fill (each fill also
-# gets its maker twin), 2 fill 0 duplicated exactly, 3 fill 0 duplicated with usdc_delta rounded. The same expressions size a position (stage 2) and expand it (stage 3).
+# gets its maker twin), 2 fill 0 duplicated exactly, 3 fill 0 duplicated with usdc_delta
+# rounded. The same expressions size a position (stage 2) and expand it (stage 3).
 def _ev_type(i: str) -> str:
     return f"multiIf({i} < has_split, 2, {i} < has_split + nb, 0, 1)"
 
@@ -225,10 +226,11 @@ ENGINE = MergeTree ORDER BY row_offset
 # (all of it, or a part); a short splits USDC into tokens through the CTF and sells them on the
 # CLOB, sometimes next to a small CLOB buy. Only what sizes a position is stored here.
 #
-# Draws that land on the same (condition, wallet, outcome) keep the first one, and positions are
-# numbered in the fills table's sort order (condition_id, wallet, outcome_index): the fills then
-# come out already sorted, which spares the MergeTree writer its sort. The sort keys are the
-# leading 8 bytes of the hex strings, read big-endian.
+# Draws that land on the same (condition, wallet, outcome) keep the first one. Positions are
+# taken in draw order until they hold `fills` rows, then numbered in the fills table's sort order
+# (condition_id, wallet, outcome_index): the fills come out already sorted, which spares the
+# MergeTree writer its sort, and only the last position in that order loses rows to the exact
+# count. The sort keys are the leading 8 bytes of the hex strings, read big-endian.
 _POSITIONS_SQL = f"""
 INSERT INTO {{db}}.{_POSITIONS}
 SELECT
@@ -239,12 +241,8 @@ SELECT
 FROM
 (
     SELECT
-        pos.*,
-        cond.created AS created,
-        cond.horizon AS horizon,
-        cond.end_ts AS end_ts,
-        cond.p0 AS p0,
-        multiIf(cond.payout = '[1,0]', 1., cond.payout = '[0,1]', 0., 0.5) AS target,
+        *,
+        sum(rows) OVER (ORDER BY p ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS drawn_before,
         -- Opens late in the market's life more often than early; trades for days, then rests.
         toUInt32(created + (end_ts - created) * pow({_u("pt", "p")}, 0.6)) AS t_open,
         toUInt32(least(toFloat64(end_ts - t_open), 3600 - log(1 - {_u("pa", "p")}) * 6 * 86400)) AS span,
@@ -252,51 +250,56 @@ FROM
     FROM
     (
         SELECT
-            p,
-            wallet_ix,
-            zero,
-            c,
-            outcome,
-            condition_key,
-            wallet_key,
-            wallet_ix < greatest(1, intDiv({{n_wallets:UInt64}}, 1000)) AS whale,
-            toUInt8(multiIf({_u("pk", "p")} < 0.33, 0, {_u("pk", "p")} < 0.58, 1, {_u("pk", "p")} < 0.88, 2, 3))
-                AS kind,
-            pow(10, 3.2 * {_u("ps", "p")} - 0.5) * if(whale, 25, 1) AS scale,
-            scale * (0.5 + {_u("sx", "p")}) AS split_amount,
-            toUInt8(kind = 3) AS has_split,
-            toUInt8(if(kind = 3, {_u("psb", "p")} < 0.3,
-                       1 + least(15, floor(-log(1 - {_u("pnb", "p")}) * if(whale, 3., 1.))))) AS nb,
-            toUInt8(multiIf(kind = 0, 0, kind = 3, 1 + ({_u("pns", "p")} < 0.4), nb)) AS ns,
-            toUInt8(has_split + nb + ns) AS ne
+            pos.*,
+            cond.created AS created,
+            cond.horizon AS horizon,
+            cond.end_ts AS end_ts,
+            cond.p0 AS p0,
+            multiIf(cond.payout = '[1,0]', 1., cond.payout = '[0,1]', 0., 0.5) AS target
         FROM
         (
             SELECT
-                min(number) AS p,
-                any(wallet_ix) AS wallet_ix,
-                zero,
-                c,
-                outcome,
-                condition_key,
-                wallet_key
+                *,
+                wallet_ix < greatest(1, intDiv({{n_wallets:UInt64}}, 1000)) AS whale,
+                toUInt8(multiIf({_u("pk", "p")} < 0.33, 0, {_u("pk", "p")} < 0.58, 1, {_u("pk", "p")} < 0.88, 2, 3))
+                    AS kind,
+                pow(10, 3.2 * {_u("ps", "p")} - 0.5) * if(whale, 25, 1) AS scale,
+                scale * (0.5 + {_u("sx", "p")}) AS split_amount,
+                toUInt8(kind = 3) AS has_split,
+                toUInt8(if(kind = 3, {_u("psb", "p")} < 0.3,
+                           1 + least(15, floor(-log(1 - {_u("pnb", "p")}) * if(whale, 3., 1.))))) AS nb,
+                toUInt8(multiIf(kind = 0, 0, kind = 3, 1 + ({_u("pns", "p")} < 0.4), nb)) AS ns,
+                toUInt8(has_split + nb + ns) AS ne
             FROM
             (
                 SELECT
-                    number,
-                    -- A power law: a few whales hold a large share of the positions.
-                    toUInt64(floor({{n_wallets:UInt64}} * pow({_u("pw", "number")}, 2.5))) AS wallet_ix,
-                    toUInt8({_u("pz", "number")} < 0.003) AS zero,
-                    toUInt64(floor({{n_conditions:UInt64}} * pow({_u("pc", "number")}, 2))) AS c,
-                    toUInt8({_u("po", "number")} < 0.5) AS outcome,
-                    byteSwap({_h("cid0", "c")}) AS condition_key,
-                    if(zero, 0, byteSwap({_h("w0", "wallet_ix")})) AS wallet_key
-                FROM numbers({{n_positions:UInt64}})
+                    min(number) AS p,
+                    argMin(wallet_ix, number) AS wallet_ix,
+                    zero,
+                    c,
+                    outcome,
+                    condition_key,
+                    wallet_key
+                FROM
+                (
+                    SELECT
+                        number,
+                        -- A power law: a few whales hold a large share of the positions.
+                        toUInt64(floor({{n_wallets:UInt64}} * pow({_u("pw", "number")}, 2.5))) AS wallet_ix,
+                        toUInt8({_u("pz", "number")} < 0.003) AS zero,
+                        toUInt64(floor({{n_conditions:UInt64}} * pow({_u("pc", "number")}, 2))) AS c,
+                        toUInt8({_u("po", "number")} < 0.5) AS outcome,
+                        byteSwap({_h("cid0", "c")}) AS condition_key,
+                        if(zero, 0, byteSwap({_h("w0", "wallet_ix")})) AS wallet_key
+                    FROM numbers({{n_positions:UInt64}})
+                )
+                GROUP BY condition_key, wallet_key, outcome, c, zero
             )
-            GROUP BY condition_key, wallet_key, outcome, c, zero
-        )
-    ) AS pos
-    INNER JOIN {{db}}.{_CONDITIONS} AS cond ON cond.c = pos.c
+        ) AS pos
+        INNER JOIN {{db}}.{_CONDITIONS} AS cond ON cond.c = pos.c
+    )
 )
+WHERE drawn_before < {{fills:UInt64}}
 """
 
 # One row per fill side. Row r of an event: for a self-fill event, rows [0, k) are the taker
@@ -497,9 +500,8 @@ def generate(
                 (SELECT count() FROM {db}.{RESOLUTIONS_TABLE}),
                 (SELECT count() FROM {db}.{_CONDITIONS}),
                 (SELECT countIf(resolved) FROM {db}.{_CONDITIONS}),
-                (SELECT count() FROM {db}.{_POSITIONS} WHERE row_offset < {{fills:UInt64}}),
-                (SELECT uniqExactIf(wallet_ix, NOT zero) + max(zero)
-                 FROM {db}.{_POSITIONS} WHERE row_offset < {{fills:UInt64}})
+                (SELECT count() FROM {db}.{_POSITIONS}),
+                (SELECT uniqExactIf(wallet_ix, NOT zero) + max(zero) FROM {db}.{_POSITIONS})
             """,
             parameters=params,
         ).result_rows[0]
