@@ -3,8 +3,9 @@
 - Each object is checked every ``interval`` of its own, and again at once when its spec changes.
 - At most one check per object is in flight: a check slower than its interval delays the next one
   instead of piling up behind it.
-- At most ``concurrency`` checks run at all, and at most ``per_server`` against one ClickHouse, so a
-  slow server holds a few of the slots and the objects on other servers keep being checked.
+- At most ``concurrency`` checks run at all, and at most ``per_server`` (half of them by default)
+  against one ClickHouse, so a slow server holds no more than its share of the slots and the
+  objects on other servers keep being checked.
 - A check that outlives ``timeout`` is reported as such at once; its thread keeps its slots until it
   ends (the probe's socket timeouts see to that), so hung threads can never exceed the limits.
 
