@@ -484,7 +484,7 @@ def generate(
             # A small draw can fall short when a few whales dominate it; redraw larger.
             client.command(f"TRUNCATE TABLE {db}.{_POSITIONS}")
             positions *= 2
-        say(f"generated {positions:,} candidate positions")
+        say(f"drew {positions:,} positions")
 
         # A chunk is one sorted block, written as one part: few parts, few merges, no sort.
         insert_settings = {"min_insert_block_size_rows": _CHUNK_ROWS, "min_insert_block_size_bytes": 0}
