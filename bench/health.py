@@ -11,7 +11,9 @@ and the process's CPU and RSS include the engine's. CPU is split three ways: the
 threads; against a ClickHouse server those threads would mostly wait), and chDB's own threads.
 
 Phases: every object checked once (first round); checks back to back (interval 1s, so the operator's
-limits, not the interval, set the pace); then at rest on the default interval (5m).
+limits, not the interval, set the pace); then at rest on the default interval (5m). Last, the
+operator as deployed, in a process of its own without the engine, its objects pointed at a
+ClickHouse that refuses connections: its own CPU per check and its RSS, without chDB's.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -225,6 +229,88 @@ def measure(kubeconfig: str, objects: int, rows: int, seconds: float, concurrenc
         ch.close()
 
 
+def scrape(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def measure_alone(kubeconfig: str, objects: int, seconds: float, concurrency: int, workdir: Path) -> None:
+    """``tablerefresh operator`` in a process of its own, as deployed (no engine inside), its objects
+    pointed at a ClickHouse that refuses connections: each check is a refused connect and a status write."""
+    custom = client.CustomObjectsApi(client.ApiClient())
+    namespace = f"bench-{uuid.uuid4().hex[:6]}"
+    kubectl(kubeconfig, "create", "namespace", namespace)
+    metrics, live = free_port(), free_port()
+    log = (workdir / "operator.log").open("wb")
+    command = [sys.executable, "-m", "tablerefresh", "operator", "--namespace", namespace]
+    command += ["--metrics-port", str(metrics), "--liveness", f"http://127.0.0.1:{live}/healthz"]
+    command += ["--health-concurrency", str(concurrency)]
+    proc = subprocess.Popen(command, env={**os.environ, "KUBECONFIG": kubeconfig}, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{live}/healthz", timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the operator did not start") from None
+                time.sleep(0.1)
+        idle = proc_rss(proc.pid)
+        for i in range(objects):
+            body = manifest(namespace, f"obj-{i:03d}", "clickhouse://127.0.0.1:9", "bench", f"t{i:03d}", "1s")
+            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+        while checked(custom, namespace) < objects:
+            time.sleep(0.2)
+        count0, cpu0, started = scrape(metrics, f"{CHECKS}_count"), proc_cpu(proc.pid), time.monotonic()
+        time.sleep(seconds)
+        elapsed = time.monotonic() - started
+        checks = scrape(metrics, f"{CHECKS}_count") - count0
+        cpu = proc_cpu(proc.pid) - cpu0
+        print(
+            f"the operator alone ({objects} objects, interval 1s, ClickHouse refusing connections): "
+            f"{checks * 60 / elapsed:.0f} checks/min; CPU {cpu * 60 / elapsed:.1f} s per minute "
+            f"({cpu / checks * 1000 if checks else 0:.1f} ms per check); "
+            f"RSS {idle:.0f} MiB with no object, {proc_rss(proc.pid):.0f} MiB with {objects}",
+            flush=True,
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        kubectl(kubeconfig, "delete", "namespace", namespace, "--wait=false")
+
+
+def run(kubeconfig: str, args: argparse.Namespace, workdir: Path) -> None:
+    measure(kubeconfig, args.objects, args.rows, args.seconds, args.concurrency, workdir)
+    measure_alone(kubeconfig, args.objects, args.seconds, args.concurrency, workdir)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--objects", type=int, default=200)
@@ -237,14 +323,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tablerefresh-bench-") as tmp:
         workdir = Path(tmp)
         if os.environ.get("KUBECONFIG"):
-            measure(os.environ["KUBECONFIG"], args.objects, args.rows, args.seconds, args.concurrency, workdir)
+            run(os.environ["KUBECONFIG"], args, workdir)
             return 0
         # Imported by name: the test package is not part of what mypy checks here.
         cluster: Any = importlib.import_module("tests.controlplane.cluster")
         plane = cluster.ControlPlane(workdir / "controlplane", tie_to_parent=True).start()
         os.environ["PATH"] = f"{plane.bin_dir}/bin:{os.environ['PATH']}"  # its kubectl
         try:
-            measure(str(plane.kubeconfig), args.objects, args.rows, args.seconds, args.concurrency, workdir)
+            run(str(plane.kubeconfig), args, workdir)
         finally:
             plane.stop()
     return 0
