@@ -94,6 +94,11 @@ def test_stale_data_flips_fresh_posts_one_event_moves_the_metric_and_recovers(
     assert seconds is not None and abs(seconds - tr["status"]["health"]["staleHours"] * 3600) < 60
     assert sample("tablerefresh_condition", namespace, NAME, type="Fresh") == 0
     assert sample("tablerefresh_condition", namespace, NAME, type="Ready") == 0
+    # kubectl describe tr says it in plain words: the condition, and the Event.
+    described = api.plane.kubectl("describe", "tr", "-n", namespace, NAME).stdout
+    assert "Reason:                DataStale" in described
+    events = described[described.index("Events:"):]
+    assert "Warning  DataStale" in events and "over maxStaleHours 1" in events
 
     # Fixed: new rows.
     target.fill(10, first_id=1000)

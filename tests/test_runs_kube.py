@@ -230,8 +230,7 @@ def test_a_successful_run_records_the_figures_from_its_summary(
     assert sample("tablerefresh_run_duration_seconds", namespace, NAME) == 42.5
     assert sample("tablerefresh_condition", namespace, NAME, type="LastRunSucceeded") == 1
 
-    # kubectl describe tr: the conditions in words. (Its Events section stays empty on the test control
-    # plane, whose Event stand-in serves no involvedObject field selectors; kubectl get events has them.)
+    # kubectl describe tr: the conditions in words.
     described = controlplane.kubectl("describe", "tr", "-n", namespace, NAME).stdout
     assert "Type:                  LastRunSucceeded" in described and "succeeded in 42.5s" in described
 

@@ -38,6 +38,7 @@ class StandIn:
         categories: tuple[str, ...] = (),
         status: bool = False,
         columns: tuple[tuple[str, str, str], ...] = (),
+        selectable: tuple[str, ...] = (),
     ) -> None:
         self.group = group
         self.version = version
@@ -48,6 +49,7 @@ class StandIn:
         self.categories = categories
         self.status = status
         self.columns = columns
+        self.selectable = selectable
 
 
 STANDINS: tuple[StandIn, ...] = (
@@ -56,9 +58,12 @@ STANDINS: tuple[StandIn, ...] = (
     StandIn("", "Secret", "secrets", columns=(("Type", "string", ".type"),)),
     StandIn("", "ConfigMap", "configmaps", short_names=("cm",)),
     StandIn("", "ServiceAccount", "serviceaccounts", short_names=("sa",)),
+    # kubectl describe finds an object's Events with field selectors on involvedObject.
     StandIn("", "Event", "events", short_names=("ev",),
             columns=(("Type", "string", ".type"), ("Reason", "string", ".reason"),
-                     ("Object", "string", ".involvedObject.name"), ("Message", "string", ".message"))),
+                     ("Object", "string", ".involvedObject.name"), ("Message", "string", ".message")),
+            selectable=(".involvedObject.kind", ".involvedObject.name", ".involvedObject.namespace",
+                        ".involvedObject.uid", ".reason", ".type")),
     StandIn("", "Pod", "pods", short_names=("po",), categories=("all",), status=True,
             columns=(("Status", "string", ".status.phase"),)),
     StandIn("batch", "CronJob", "cronjobs", short_names=("cj",), categories=("all",), status=True,
@@ -259,6 +264,8 @@ def crd_for(s: StandIn, defs: dict[str, Any], descriptions: bool = True) -> dict
     }
     if s.status:
         version["subresources"] = {"status": {}}
+    if s.selectable:
+        version["selectableFields"] = [{"jsonPath": p} for p in s.selectable]
     if s.columns:
         version["additionalPrinterColumns"] = [
             {"name": n, "type": t, "jsonPath": p} for n, t, p in s.columns
