@@ -9,11 +9,10 @@ closed loopback port (``UNREACHABLE_URL``) and back, not a server going down.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -21,26 +20,15 @@ from kubernetes import client
 from kubernetes.config import kube_config
 from prometheus_client import REGISTRY
 
+from tests.kube_support import CRD_FILE, GROUP, PLURAL, VERSION, install_crd, wait_for  # noqa: F401
 from tests.operator_thread import OperatorThread
 
-GROUP, VERSION, PLURAL = "tablerefresh.dev", "v1alpha1", "tablerefreshes"
 ROOT = Path(__file__).resolve().parent.parent
-CRD_FILE = ROOT / "crds" / "tablerefresh.dev_tablerefreshes.yaml"
 UNREACHABLE_URL = "clickhouse://127.0.0.1:9"  # the discard port: nothing listens, connect is refused
 TABLE = "trades"
 
-T = TypeVar("T")
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 15.0, interval: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 # The target table.
@@ -103,16 +91,9 @@ def tablerefresh(namespace: str, name: str, target: Target, **spec: Any) -> dict
 # The cluster.
 
 
-_crd_installed: set[str] = set()
-
-
 @pytest.fixture
 def crd(controlplane: Any) -> None:
-    if str(controlplane.kubeconfig) in _crd_installed:
-        return
-    controlplane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    controlplane.kubectl("wait", "--for=condition=Established", "--timeout=30s", f"crd/{PLURAL}.{GROUP}")
-    _crd_installed.add(str(controlplane.kubeconfig))
+    install_crd(controlplane)
 
 
 @pytest.fixture

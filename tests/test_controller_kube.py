@@ -14,9 +14,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -25,29 +25,18 @@ from kubernetes.client.exceptions import ApiException
 
 from tablerefresh.controller.render import render_cronjob
 from tablerefresh.spec import load_manifest, parse_manifest
+from tests.kube_support import CRD_FILE, GROUP, PLURAL, VERSION, install_crd, wait_for  # noqa: F401
 from tests.test_crd_invalid import CASES, Invalid
 
 pytestmark = pytest.mark.kube
 PLUGIN = "tests.controlplane.pytest_plugin"
 
 ROOT = Path(__file__).resolve().parent.parent
-CRD_FILE = ROOT / "crds" / "tablerefresh.dev_tablerefreshes.yaml"
 EXAMPLE = ROOT / "examples" / "polymarket" / "tablerefresh.yaml"
-GROUP, VERSION, PLURAL = "tablerefresh.dev", "v1alpha1", "tablerefreshes"
 ARGO_LABEL = "app.kubernetes.io/instance"
 
-T = TypeVar("T")
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def free_port() -> int:
@@ -134,16 +123,9 @@ def ns(request: pytest.FixtureRequest) -> str:
     return name
 
 
-_crd_installed: set[str] = set()
-
-
 @pytest.fixture
 def crd(plane: Any) -> None:
-    if str(plane.kubeconfig) in _crd_installed:
-        return
-    plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    plane.kubectl("wait", "--for=condition=Established", "--timeout=30s", f"crd/{PLURAL}.{GROUP}")
-    _crd_installed.add(str(plane.kubeconfig))
+    install_crd(plane)
 
 
 @pytest.fixture

@@ -1,0 +1,36 @@
+"""What the tests against the API server share: names, waiting, and the TableRefresh CRD installed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+GROUP, VERSION, PLURAL = "tablerefresh.dev", "v1alpha1", "tablerefreshes"
+ROOT = Path(__file__).resolve().parent.parent
+CRD_FILE = ROOT / "crds" / "tablerefresh.dev_tablerefreshes.yaml"
+
+T = TypeVar("T")
+_crd_installed: set[str] = set()
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 15.0, interval: float = 0.05) -> T:
+    """The probe's first truthy value, or an AssertionError naming what never came."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def install_crd(plane: Any) -> None:
+    """The repo's CRD, applied and established, once per cluster."""
+    if str(plane.kubeconfig) in _crd_installed:
+        return
+    plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    plane.kubectl("wait", "--for=condition=Established", "--timeout=30s", f"crd/{PLURAL}.{GROUP}")
+    _crd_installed.add(str(plane.kubeconfig))
