@@ -21,7 +21,7 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
-from bench.workload import prepare, refresh
+from bench.workload import prepare, refresh, settle
 from tablerefresh.dataplane.dedupe import dedupe
 from tablerefresh.dataplane.operation import locked_target, new_run_id
 from tablerefresh.dataplane.runs import Outcome
@@ -48,6 +48,7 @@ def run(data_dir: Path, fills: int, repeat: int) -> None:
     backed: list[float] = []
     for _ in range(repeat):
         for variant, into in ((spec, plain), (with_backup, backed)):
+            settle(client)
             record = refresh(variant, connect, source)
             assert record.outcome == Outcome.SUCCEEDED, record.error
             into.append(record.duration_seconds)

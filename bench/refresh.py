@@ -22,7 +22,7 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
-from bench.workload import prepare, refresh
+from bench.workload import prepare, refresh, settle
 from tablerefresh.dataplane.runs import Outcome
 from tablerefresh.spec import Strategy, TableRefreshSpec
 from tablerefresh.workloads import polymarket
@@ -95,23 +95,33 @@ def run(data_dir: Path, fills: int, repeat: int) -> None:
             f"SELECT * FROM ({source}) WHERE {predicate}",
         ),
     }
-    for _ in range(repeat):
-        results["baseline"].append(baseline())
-        for name, (variant, query) in variants.items():
-            reader = SliceReader(connect(), predicate, window_start)
-            old = reader.count()
-            with reader:
-                record = refresh(variant, connect, query)
-            assert record.outcome == Outcome.SUCCEEDED, record.error
-            new = reader.count()
-            results.setdefault(name, []).append(record.duration_seconds)
-            reader_min[name] = min(reader_min.get(name, old), min(reader.counts, default=old))
-            bounds[name] = min(old, new)
+
+    def measure(name: str) -> None:
+        settle(client)
+        if name == "baseline":
+            results["baseline"].append(baseline())
+            return
+        variant, query = variants[name]
+        reader = SliceReader(connect(), predicate, window_start)
+        old = reader.count()
+        with reader:
+            record = refresh(variant, connect, query)
+        assert record.outcome == Outcome.SUCCEEDED, record.error
+        new = reader.count()
+        results.setdefault(name, []).append(record.duration_seconds)
+        reader_min[name] = min(reader_min.get(name, old), min(reader.counts, default=old))
+        bounds[name] = min(old, new)
+
+    order = ["baseline", *variants]
+    for i in range(repeat):  # each repeat starts with another measurement: no order is favoured
+        for name in order[i % len(order) :] + order[: i % len(order)]:
+            measure(name)
     # Exchange rebuilds a whole table: measure it on a table that holds just the slice, same rows.
     exchange = spec.model_copy(update={"strategy": Strategy.EXCHANGE})
     client.command(f"TRUNCATE TABLE {polymarket.TARGET_TABLE}")
     refresh(exchange, connect, source)
     for _ in range(repeat):
+        settle(client)
         record = refresh(exchange, connect, source)
         assert record.outcome == Outcome.SUCCEEDED, record.error
         results.setdefault("Exchange", []).append(record.duration_seconds)

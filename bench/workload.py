@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,3 +64,17 @@ def refresh(spec: TableRefreshSpec, connect: Callable[[], Client], source: str) 
     run_id = f"bench-{now:%H%M%S%f}"
     options = RunOptions(run_id=run_id, owner=f"{run_id}@{socket.gethostname()}:{os.getpid()}", run_time=now)
     return Refresh(spec, connect, source, options).run()
+
+
+def settle(client: Client, limit_seconds: float = 300) -> None:
+    """Wait for background merges and mutations to finish, so one measurement does not pay for the last."""
+    deadline = time.monotonic() + limit_seconds
+    while time.monotonic() < deadline:
+        busy = client.query(
+            "SELECT (SELECT count() FROM system.merges WHERE database = {db:String}) "
+            "+ (SELECT count() FROM system.mutations WHERE database = {db:String} AND NOT is_done)",
+            parameters={"db": DB},
+        ).result_rows[0][0]
+        if not busy:
+            return
+        time.sleep(0.5)
