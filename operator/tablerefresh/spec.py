@@ -92,7 +92,7 @@ class ClickHouseSpec(_Model):
     )
     database: Identifier = "default"
     credentials_secret: SecretRef | None = None
-    cluster: Identifier | None = Field(None, description="ON CLUSTER name for DDL, if the target is replicated")
+    cluster: Identifier | None = Field(None, description="Reserved for ON CLUSTER DDL; not used yet")
     settings: dict[str, str] = Field(default_factory=dict, description="ClickHouse settings for every query")
 
     @field_validator("settings")
