@@ -149,11 +149,7 @@ def _create(
     params: dict[str, Any] | None = None,
 ) -> str:
     name = names.backup_table(target.name, run_id, datetime.now(UTC))
-    ddl = f"CREATE TABLE {sql.table(target.database, name)} AS {target.qualified}"
-    engine = catalog.local_engine(target)
-    if engine is not None:
-        ddl += f" ENGINE = {engine}"
-    client.command(ddl)
+    catalog.create_like(client, target, name)
     meta = {"runId": run_id, "kind": kind, "partitions": partitions or [], "predicate": predicate, "params": params}
     _comment(client, target.database, name, meta)
     return name

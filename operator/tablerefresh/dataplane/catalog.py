@@ -173,6 +173,18 @@ def local_engine(info: TableInfo) -> str | None:
     return f"{kind}({args}){rest}"
 
 
+def create_like(client: Client, target: TableInfo, name: str) -> str:
+    """A table beside the target with its structure and keys (a replicated target's copy is local),
+    so its partitions can be swapped with the target's. Returns the quoted name."""
+    table = sql.table(target.database, name)
+    ddl = f"CREATE TABLE {table} AS {target.qualified}"
+    engine = local_engine(target)
+    if engine is not None:
+        ddl += f" ENGINE = {engine}"
+    client.command(ddl)
+    return table
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:500] if text else type(exc).__name__

@@ -40,18 +40,13 @@ def dedupe(
     tq = target.qualified
     keys = sql.column_list(spec.unique_key)
     staging_name = names.staging_table(target.name, run_id)
-    staging = sql.table(target.database, staging_name)
-    ddl = f"CREATE TABLE {staging} AS {tq}"
-    engine = catalog.local_engine(target)
-    if engine is not None:
-        ddl += f" ENGINE = {engine}"
     predicate = f"({spec.slice.predicate})"
     if slice_only:
         partitions = sorted(catalog.partition_rows(client, tq, predicate, params))
         scope, scope_params = "_partition_id IN {scope:Array(String)}", {"scope": partitions}
     else:
         partitions, scope, scope_params = [], "1", {}
-    client.command(ddl)
+    staging = catalog.create_like(client, target, staging_name)
     try:
         rows_before, distinct = client.query(
             f"SELECT count(), uniqExact(tuple({keys})) FROM {tq} WHERE {scope}", parameters=scope_params

@@ -220,12 +220,7 @@ class Refresh:
 
     def _create_staging(self, target: TableInfo) -> str:
         name = names.staging_table(target.name, self.options.run_id)
-        staging = sql.table(self.database, name)
-        engine = catalog.local_engine(target)
-        ddl = f"CREATE TABLE {staging} AS {target.qualified}"
-        if engine is not None:
-            ddl += f" ENGINE = {engine}"
-        self.client.command(ddl)
+        staging = catalog.create_like(self.client, target, name)
         self._staging = staging
         self._staging_name = name
         return staging
