@@ -25,11 +25,15 @@ def run(args: argparse.Namespace) -> int:
         return int(ExitCode.INVALID)
     load_config()
     try:
-        if args.dedupe:
-            dedupe_args = ["dedupe", "--summary-file", TERMINATION_LOG] + (["--slice-only"] if args.slice_only else [])
-            job = RunNow().run(namespace, name, args.token or new_token(), args=dedupe_args, purpose="dedupe")
-        else:
-            job = RunNow().run(namespace, name, args.token or new_token())
+        # --dedupe: the same Job with the dedupe command line; otherwise the template's own.
+        command = ["dedupe", "--summary-file", TERMINATION_LOG, *(["--slice-only"] if args.slice_only else [])]
+        job = RunNow().run(
+            namespace,
+            name,
+            args.token or new_token(),
+            args=command if args.dedupe else None,
+            purpose="dedupe" if args.dedupe else "now",
+        )
     except RunNowRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return int(ExitCode.LOCKED)

@@ -58,41 +58,21 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
         else:
             controller.seen(body)
 
-    @kopf.on.resume(
-        GROUP,
-        VERSION,
-        PLURAL,
-        registry=registry,
-        id="reconcile-resume",
-        errors=kopf.ErrorsMode.TEMPORARY,
-        backoff=RETRY_DELAY,
-    )
-    async def on_resume(body: kopf.Body, **_: Any) -> None:
-        await _reconcile(controller, body, "resume")
+    # One reconcile for every change of the object itself; the id says which trigger ran it.
+    for trigger, on in (("resume", kopf.on.resume), ("create", kopf.on.create), ("update", kopf.on.update)):
 
-    @kopf.on.create(
-        GROUP,
-        VERSION,
-        PLURAL,
-        registry=registry,
-        id="reconcile-create",
-        errors=kopf.ErrorsMode.TEMPORARY,
-        backoff=RETRY_DELAY,
-    )
-    async def on_create(body: kopf.Body, **_: Any) -> None:
-        await _reconcile(controller, body, "create")
+        async def reconcile(body: kopf.Body, trigger: str = trigger, **_: Any) -> None:
+            await _reconcile(controller, body, trigger)
 
-    @kopf.on.update(
-        GROUP,
-        VERSION,
-        PLURAL,
-        registry=registry,
-        id="reconcile-update",
-        errors=kopf.ErrorsMode.TEMPORARY,
-        backoff=RETRY_DELAY,
-    )
-    async def on_update(body: kopf.Body, **_: Any) -> None:
-        await _reconcile(controller, body, "update")
+        on(
+            GROUP,
+            VERSION,
+            PLURAL,
+            registry=registry,
+            id=f"reconcile-{trigger}",
+            errors=kopf.ErrorsMode.TEMPORARY,
+            backoff=RETRY_DELAY,
+        )(reconcile)
 
     @kopf.on.event(
         GROUP, VERSION, PLURAL, annotations={runnow.ANNOTATION: kopf.PRESENT}, registry=registry, id="run-now"
