@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
+from pydantic.alias_generators import to_camel
 
 from tablerefresh.dataplane import sql
 
@@ -48,11 +49,7 @@ class RunRecord:
         """camelCase, as the controller copies it into ``status.lastRun``."""
         data = asdict(self)
         data["duration_seconds"] = self.duration_seconds
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            camel = key.split("_")[0] + "".join(w.title() for w in key.split("_")[1:])
-            out[camel] = _iso(value) if isinstance(value, datetime) else value
-        return out
+        return {to_camel(key): _iso(value) if isinstance(value, datetime) else value for key, value in data.items()}
 
     def summary_line(self) -> str:
         return json.dumps(self.summary(), separators=(",", ":"), sort_keys=True)
