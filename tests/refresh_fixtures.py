@@ -18,17 +18,16 @@ from tablerefresh.spec import TableRefreshSpec
 
 COLUMNS = "id UInt64, resolved_at Nullable(DateTime), value Float64, updated_at DateTime"
 PREDICATE = "resolved_at IS NULL OR resolved_at >= {window_start:DateTime}"
-# Whole months: every month with a resolution in the window is rebuilt entirely.
-SOURCE = (
-    "SELECT id, resolved_at, value, updated_at FROM src "
-    "WHERE resolved_at IS NULL OR toStartOfMonth(resolved_at) >= toStartOfMonth({window_start:DateTime})"
-)
-
-# DeleteInsert deletes by the predicate, so its source yields exactly the predicate's rows.
-EXACT_SOURCE = f"SELECT id, resolved_at, value, updated_at FROM src WHERE {PREDICATE}"
+# What most users write: the source yields the predicate's rows. A run keeps the rest of each
+# partition it replaces (the month's rows from before the window) as they are.
+SOURCE = f"SELECT id, resolved_at, value, updated_at FROM src WHERE {PREDICATE}"
+EXACT_SOURCE = SOURCE
 # Exchange rebuilds the whole table.
 FULL_SOURCE = "SELECT id, resolved_at, value, updated_at FROM src"
-SOURCE_FOR = {"ReplacePartitions": SOURCE, "Exchange": FULL_SOURCE, "DeleteInsert": EXACT_SOURCE}
+SOURCE_FOR = {"ReplacePartitions": SOURCE, "Exchange": FULL_SOURCE, "DeleteInsert": SOURCE}
+# No resolution within an hour of the 24h window's start at fill time, so a few minutes between two
+# runs never move a row across the window's edge (which would make "the source's rows" ambiguous).
+_EDGE, _MARGIN = 24 * 3600, 3600
 
 
 def create_tables(client: Client, database: str, *, settings: str = "") -> None:
@@ -43,10 +42,11 @@ def create_tables(client: Client, database: str, *, settings: str = "") -> None:
 
 def fill_source(client: Client, database: str, *, rows: int, seed: int = 0, resolved_share: float = 0.5) -> None:
     """Rows: a share resolved over the last ~90 days (some inside the last day), the rest open."""
+    ago = f"cityHash64({seed}, number, 1) % (90 * 86400 - {2 * _MARGIN})"
     client.command(
         f"INSERT INTO {database}.src SELECT number, "
         f"if(cityHash64({seed}, number) % 1000 < {int(resolved_share * 1000)}, "
-        f"   now() - toIntervalSecond(cityHash64({seed}, number, 1) % (90 * 86400)), NULL), "
+        f"   now() - toIntervalSecond(if({ago} < {_EDGE - _MARGIN}, {ago}, {ago} + {2 * _MARGIN})), NULL), "
         f"(cityHash64({seed}, number, 2) % 100000) / 100, now() - toIntervalSecond(number % 3600) "
         f"FROM numbers({rows})"
     )
@@ -77,12 +77,13 @@ def run(
     *,
     run_id: str | None = None,
     lock_ttl: float = 30.0,
+    run_time: datetime | None = None,
 ) -> RunRecord:
     run_id = run_id or f"test-{uuid.uuid4().hex[:8]}"
     options = RunOptions(
         run_id=run_id,
         owner=f"{run_id}@{socket.gethostname()}:{os.getpid()}",
-        run_time=datetime.now(UTC),
+        run_time=run_time or datetime.now(UTC),
         lock_ttl_seconds=lock_ttl,
         heartbeat_seconds=max(0.5, lock_ttl / 10),
     )

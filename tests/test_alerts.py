@@ -329,7 +329,7 @@ def test_kube_state_metrics_exposes_what_the_issue_names() -> None:
     ]:
         assert path in paths, path
     outcome = paths[("status", "lastRun", "outcome")]["each"]["stateSet"]["list"]
-    assert set(outcome) == {"Succeeded", "Failed", "Aborted"}
+    assert set(outcome) == {"Succeeded", "Failed", "Aborted", "FailedAfterSwap"}
 
 
 # The kustomization

@@ -220,6 +220,11 @@ class TableRefreshSpec(_Model):
     source: SourceSpec
     window: Duration = "24h"
     strategy: Strategy = Strategy.REPLACE_PARTITIONS
+    allow_vanishing_keys: bool = Field(
+        False,
+        description="Exchange: let a rebuild remove keys the slice predicate does not select "
+        "(by default such a run refuses, naming the partitions)",
+    )
     unique_key: list[Identifier] = Field(min_length=1, max_length=32)
     freshness_column: Identifier
     thresholds: Thresholds = Field(default_factory=Thresholds)

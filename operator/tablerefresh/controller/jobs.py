@@ -20,6 +20,8 @@ from tablerefresh.controller.samples import parse_time
 
 LAST_RUN_SUCCEEDED = "LastRunSucceeded"
 SUCCEEDED, FAILED, ABORTED = "Succeeded", "Failed", "Aborted"
+# The refresh's own outcome when the swap ran and a later step failed: the target holds new data.
+FAILED_AFTER_SWAP = "FailedAfterSwap"
 # Refresh reasons for a run that stopped itself before touching the target (see dataplane.errors).
 ABORT_REASONS = frozenset({"VerificationFailed", "MutationPending", "LockHeld", "LockLost"})
 # A container stuck waiting for one of these never ran the refresh.
@@ -203,7 +205,10 @@ def outcome_of(job: Mapping[str, Any], end: Finished, pods: Sequence[Mapping[str
         record["outcome"] = SUCCEEDED
     elif summary is not None and said != SUCCEEDED:
         reason = _reason(str(summary.get("reason") or ""), "RefreshFailed")
-        record["outcome"] = ABORTED if said == "Skipped" or reason in ABORT_REASONS else FAILED
+        if said == FAILED_AFTER_SWAP:
+            record["outcome"] = FAILED_AFTER_SWAP
+        else:
+            record["outcome"] = ABORTED if said == "Skipped" or reason in ABORT_REASONS else FAILED
         record["reason"] = reason
         record["error"] = str(summary.get("error") or f"the refresh ended {said or 'without success'}")[:32768]
     else:  # nothing written, or the refresh said it succeeded and Kubernetes failed the Job anyway
@@ -222,7 +227,9 @@ def observation(last_run: Mapping[str, Any]) -> Observation:
         if "rowsBefore" in last_run and "rowsAfter" in last_run:
             rows = f": {last_run['rowsBefore']} -> {last_run['rowsAfter']} rows"
         return Observation(LAST_RUN_SUCCEEDED, "True", "RefreshSucceeded", f"Job {job} succeeded{took}{rows}")
-    verb = "was aborted" if last_run.get("outcome") == ABORTED else "failed"
+    verb = {ABORTED: "was aborted", FAILED_AFTER_SWAP: "swapped the new data in, then failed"}.get(
+        str(last_run.get("outcome")), "failed"
+    )
     reason = str(last_run.get("reason") or "RefreshFailed")
     error = str(last_run.get("error") or "")
     return Observation(LAST_RUN_SUCCEEDED, "False", reason, f"Job {job} {verb}{took}: {error}"[:32768])

@@ -73,7 +73,11 @@ class LastRunStatus(_StatusModel):
     start_time: datetime | None = None
     completion_time: datetime | None = None
     duration_seconds: float | None = Field(None, ge=0)
-    outcome: str | None = Field(None, max_length=64, description="Succeeded, Failed or Aborted")
+    outcome: str | None = Field(
+        None,
+        max_length=64,
+        description="Succeeded, Failed, Aborted (target untouched) or FailedAfterSwap (target changed)",
+    )
     reason: str | None = Field(None, max_length=1024, description="Kubernetes or refresh reason, CamelCase")
     rows_before: int | None = Field(None, ge=0)
     rows_after: int | None = Field(None, ge=0)

@@ -1,11 +1,17 @@
-"""Rebuild a table, or its slice, with one row per unique key, and swap it in atomically with a backup.
+"""Rebuild a table, or its slice, with one row per unique key, and swap it in with a backup.
 
 Which of a key's rows survives is not specified: duplicates here are copies of the same row, made by
 overlapping inserts. No key is lost: the rebuilt table has exactly one row per distinct key.
+
+The rebuilt partitions replace the target's with ``REPLACE PARTITION``, never ``EXCHANGE TABLES``:
+the target stays the table it was, with its engine (a replicated table stays replicated), settings
+and grants. A key's duplicates in two partitions are reduced within the same statement.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +21,10 @@ from tablerefresh.dataplane import backups, catalog, names, sql
 from tablerefresh.dataplane.catalog import TableInfo
 from tablerefresh.dataplane.errors import VerificationFailed
 from tablerefresh.dataplane.lock import TableLock
+from tablerefresh.dataplane.swap import PartitionChange, swap_statement
 from tablerefresh.spec import TableRefreshSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,12 +49,10 @@ def dedupe(
     tq = target.qualified
     keys = sql.column_list(spec.unique_key)
     staging_name = names.staging_table(target.name, run_id)
-    predicate = f"({spec.slice.predicate})"
-    if slice_only:
-        partitions = sorted(catalog.partition_rows(client, tq, predicate, params))
-        scope, scope_params = "_partition_id IN {scope:Array(String)}", {"scope": partitions}
-    else:
-        partitions, scope, scope_params = [], "1", {}
+    predicate = f"ifNull(({spec.slice.predicate}), 0)"
+    where = predicate if slice_only else "1"
+    partitions = sorted(catalog.partition_rows(client, tq, where, params))
+    scope, scope_params = "_partition_id IN {scope:Array(String)}", {"scope": partitions}
     staging = catalog.create_like(client, target, staging_name)
     try:
         rows_before, distinct = client.query(
@@ -56,27 +63,26 @@ def dedupe(
             parameters=scope_params,
             settings={"insert_deduplicate": 0, "max_threads": 0},
         )
-        rows_after = int(client.query(f"SELECT count() FROM {staging}").result_rows[0][0])
+        staged = catalog.partition_rows(client, staging)
+        rows_after = sum(staged.values())
         if rows_after != int(distinct):
             raise VerificationFailed(
                 f"dedupe built {rows_after} rows for {distinct} distinct keys; {target.name} was not changed"
             )
         lock.assert_held()
-        if slice_only:
-            backups.take_partitions(client, target, run_id, partitions)
-            present = catalog.partition_rows(client, staging)
-            commands = [
-                f"REPLACE PARTITION ID {sql.partition_id(p)} FROM {staging}"
-                if p in present
-                else f"DROP PARTITION ID {sql.partition_id(p)}"
-                for p in partitions
-            ]
-            if commands:
-                client.command(f"ALTER TABLE {tq} {', '.join(commands)}")
-        else:
-            client.command(f"EXCHANGE TABLES {tq} AND {staging}")
-            backups.keep_table(client, target, run_id, staging_name)
-        backups.prune(client, target.database, target.name, max(1, spec.backup.keep))
+        backups.take_partitions(client, target, run_id, partitions)
+        changes = [PartitionChange(p, 0, staged.get(p, 0)) for p in partitions]
+        if changes:
+            client.command(swap_statement(tq, staging, changes))
+        _quietly(lambda: backups.prune(client, target.database, target.name, max(1, spec.backup.keep)))
     finally:
-        client.command(f"DROP TABLE IF EXISTS {staging} SYNC")
+        _quietly(lambda: client.command(f"DROP TABLE IF EXISTS {staging} SYNC"))
     return Deduped(int(rows_before), rows_after, int(distinct), partitions, run_id)
+
+
+def _quietly(cleanup: Callable[[], object]) -> None:
+    """A cleanup error is logged, never raised over the outcome."""
+    try:
+        cleanup()
+    except Exception as exc:
+        log.error("dedupe cleanup failed: %s", catalog.first_line(exc))

@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     VERIFY_FAILED = 4  # the staged data failed a check: the target is untouched
     PREFLIGHT = 5  # the target is not in a state to refresh (a stuck mutation)
     UNREACHABLE = 6  # ClickHouse could not be reached, or refused the credentials
+    AFTER_SWAP = 7  # the swap ran (or may have): the target changed, and a step at or after the swap failed
 
 
 class RefreshError(Exception):
@@ -56,3 +57,10 @@ class LockLost(RefreshError):
 
     exit_code = ExitCode.LOCKED
     reason = "LockLost"
+
+
+class FailedAfterSwap(RefreshError):
+    """The target was changed (or may have been) and the run could not finish: never "untouched"."""
+
+    exit_code = ExitCode.AFTER_SWAP
+    reason = "FailedAfterSwap"

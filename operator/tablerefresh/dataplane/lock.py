@@ -3,23 +3,37 @@
 The lock is a table: ``CREATE TABLE`` either creates it or fails because it exists, which makes
 acquiring atomic on any ClickHouse. Its comment names the owner; the owner inserts heartbeat rows
 while it runs. A lock whose newest heartbeat (by the server's clock) is older than the TTL belongs
-to a dead run and is taken over. Takeover is serialised by creating a marker table named after the
-stale lock's UUID, so two contenders cannot both remove it, nor remove a fresh lock by mistake.
+to a dead run and is taken over.
+
+Rules that keep it from wedging or from being stolen:
+- Takeover is serialised by a marker table named after the stale lock's identity (owner, UUID,
+  creation time: an Ordinary database gives every table the zero UUID). Only the contender that
+  creates the marker may drop the stale lock, and only if the lock is still that same one. The
+  marker is dropped when the takeover is done; a marker older than the TTL belongs to a contender
+  that died and is itself dropped; the next holder drops every marker of its target.
+- The heartbeat retries failed beats. A lock whose last good beat is older than TTL/2 counts as
+  lost, for good: another run may take it over at the TTL, so the run must not swap.
+- Release drops the lock only while the last good beat is fresh, so no contender can have taken it
+  over in between. A lost lock is left to expire.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from tablerefresh.dataplane import sql
+from tablerefresh.dataplane import names, sql
+from tablerefresh.dataplane.catalog import first_line
 from tablerefresh.dataplane.errors import InvalidInput, LockHeld, LockLost
+from tablerefresh.dataplane.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +42,28 @@ TAKEOVER_PREFIX = "_tablerefresh_takeover__"
 _OWNER = re.compile(r"[A-Za-z0-9._:@\-]{1,200}")
 _TABLE_EXISTS = 57
 _UNKNOWN_TABLE = 60
+_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
 class Holder:
     owner: str
     uuid: str
+    created: str  # the lock table's metadata time, as the server shows it
     idle_seconds: float
+
+    @property
+    def identity(self) -> str:
+        """Tells this lock from any later one on the same target, whatever the database engine."""
+        return f"{self.owner}|{self.uuid}|{self.created}"
+
+
+def takeover_prefix(target: str) -> str:
+    return f"{TAKEOVER_PREFIX}{names.target_tag(target)}_"
+
+
+def takeover_marker(target: str, stale: Holder) -> str:
+    return takeover_prefix(target) + hashlib.sha256(stale.identity.encode()).hexdigest()[:16]
 
 
 class TableLock:
@@ -49,40 +78,60 @@ class TableLock:
         *,
         ttl_seconds: float = 120.0,
         heartbeat_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not _OWNER.fullmatch(owner):
             raise InvalidInput(f"invalid lock owner {owner!r}")
         self._connect = connect
         self._client = connect()
         self.database = database
+        self.target = target
         self.name = LOCK_PREFIX + target
         self.owner = owner
         self.ttl = ttl_seconds
         self.heartbeat_every = heartbeat_seconds
+        self._clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.lost = False
+        self._last_beat = float("-inf")
+        self._taken = False  # another run's lock stands where ours was
 
     @property
     def table(self) -> str:
         return sql.table(self.database, self.name)
+
+    @property
+    def lost(self) -> bool:
+        """True once the lock was taken from us, or our beats stopped landing for TTL/2."""
+        return self._taken or self.beat_age > self.ttl / 2
+
+    @property
+    def beat_age(self) -> float:
+        """Seconds since the last heartbeat that landed."""
+        return self._clock() - self._last_beat
 
     def __enter__(self) -> TableLock:
         self.acquire()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.release()
+        # Never raises: an error here must not replace the run's own outcome. A lock left behind
+        # expires after the TTL.
+        try:
+            self.release()
+        except Exception as error:
+            log.error("could not release the lock %s.%s: %s", self.database, self.name, first_line(error))
 
     def holder(self) -> Holder | None:
         rows = self._client.query(
-            "SELECT comment, toString(uuid), dateDiff('millisecond', metadata_modification_time, now64(3)) "
+            "SELECT comment, toString(uuid), toString(metadata_modification_time), "
+            "dateDiff('millisecond', metadata_modification_time, now64(3)) "
             "FROM system.tables WHERE database = {db:String} AND name = {name:String}",
             parameters={"db": self.database, "name": self.name},
         ).result_rows
         if not rows:
             return None
-        owner, uuid, created_ms = rows[0]
+        owner, uuid, created, created_ms = rows[0]
         try:
             # An empty lock (its owner died before the first beat) counts from its creation.
             beat_ms = self._client.query(
@@ -92,12 +141,13 @@ class TableLock:
             if getattr(exc, "code", None) == _UNKNOWN_TABLE:
                 return None
             raise
-        return Holder(owner, uuid, min(float(created_ms), float(beat_ms)) / 1000)
+        return Holder(owner, uuid, created, min(float(created_ms), float(beat_ms)) / 1000)
 
     def acquire(self) -> None:
-        for _ in range(3):
+        for _ in range(_ATTEMPTS):
             if self._try_create():
-                self._beat()
+                self._beat(self._client)
+                self._drop_markers()
                 self._start_heartbeat()
                 log.info("lock %s.%s taken by %s", self.database, self.name, self.owner)
                 return
@@ -106,26 +156,37 @@ class TableLock:
                 continue  # released between our CREATE and our look: try again
             if holder.idle_seconds <= self.ttl:
                 raise LockHeld(
-                    f"another run holds the lock on {self.database}.{self.name[len(LOCK_PREFIX) :]}: "
+                    f"another run holds the lock on {self.database}.{self.target}: "
                     f"{holder.owner}, last heartbeat {holder.idle_seconds:.0f}s ago (expires after {self.ttl:.0f}s)"
                 )
             self._take_over(holder)
         raise LockHeld(f"could not take the lock {self.database}.{self.name}: contended")
 
     def assert_held(self) -> None:
-        """Fencing before an irreversible step: the lock must still be ours."""
-        holder = self.holder()
-        if self.lost or holder is None or holder.owner != self.owner:
-            self.lost = True
+        """Fencing before an irreversible step: the lock must still be ours, its last beat fresh."""
+        if not self.lost:
+            holder = self.holder()
+            if holder is not None and holder.owner == self.owner:
+                return
+            self._taken = True
+            now_held = holder.owner if holder else "nobody"
             raise LockLost(
-                f"lost the lock on {self.database}.{self.name} "
-                f"(now held by {holder.owner if holder else 'nobody'}); nothing was swapped"
+                f"lost the lock on {self.database}.{self.name} (now held by {now_held}); nothing was swapped"
             )
+        raise LockLost(
+            f"lost the lock on {self.database}.{self.name}: "
+            + ("another run took it over" if self._taken else f"no heartbeat landed for {self.beat_age:.0f}s")
+            + "; nothing was swapped"
+        )
 
     def release(self) -> None:
         self._stop.set()
         if self._thread:
             self._thread.join()
+            self._thread = None
+        if self.lost:
+            log.warning("lock %s.%s is not surely ours any more: leaving it to expire", self.database, self.name)
+            return
         holder = self.holder()
         if holder is not None and holder.owner == self.owner:
             self._client.command(f"DROP TABLE IF EXISTS {self.table} SYNC")
@@ -147,30 +208,65 @@ class TableLock:
             raise
 
     def _take_over(self, stale: Holder) -> None:
-        marker = sql.table(self.database, TAKEOVER_PREFIX + stale.uuid.replace("-", ""))
+        name = takeover_marker(self.target, stale)
+        marker = sql.table(self.database, name)
         try:
             self._client.command(f"CREATE TABLE {marker} (x UInt8) ENGINE = Memory")
+            failpoint("takeover-marked")
         except DatabaseError as exc:
-            if getattr(exc, "code", None) == _TABLE_EXISTS:
-                return  # another contender is taking this stale lock over
-            raise
-        current = self.holder()
-        if current is not None and current.uuid == stale.uuid:
-            log.warning(
-                "taking over the lock %s.%s from %s, silent for %.0fs",
-                self.database,
-                self.name,
-                stale.owner,
-                stale.idle_seconds,
-            )
-            self._client.command(f"DROP TABLE IF EXISTS {self.table} SYNC")
+            if getattr(exc, "code", None) != _TABLE_EXISTS:
+                raise
+            age = self._table_age(name)
+            if age is not None and age > self.ttl:
+                log.warning("dropping %s.%s, left by a takeover that did not finish", self.database, name)
+                self._client.command(f"DROP TABLE IF EXISTS {marker} SYNC")
+            return  # otherwise another contender is taking this stale lock over
+        try:
+            current = self.holder()
+            if current is not None and current.identity == stale.identity:
+                log.warning(
+                    "taking over the lock %s.%s from %s, silent for %.0fs",
+                    self.database,
+                    self.name,
+                    stale.owner,
+                    stale.idle_seconds,
+                )
+                self._client.command(f"DROP TABLE IF EXISTS {self.table} SYNC")
+        finally:
+            self._client.command(f"DROP TABLE IF EXISTS {marker} SYNC")
 
-    def _beat(self) -> None:
-        self._client.command(
+    def _table_age(self, name: str) -> float | None:
+        rows = self._client.query(
+            "SELECT dateDiff('millisecond', metadata_modification_time, now64(3)) FROM system.tables "
+            "WHERE database = {db:String} AND name = {name:String}",
+            parameters={"db": self.database, "name": name},
+        ).result_rows
+        return float(rows[0][0]) / 1000 if rows else None
+
+    def _drop_markers(self) -> None:
+        """Markers of takeovers that died. Safe while we hold the lock: each names a lock that is gone."""
+        rows = self._client.query(
+            "SELECT name FROM system.tables WHERE database = {db:String} AND startsWith(name, {p:String})",
+            parameters={"db": self.database, "p": takeover_prefix(self.target)},
+        ).result_rows
+        for (name,) in rows:
+            log.warning("dropping %s.%s, left by a takeover that did not finish", self.database, name)
+            self._client.command(f"DROP TABLE IF EXISTS {sql.table(self.database, name)} SYNC")
+
+    def _beat(self, client: Client) -> None:
+        client.command(
             f"INSERT INTO {self.table} SELECT {{owner:String}}, now64(3)",
             parameters={"owner": self.owner},
             settings={"insert_deduplicate": 0},
         )
+        self._last_beat = self._clock()
+
+    def _still_ours(self, client: Client) -> bool:
+        rows = client.query(
+            "SELECT comment FROM system.tables WHERE database = {db:String} AND name = {name:String}",
+            parameters={"db": self.database, "name": self.name},
+        ).result_rows
+        return bool(rows) and rows[0][0] == self.owner
 
     def _start_heartbeat(self) -> None:
         self._stop.clear()
@@ -178,23 +274,32 @@ class TableLock:
         self._thread.start()
 
     def _heartbeat_loop(self) -> None:
-        client = self._connect()  # a client of its own: the run's client is busy with long queries
+        client: Client | None = None  # its own client: the run's client is busy with long queries
         try:
             while not self._stop.wait(self.heartbeat_every):
-                rows = client.query(
-                    "SELECT comment FROM system.tables WHERE database = {db:String} AND name = {name:String}",
-                    parameters={"db": self.database, "name": self.name},
-                ).result_rows
-                if not rows or rows[0][0] != self.owner:
-                    self.lost = True
-                    log.error("lock %s.%s was taken from us", self.database, self.name)
+                if self.lost:
+                    log.error("lock %s.%s lost: no heartbeat landed for %.0fs", self.database, self.name, self.beat_age)
                     return
-                client.command(
-                    f"INSERT INTO {self.table} SELECT {{owner:String}}, now64(3)",
-                    parameters={"owner": self.owner},
-                    settings={"insert_deduplicate": 0},
-                )
-        except Exception:  # a heartbeat that fails lets the lock expire; the swap's fencing catches it
-            log.exception("lock heartbeat failed")
+                try:
+                    failpoint("heartbeat")
+                    client = client or self._connect()
+                    if not self._still_ours(client):
+                        self._taken = True
+                        log.error("lock %s.%s was taken from us", self.database, self.name)
+                        return
+                    self._beat(client)
+                except Exception as exc:  # a blip: retry on the next beat, with a new connection
+                    log.warning("lock heartbeat failed, retrying: %s", first_line(exc))
+                    if client is not None:
+                        _close(client)
+                    client = None
         finally:
-            client.close()
+            if client is not None:
+                _close(client)
+
+
+def _close(client: Client) -> None:
+    try:
+        client.close()
+    except Exception as exc:
+        log.debug("closing the heartbeat's client: %s", first_line(exc))

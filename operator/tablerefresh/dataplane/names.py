@@ -31,6 +31,29 @@ def staging_table(target: str, run_id: str) -> str:
     return staging_prefix(target) + run_tag(run_id)
 
 
+# An Exchange's staging table carries the target's UUID: once the exchange has run, the table under
+# that name is the previous target (UUIDs stay with the data), which a later run keeps as a backup.
+_REPLACES = "_replaces_"
+
+
+def exchange_staging_table(target: str, run_id: str, target_uuid: str) -> str:
+    return f"{staging_table(target, run_id)}{_REPLACES}{_uuid_tag(target_uuid)}"
+
+
+def exchanged_run(target: str, name: str, table_uuid: str) -> str | None:
+    """When ``name``, an Exchange's staging table, now holds the table its exchange replaced (its
+    UUID is the one the name records), the run's tag; otherwise None."""
+    head, sep, tag = name.rpartition(_REPLACES)
+    prefix = staging_prefix(target)
+    if not sep or not head.startswith(prefix) or tag != _uuid_tag(table_uuid):
+        return None
+    return head[len(prefix) :]
+
+
+def _uuid_tag(uuid: str) -> str:
+    return uuid.replace("-", "")[:16]
+
+
 def backup_prefix(target: str) -> str:
     return f"{BACKUP}{target_tag(target)}_"
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tablerefresh.dataplane import catalog, names, sql
+from tablerefresh.dataplane import names, sql
 from tablerefresh.dataplane.refresh import Refresh
-from tablerefresh.dataplane.verify import PartitionChange, StagingFacts, staging_problems, swap_order
+from tablerefresh.dataplane.swap import PartitionChange, swap_plan, swap_statement
+from tablerefresh.dataplane.verify import StagingFacts, staging_problems
 from tablerefresh.spec import Strategy
 
 
@@ -50,7 +51,7 @@ def partition_key_args(key: str) -> str:
 def plan(refresh: Refresh) -> Plan:
     target = refresh.check_inputs()
     client, spec, params = refresh.client, refresh.spec, refresh.params
-    tq, predicate = target.qualified, refresh.predicate
+    tq, predicate = target.qualified, refresh.in_slice
     keys = f"tuple({sql.column_list(spec.unique_key)})"
     pid = f"partitionId({partition_key_args(target.partition_key)})" if target.partition_key else "'all'"
     rows = client.query(
@@ -61,43 +62,45 @@ def plan(refresh: Refresh) -> Plan:
     per_partition = {str(r[1]): (int(r[2]), int(r[3])) for r in rows if r[0] == 0}
     totals = next(r for r in rows if r[0] == 1)
     source_rows, new_slice, distinct = int(totals[2]), int(totals[3]), int(totals[4])
-    old_slice = catalog.partition_rows(client, tq, predicate, params)
+    before = refresh.partition_counts(tq)
+    old_slice_rows = sum(c.slice_rows for c in before.values())
     staging = sql.table(target.database, names.staging_table(target.name, refresh.options.run_id))
     statements = [f"CREATE TABLE {staging} AS {tq}", f"INSERT INTO {staging} SELECT … FROM (<source query>)"]
-    outside: dict[str, int] = {}
+    outside = {p: rows - in_slice for p, (rows, in_slice) in per_partition.items() if rows != in_slice}
+    vanishing: dict[str, int] = {}
     if spec.strategy == Strategy.REPLACE_PARTITIONS:
-        replace = sorted(set(old_slice) | {p for p, (_, s) in per_partition.items() if s})
-        old = catalog.partition_rows(client, tq, "_partition_id IN {r:Array(String)}", {"r": replace})
-        changes = [PartitionChange(p, old.get(p, 0), per_partition.get(p, (0, 0))[0]) for p in replace]
-        outside = {p: n for p, (n, _) in per_partition.items() if p not in replace}
-        swaps = [
-            f"REPLACE PARTITION ID {sql.partition_id(c.partition)} FROM {staging}"
-            if c.new_rows
-            else f"DROP PARTITION ID {sql.partition_id(c.partition)}"
-            for c in swap_order(changes)
-        ]
+        # The same decision the run makes, from the same counts: the source's per partition, the target's.
+        changes = swap_plan(before, {p: rows for p, (rows, _) in per_partition.items()})
+        carried = [c.partition for c in changes if c.kept]
+        if carried:
+            statements.append(
+                f"INSERT INTO {staging} SELECT … FROM {tq} WHERE the rows outside the slice of partitions "
+                + ", ".join(carried)
+            )
         if spec.backup.keep:
-            statements.append(f"copy partitions {', '.join(replace)} of {tq} to a backup table")
-        if swaps:
-            statements.append(f"ALTER TABLE {tq} {', '.join(swaps)}")
+            statements.append(f"copy partitions {', '.join(c.partition for c in changes)} of {tq} to a backup table")
+        if changes:
+            statements.append(swap_statement(tq, staging, changes))
     elif spec.strategy == Strategy.EXCHANGE:
-        total = int(client.query(f"SELECT count() FROM {tq}").result_rows[0][0])
+        total = sum(c.rows for c in before.values())
         changes = [PartitionChange("*", total, source_rows)]
+        outside = {}
+        vanishing = refresh.vanishing_keys(tq, f"({refresh.source_query})")
         statements += [f"EXCHANGE TABLES {tq} AND {staging}", "keep the previous table as a backup"]
     else:
         changes = []
-        if source_rows != new_slice:
-            outside = {"*": source_rows - new_slice}
+        outside = {"*": sum(outside.values())} if outside else {}
         if spec.backup.keep:
             statements.append(f"copy the rows of {tq} WHERE {predicate} to a backup table")
         statements += [f"ALTER TABLE {tq} DELETE WHERE {predicate}", f"INSERT INTO {tq} SELECT * FROM {staging}"]
     statements.append(f"DROP TABLE {staging}")
     facts = StagingFacts(
         duplicates=source_rows - distinct,
-        old_slice_rows=sum(old_slice.values()),
+        old_slice_rows=old_slice_rows,
         new_slice_rows=new_slice,
         changes=tuple(changes),
         outside=outside,
+        vanishing=vanishing,
     )
     return Plan(
         target=refresh.record.target,

@@ -4,9 +4,13 @@ The run, in order:
   1. check the inputs (table, keys, source columns, predicate) before touching anything;
   2. take the target's lock (``lock.py``), clean up what a crashed run left, refuse while a
      mutation is stuck on the target;
-  3. build the slice in a staging table with the target's structure;
+  3. build the slice in a staging table with the target's structure, and carry over the rows of the
+     partitions it replaces that lie outside the slice (``swap.py``);
   4. verify it (``verify.py``), and abort with the target untouched if it fails;
   5. swap it in, as the strategy says, check the result, and record the run (``runs.py``).
+
+Once the swap has started, any failure is reported as ``FailedAfterSwap``, with what the target
+holds, never as "untouched". Cleanup errors are logged and never replace the run's first error.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from tablerefresh.dataplane import backups, catalog, mutations, names, sql
 from tablerefresh.dataplane.catalog import TableInfo, first_line
 from tablerefresh.dataplane.errors import (
+    FailedAfterSwap,
     InvalidInput,
     LockHeld,
     PreflightRefused,
@@ -34,13 +39,17 @@ from tablerefresh.dataplane.errors import (
 from tablerefresh.dataplane.failpoints import failpoint
 from tablerefresh.dataplane.lock import TableLock
 from tablerefresh.dataplane.runs import Outcome, RunRecord, write_run
-from tablerefresh.dataplane.verify import PartitionChange, StagingFacts, staging_problems, swap_order
+from tablerefresh.dataplane.swap import PartitionChange, PartitionCounts, swap_plan, swap_statement
+from tablerefresh.dataplane.verify import StagingFacts, staging_problems
 from tablerefresh.spec import Strategy, TableRefreshSpec, parse_duration
 
 log = logging.getLogger(__name__)
 
 # Every statement that writes rows: a rerun must never be dropped as a "duplicate block".
 _INSERT_SETTINGS = {"insert_deduplicate": 0, "deduplicate_blocks_in_dependent_materialized_views": 0}
+# Carried-over rows keep their MATERIALIZED values as they are, instead of having them recomputed.
+_CARRY_SETTINGS = {**_INSERT_SETTINGS, "insert_allow_materialized_columns": 1}
+_ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,9 @@ class Refresh:
             "run_time": int(self.run_time.timestamp()),
         }
         self.predicate = f"({spec.slice.predicate})"
+        # Slice membership as one boolean: a predicate that is NULL for a row does not select it,
+        # and NOT of it must then select the row (NOT NULL would lose it from both sides).
+        self.in_slice = f"ifNull({self.predicate}, 0)"
         self.record = RunRecord(
             run_id=options.run_id,
             target=f"{self.database}.{spec.target.table}",
@@ -86,6 +98,8 @@ class Refresh:
         self._staging: str | None = None
         self._source_columns: list[str] = []
         self._staging_name = ""
+        # Set once the target may have changed: what it holds then, for the error of a later failure.
+        self._swapped: str | None = None
 
     @property
     def client(self) -> Client:
@@ -108,7 +122,7 @@ class Refresh:
                 ttl_seconds=self.options.lock_ttl_seconds,
                 heartbeat_seconds=self.options.heartbeat_seconds,
             )
-            with lock:
+            with lock:  # its exit never raises
                 locked = True
                 failpoint("locked")
                 try:
@@ -118,19 +132,14 @@ class Refresh:
                         self._preflight(target)
                     self._run_strategy(target, lock)
                 finally:
-                    self._drop_staging()
+                    self._quietly("drop the staging table", self._drop_staging)
             self._finish(Outcome.SUCCEEDED)
-        except RefreshError as exc:
-            self._finish(Outcome.SKIPPED if isinstance(exc, LockHeld) else Outcome.FAILED, exc)
-        except ClickHouseError as exc:
-            self._finish(Outcome.FAILED, RefreshError(first_line(exc)))
-        except Exception as exc:  # a bug: still end with a summary the controller can read
-            log.exception("run %s failed unexpectedly", self.record.run_id)
-            self._finish(Outcome.FAILED, RefreshError(f"internal error: {type(exc).__name__}: {exc}"))
+        except Exception as exc:
+            self._fail(exc)
         if locked:
-            self._write_record()
+            self._quietly("write the run record", lambda: write_run(self.client, self.database, self.record))
         if self._client is not None:
-            self._client.close()
+            self._quietly("close the connection", self._client.close)
             self._client = None
         return self.record
 
@@ -141,6 +150,24 @@ class Refresh:
             Strategy.DELETE_INSERT: self._delete_insert,
         }[self.spec.strategy]
         strategy(target, lock)
+
+    def _fail(self, exc: Exception) -> None:
+        if isinstance(exc, RefreshError):
+            error = exc
+        elif isinstance(exc, ClickHouseError):
+            error = RefreshError(first_line(exc))
+        else:  # a bug: still end with a summary the controller can read
+            log.exception("run %s failed unexpectedly", self.record.run_id)
+            error = RefreshError(f"internal error: {type(exc).__name__}: {exc}")
+        if self._swapped is not None and not isinstance(error, FailedAfterSwap):
+            error = FailedAfterSwap(f"{error}; {self._swapped}")
+        if isinstance(error, FailedAfterSwap):
+            outcome = Outcome.FAILED_AFTER_SWAP
+        elif isinstance(error, LockHeld):
+            outcome = Outcome.SKIPPED
+        else:
+            outcome = Outcome.FAILED
+        self._finish(outcome, error)
 
     def _finish(self, outcome: str, error: RefreshError | None = None) -> None:
         self.record.outcome = outcome
@@ -154,11 +181,12 @@ class Refresh:
         self.record.error = str(error)
         log.error("run %s %s: %s", self.record.run_id, outcome.lower(), error)
 
-    def _write_record(self) -> None:
+    def _quietly(self, what: str, action: Callable[[], object]) -> None:
+        """Cleanup: an error is logged beside the run's outcome, never in place of it."""
         try:
-            write_run(self.client, self.database, self.record)
-        except ClickHouseError as exc:  # the JSON summary still carries the outcome
-            log.error("could not write the run record: %s", first_line(exc))
+            action()
+        except Exception as exc:
+            log.error("could not %s: %s", what, first_line(exc))
 
     @contextmanager
     def _step(self, name: str) -> Iterator[None]:
@@ -181,15 +209,18 @@ class Refresh:
                 f"{self.record.target} has no PARTITION BY, so ReplacePartitions cannot isolate the slice; "
                 "use strategy Exchange or DeleteInsert"
             )
-        if self.spec.strategy == Strategy.EXCHANGE and catalog.local_engine(target) is not None:
-            raise InvalidInput(f"Exchange cannot rebuild the replicated table {self.record.target}")
+        if self.spec.strategy == Strategy.EXCHANGE:
+            if catalog.local_engine(target) is not None:
+                raise InvalidInput(f"Exchange cannot rebuild the replicated table {self.record.target}")
+            if target.uuid == _ZERO_UUID:
+                raise InvalidInput(
+                    f"Exchange needs EXCHANGE TABLES, which {self.database}'s database engine lacks (use Atomic)"
+                )
         source_columns = catalog.query_columns(self.client, self.source_query, self.params)
         catalog.check_source_columns(target, source_columns)
         self._source_columns = [c.name for c in source_columns]
         try:
-            self.client.query(
-                f"SELECT 1 FROM {target.qualified} WHERE {self.predicate} LIMIT 0", parameters=self.params
-            )
+            self.client.query(f"SELECT 1 FROM {target.qualified} WHERE {self.in_slice} LIMIT 0", parameters=self.params)
         except ClickHouseError as exc:
             raise InvalidInput(f"the slice predicate does not compile: {first_line(exc)}") from exc
         return target
@@ -211,28 +242,35 @@ class Refresh:
             )
 
     def _clean_leftovers(self, target: TableInfo) -> None:
-        """Staging tables of crashed runs. Safe: we hold the lock, so no other run owns them."""
-        for name in catalog.tables_with_prefix(self.client, self.database, names.staging_prefix(target.name)):
+        """Staging tables of crashed runs. Safe: we hold the lock, so no other run owns them.
+
+        An Exchange killed between the exchange and naming the backup left the previous table under
+        its staging name: that one is kept as a backup, never dropped."""
+        prefix = names.staging_prefix(target.name)
+        for name in catalog.tables_with_prefix(self.client, self.database, prefix):
+            leftover = catalog.describe_table(self.client, self.database, name)
+            run = names.exchanged_run(target.name, name, leftover.uuid)
+            if run is not None:
+                kept = backups.keep_table(self.client, target, run, name)
+                log.warning(
+                    "%s.%s held the table an interrupted exchange replaced: kept as %s", self.database, name, kept
+                )
+                continue
             log.warning("dropping %s.%s, left by an earlier run that did not finish", self.database, name)
             self.client.command(f"DROP TABLE IF EXISTS {sql.table(self.database, name)} SYNC")
 
     # -- staging -----------------------------------------------------------------------------
 
-    def _create_staging(self, target: TableInfo) -> str:
-        name = names.staging_table(target.name, self.options.run_id)
-        staging = catalog.create_like(self.client, target, name)
-        self._staging = staging
-        self._staging_name = name
-        return staging
-
     def _drop_staging(self) -> None:
+        failpoint("drop-staging")
         if self._staging is not None:
             self.client.command(f"DROP TABLE IF EXISTS {self._staging} SYNC")
             self._staging = None
 
-    def _load_staging(self, target: TableInfo) -> str:
+    def _load_staging(self, target: TableInfo, name: str | None = None) -> str:
         with self._step("build staging from the source query"):
-            staging = self._create_staging(target)
+            self._staging_name = name or names.staging_table(target.name, self.options.run_id)
+            self._staging = staging = catalog.create_like(self.client, target, self._staging_name)
             failpoint("staging-created")
             columns = sql.column_list(self._source_columns)
             self.client.command(
@@ -243,11 +281,37 @@ class Refresh:
         failpoint("staged")
         return staging
 
+    def _carry_over(
+        self, target: TableInfo, staging: str, changes: list[PartitionChange], source_duplicates: int
+    ) -> tuple[int, int]:
+        """Copy the replaced partitions' rows outside the slice into staging, as they are.
+
+        Returns how many keys the source yields that these rows hold too (duplicates the run would
+        make; those already among the kept rows are the table's, which the health check reports),
+        and the duplicates staging then holds."""
+        carried = [c.partition for c in changes if c.kept]
+        if not carried:
+            return 0, source_duplicates
+        kept = f"_partition_id IN {{carried:Array(String)}} AND NOT {self.in_slice}"
+        params = {**self.params, "carried": carried}
+        with self._step(f"carry over the rows outside the slice of {len(carried)} partition(s)"):
+            columns = sql.column_list([c.name for c in target.columns if c.default_kind not in ("ALIAS", "EPHEMERAL")])
+            self.client.command(
+                f"INSERT INTO {staging} ({columns}) SELECT {columns} FROM {target.qualified} WHERE {kept}",
+                parameters=params,
+                settings=_CARRY_SETTINGS,
+            )
+        failpoint("carried")
+        kept_duplicates = self._duplicates(target.qualified, kept, params)
+        staged_duplicates = self._duplicates(staging)
+        return staged_duplicates - source_duplicates - kept_duplicates, staged_duplicates
+
     def _duplicates(self, table: str, where: str = "1", params: dict[str, Any] | None = None) -> int:
         keys = sql.column_list(self.spec.unique_key)
         # tuple(): aggregate functions skip rows with a NULL argument, a tuple is never NULL.
         rows = self.client.query(
-            f"SELECT count() - uniqExact(tuple({keys})) FROM {table} WHERE {where}", parameters=params or {}
+            f"SELECT count() - uniqExact(tuple({keys})) FROM {table} WHERE {where}",
+            parameters=self.params if params is None else params,
         ).result_rows
         return int(rows[0][0])
 
@@ -256,6 +320,27 @@ class Refresh:
             self.client.query(f"SELECT count() FROM {table} WHERE {where}", parameters=self.params).result_rows[0][0]
         )
 
+    def partition_counts(self, table: str) -> dict[str, PartitionCounts]:
+        """Rows, and slice rows, per partition of ``table``, in one scan."""
+        result = self.client.query(
+            f"SELECT _partition_id, count(), countIf({self.in_slice}) FROM {table} GROUP BY _partition_id",
+            parameters=self.params,
+        ).result_rows
+        return {str(p): PartitionCounts(int(n), int(k)) for p, n, k in result}
+
+    def vanishing_keys(self, target: str, staging: str) -> dict[str, int]:
+        """Per partition, the target's keys outside the slice that staging does not hold."""
+        if self.spec.allow_vanishing_keys:
+            return {}
+        keys = f"tuple({sql.column_list(self.spec.unique_key)})"
+        rows = self.client.query(
+            f"SELECT _partition_id, count() FROM {target} WHERE NOT {self.in_slice} "
+            f"AND {keys} NOT IN (SELECT {keys} FROM {staging}) GROUP BY _partition_id",
+            parameters=self.params,
+            settings={"transform_null_in": 1},
+        ).result_rows
+        return {str(p): int(n) for p, n in rows}
+
     def _verify(self, facts: StagingFacts) -> None:
         self.record.slice_rows_before = facts.old_slice_rows
         problems = staging_problems(facts, self.spec.thresholds)
@@ -263,71 +348,84 @@ class Refresh:
             raise VerificationFailed("; ".join(problems) + f"; {self.record.target} was not changed")
         failpoint("verified")
 
+    def _record_after(self, table: str) -> None:
+        self.record.rows_after = self._count(table)
+        self.record.slice_rows_after = self._count(table, self.in_slice)
+
     # -- strategies --------------------------------------------------------------------------
 
     def _replace_partitions(self, target: TableInfo, lock: TableLock) -> None:
         staging = self._load_staging(target)
         tq = target.qualified
         with self._step("verify staging"):
-            staged, staged_slice = self._partition_counts(staging)
-            old_slice = catalog.partition_rows(self.client, tq, self.predicate, self.params)
-            replace = sorted(set(old_slice) | {p for p, n in staged_slice.items() if n})
-            in_replace = "_partition_id IN {replace:Array(String)}"
-            old = catalog.partition_rows(self.client, tq, in_replace, {"replace": replace})
-            changes = [PartitionChange(p, old.get(p, 0), staged.get(p, 0)) for p in replace]
-            self.record.rows_before = self._count(tq)
-            self.record.partitions = replace
-            duplicates = self._duplicates(staging)
+            source = self.partition_counts(staging)
+            before = self.partition_counts(tq)
+            changes = swap_plan(before, {p: c.rows for p, c in source.items()})
+            duplicates = self._duplicates(staging)  # the source's own
+            clashes, staged_duplicates = self._carry_over(target, staging, changes, duplicates)
+            staged = catalog.partition_rows(self.client, staging)
+            self.record.rows_before = sum(c.rows for c in before.values())
+            self.record.partitions = [c.partition for c in changes]
+            moved = [
+                f"{c.partition}: {c.new_rows} -> {staged.get(c.partition, 0)}"
+                for c in changes
+                if staged.get(c.partition, 0) != c.new_rows
+            ]
+            if moved:
+                raise VerificationFailed(
+                    f"rows outside the slice changed in {self.record.target} while the run built staging "
+                    f"(expected -> staged: {', '.join(moved)}); {self.record.target} was not changed"
+                )
             self._verify(
                 StagingFacts(
                     duplicates=duplicates,
-                    old_slice_rows=sum(old_slice.values()),
-                    new_slice_rows=sum(staged_slice.values()),
+                    kept_key_clashes=clashes,
+                    old_slice_rows=sum(c.slice_rows for c in before.values()),
+                    new_slice_rows=sum(c.slice_rows for c in source.values()),
                     changes=tuple(changes),
-                    outside={p: n for p, n in staged.items() if p not in replace},
+                    outside={p: c.kept for p, c in source.items() if c.kept},
                 )
             )
-        with self._step(f"swap {len(replace)} partition(s)"):
+        with self._step(f"swap {len(changes)} partition(s)"):
             lock.assert_held()
             if self.spec.backup.keep:
-                backups.take_partitions(self.client, target, self.options.run_id, replace)
+                backups.take_partitions(self.client, target, self.options.run_id, self.record.partitions)
                 failpoint("backed-up")
             if changes:
-                commands = ", ".join(
-                    f"REPLACE PARTITION ID {sql.partition_id(c.partition)} FROM {staging}"
-                    if c.new_rows
-                    else f"DROP PARTITION ID {sql.partition_id(c.partition)}"
-                    for c in swap_order(changes)
+                self._swapped = (
+                    f"the swap of partitions {', '.join(self.record.partitions)} into {tq} ran or may have run, "
+                    "so the target may hold new partitions; the next run rebuilds them"
                 )
-                self.client.command(f"ALTER TABLE {tq} {commands}")
+                self.client.command(swap_statement(tq, staging, changes))
             failpoint("swapped")
         with self._step("verify the swap"):
             # Each replaced partition must now hold exactly the staged parts. Then its keys are the
             # staged keys, already checked for duplicates, and its slice rows are the staged ones.
-            after = catalog.partition_rows(self.client, tq, in_replace, {"replace": replace})
+            after = catalog.partition_rows(
+                self.client, tq, "_partition_id IN {replace:Array(String)}", {"replace": self.record.partitions}
+            )
             wrong = [
-                f"{p}: {after.get(p, 0)} != {staged.get(p, 0)}" for p in replace if after.get(p, 0) != staged.get(p, 0)
+                f"{c.partition}: {after.get(c.partition, 0)} != {c.new_rows}"
+                for c in changes
+                if after.get(c.partition, 0) != c.new_rows
             ]
             if wrong:
-                raise VerificationFailed(
-                    f"after the swap {self.record.target} does not hold the staged rows ({', '.join(wrong)})"
+                raise FailedAfterSwap(
+                    f"after the swap {self.record.target} does not hold the staged rows ({', '.join(wrong)}); "
+                    "the swap ran, the target is changed"
                 )
-            self.record.duplicates = duplicates
+            self.record.duplicates = staged_duplicates
             self.record.rows_after = self._count(tq)
-            self.record.slice_rows_after = sum(staged_slice.values())
+            self.record.slice_rows_after = sum(c.slice_rows for c in source.values())
         if self.spec.backup.keep:
-            backups.prune(self.client, self.database, target.name, self.spec.backup.keep)
-
-    def _partition_counts(self, table: str) -> tuple[dict[str, int], dict[str, int]]:
-        """Rows, and slice rows, per partition of ``table``, in one scan."""
-        result = self.client.query(
-            f"SELECT _partition_id, count(), countIf({self.predicate}) FROM {table} GROUP BY _partition_id",
-            parameters=self.params,
-        ).result_rows
-        return {str(p): int(n) for p, n, _ in result}, {str(p): int(k) for p, _, k in result}
+            self._quietly(
+                "prune old backups",
+                lambda: backups.prune(self.client, self.database, target.name, self.spec.backup.keep),
+            )
 
     def _exchange(self, target: TableInfo, lock: TableLock) -> None:
-        staging = self._load_staging(target)
+        name = names.exchange_staging_table(target.name, self.options.run_id, target.uuid)
+        staging = self._load_staging(target, name)
         tq = target.qualified
         with self._step("verify staging"):
             old_total, new_total = self._count(tq), self._count(staging)
@@ -335,22 +433,28 @@ class Refresh:
             self._verify(
                 StagingFacts(
                     duplicates=self._duplicates(staging),
-                    old_slice_rows=self._count(tq, self.predicate),
-                    new_slice_rows=self._count(staging, self.predicate),
+                    old_slice_rows=self._count(tq, self.in_slice),
+                    new_slice_rows=self._count(staging, self.in_slice),
                     changes=(PartitionChange("*", old_total, new_total),),
+                    vanishing=self.vanishing_keys(tq, staging),
                 )
             )
         with self._step("exchange tables"):
             lock.assert_held()
+            # From here the staging name may hold the previous table: never drop it (a later run
+            # keeps it as a backup if this one cannot).
+            self._staging = None
+            self._swapped = f"the tables were exchanged or may have been; the previous table is {self.database}.{name}"
             self.client.command(f"EXCHANGE TABLES {tq} AND {staging}")
             failpoint("swapped")
-            # The staging name now holds the previous table: keep it as the backup.
-            assert self._staging is not None
-            backups.keep_table(self.client, target, self.options.run_id, self._staging_name)
-            self._staging = None
-            backups.prune(self.client, self.database, target.name, max(1, self.spec.backup.keep))
+            kept = backups.keep_table(self.client, target, self.options.run_id, name)
+            self._swapped = f"the tables were exchanged: the previous table is kept as {self.database}.{kept}"
         self.record.duplicates = self._duplicates(tq)
         self._record_after(tq)
+        self._quietly(
+            "prune old backups",
+            lambda: backups.prune(self.client, self.database, target.name, max(1, self.spec.backup.keep)),
+        )
 
     def _delete_insert(self, target: TableInfo, lock: TableLock) -> None:
         staging = self._load_staging(target)
@@ -358,12 +462,12 @@ class Refresh:
         columns = sql.column_list(target.insertable_columns)
         with self._step("verify staging"):
             new_total = self._count(staging)
-            new_slice = self._count(staging, self.predicate)
+            new_slice = self._count(staging, self.in_slice)
             self.record.rows_before = self._count(tq)
             self._verify(
                 StagingFacts(
                     duplicates=self._duplicates(staging),
-                    old_slice_rows=self._count(tq, self.predicate),
+                    old_slice_rows=self._count(tq, self.in_slice),
                     new_slice_rows=new_slice,
                     outside={"*": new_total - new_slice} if new_total != new_slice else {},
                 )
@@ -371,9 +475,10 @@ class Refresh:
         with self._step("delete the slice, then insert it (not atomic: readers see a gap)"):
             lock.assert_held()
             if self.spec.backup.keep:
-                backups.take_rows(self.client, target, self.options.run_id, self.predicate, self.params)
+                backups.take_rows(self.client, target, self.options.run_id, self.in_slice, self.params)
+            self._swapped = f"the slice of {tq} was deleted, or may have been, and may be missing until a run succeeds"
             self.client.command(
-                f"ALTER TABLE {tq} DELETE WHERE {self.predicate}",
+                f"ALTER TABLE {tq} DELETE WHERE {self.in_slice}",
                 parameters=self.params,
                 settings={"mutations_sync": 2},
             )
@@ -381,12 +486,12 @@ class Refresh:
             self.client.command(
                 f"INSERT INTO {tq} ({columns}) SELECT {columns} FROM {staging}", settings=_INSERT_SETTINGS
             )
+            self._swapped = f"the new slice was inserted into {tq}"
             failpoint("swapped")
-        self.record.duplicates = self._duplicates(tq, self.predicate, self.params)
+        self.record.duplicates = self._duplicates(tq, self.in_slice)
         self._record_after(tq)
         if self.spec.backup.keep:
-            backups.prune(self.client, self.database, target.name, self.spec.backup.keep)
-
-    def _record_after(self, table: str) -> None:
-        self.record.rows_after = self._count(table)
-        self.record.slice_rows_after = self._count(table, self.predicate)
+            self._quietly(
+                "prune old backups",
+                lambda: backups.prune(self.client, self.database, target.name, self.spec.backup.keep),
+            )

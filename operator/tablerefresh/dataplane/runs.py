@@ -19,6 +19,7 @@ class Outcome:
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SKIPPED = "Skipped"  # another run held the lock; nothing was changed
+    FAILED_AFTER_SWAP = "FailedAfterSwap"  # the target holds the swapped data; a step after the swap failed
 
 
 @dataclass

@@ -4,20 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tablerefresh.dataplane.swap import PartitionChange
 from tablerefresh.spec import Thresholds
-
-
-@dataclass(frozen=True)
-class PartitionChange:
-    partition: str
-    old_rows: int
-    new_rows: int
-
-    @property
-    def drop_fraction(self) -> float:
-        if self.old_rows == 0:
-            return 0.0
-        return max(0, self.old_rows - self.new_rows) / self.old_rows
 
 
 @dataclass(frozen=True)
@@ -28,8 +16,12 @@ class StagingFacts:
     old_slice_rows: int
     new_slice_rows: int
     changes: tuple[PartitionChange, ...] = ()
-    # Staged rows that would land outside what the run replaces, by partition (or "*").
+    # Rows the source yielded outside the slice predicate, by partition (or "*").
     outside: dict[str, int] = field(default_factory=dict)
+    # Keys the source yields that the target also holds outside the slice, in a replaced partition.
+    kept_key_clashes: int = 0
+    # Keys outside the slice predicate that the swap would remove, by partition (Exchange).
+    vanishing: dict[str, int] = field(default_factory=dict)
 
 
 def staging_problems(facts: StagingFacts, thresholds: Thresholds) -> list[str]:
@@ -37,9 +29,24 @@ def staging_problems(facts: StagingFacts, thresholds: Thresholds) -> list[str]:
     problems = []
     if facts.duplicates > 0:
         problems.append(f"staging holds {facts.duplicates} duplicate unique key(s)")
+    if facts.kept_key_clashes > 0:
+        problems.append(
+            f"the source yields {facts.kept_key_clashes} key(s) that the target holds outside the slice "
+            "predicate, which the run keeps (a row whose key moved into the slice?); "
+            "widen the predicate to select those rows"
+        )
     if facts.outside:
         where = ", ".join(f"{p}: {n}" for p, n in sorted(facts.outside.items()))
-        problems.append(f"staging holds rows outside the replaced slice ({where})")
+        problems.append(
+            f"the source yielded rows outside the slice predicate ({where}); it must yield only the "
+            "predicate's rows (the rows outside it are kept from the target)"
+        )
+    if facts.vanishing:
+        where = ", ".join(f"partition {p}: {n}" for p, n in sorted(facts.vanishing.items()))
+        problems.append(
+            f"key(s) outside the slice predicate would vanish ({where}); "
+            "set spec.allowVanishingKeys: true if the source means to drop them"
+        )
     if facts.new_slice_rows < thresholds.min_slice_rows:
         problems.append(
             f"the new slice has {facts.new_slice_rows} rows, under minSliceRows {thresholds.min_slice_rows}"
@@ -56,17 +63,6 @@ def staging_problems(facts: StagingFacts, thresholds: Thresholds) -> list[str]:
         if change.drop_fraction > limit:
             problems.append(
                 f"partition {change.partition} would shrink by {change.drop_fraction:.1%} "
-                f"({change.old_rows} -> {change.new_rows} rows), over maxSliceDropFraction {limit:g}; "
-                "a source query must yield whole partitions"
+                f"({change.old_rows} -> {change.new_rows} rows), over maxSliceDropFraction {limit:g}"
             )
     return problems
-
-
-def swap_order(changes: list[PartitionChange]) -> list[PartitionChange]:
-    """Partitions that grow first, those that shrink last.
-
-    One ALTER swaps the partitions one after another. Rows that move between partitions (a position
-    that resolved moves from the open partition to its month) then appear briefly in both rather
-    than in neither, so a reader never sees fewer rows than min(old, new).
-    """
-    return sorted(changes, key=lambda c: (-(c.new_rows - c.old_rows), c.partition))
