@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tablerefresh.dataplane import names
-from tablerefresh.dataplane.lock import LOCK_PREFIX
+from tablerefresh.dataplane.lock import LOCK_PREFIX, TAKEOVER_PREFIX
 from tablerefresh.dataplane.runs import RUNS_TABLE
 from tests.conftest import repo_root, require
 
@@ -82,3 +82,24 @@ def test_a_run_killed_at_any_step_is_safe(tmp_path: Path, failpoint: str, state:
     leftovers = [t for t in probe["tables"] if t.startswith((names.STAGING, LOCK_PREFIX))]
     assert leftovers == []
     assert RUNS_TABLE in probe["tables"]
+
+
+def test_a_run_killed_in_the_middle_of_a_takeover_does_not_block_the_next(tmp_path: Path) -> None:
+    require("chdb", "the embedded ClickHouse engine")
+    path, manifest = str(tmp_path / "chdb"), tmp_path / "manifest.yaml"
+    helper("setup", path, DB, str(manifest))
+    assert refresh(manifest, "locked").returncode == -9  # leaves a lock that goes stale
+    time.sleep(2.2)
+
+    # The next run finds it stale, creates its takeover marker, and dies right there.
+    killed = refresh(manifest, "takeover-marked")
+    assert killed.returncode == -9, killed.stderr
+    assert any(t.startswith(TAKEOVER_PREFIX) for t in helper("probe", path, DB)["tables"])
+
+    time.sleep(2.2)  # the marker is older than the TTL: its owner is taken for dead too
+    rerun = refresh(manifest)
+    assert rerun.returncode == 0, rerun.stderr
+    leftovers = [
+        t for t in helper("probe", path, DB)["tables"] if t.startswith((names.STAGING, LOCK_PREFIX, TAKEOVER_PREFIX))
+    ]
+    assert leftovers == []

@@ -138,11 +138,15 @@ def test_dedupe_leaves_no_duplicates_and_loses_no_key(
     dups = ch.query("SELECT count() - uniqExact(id) FROM positions").result_rows[0][0]
     assert dups > 0
     manifest = write_manifest(tmp_path, chdb_url, loaded)
+    table = "SELECT toString(uuid), engine_full FROM system.tables WHERE database = {db:String} AND name = 'positions'"
+    before = ch.query(table, parameters={"db": loaded}).result_rows
 
     args = ["dedupe", "-f", str(manifest), "--json"] + (["--slice-only"] if slice_only else [])
     code, out = cli(capsys, *args)
 
     assert code == 0, out
+    # The target stays the same table with its engine (a replicated one stays replicated): no exchange.
+    assert ch.query(table, parameters={"db": loaded}).result_rows == before
     assert set(ch.query("SELECT DISTINCT id FROM positions").result_rows) == keys_before
     in_slice = f"WHERE {fx.PREDICATE}" if slice_only else ""
     params = {"window_start": int(time.time()) - 86400}

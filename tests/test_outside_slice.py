@@ -152,3 +152,26 @@ def test_rows_where_the_predicate_is_null_are_kept(ch: Client, connect: Connect,
     assert record.outcome == Outcome.SUCCEEDED, record.error
     assert fx.rows(ch, f"(SELECT * FROM {database}.scores WHERE NOT ifNull(score > 10, 0))") == kept
     assert any(r[2] is None for r in kept)
+
+
+def test_plan_lists_what_the_run_then_replaces_and_keeps(ch: Client, connect: Connect, events: str) -> None:
+    import os
+
+    from tablerefresh.dataplane.plan import plan
+    from tablerefresh.dataplane.refresh import Refresh, RunOptions
+
+    the_spec = events_spec(events)
+    options = RunOptions(run_id="plan", owner=f"plan@host:{os.getpid()}", run_time=RUN_TIME)
+
+    def in_database() -> Client:
+        client = connect()
+        client.database = events
+        return client
+
+    planned = plan(Refresh(the_spec, in_database, WINDOW_SOURCE, options))
+    record = fx.run(connect, the_spec, run_time=RUN_TIME)
+
+    assert [c.partition for c in planned.changes] == record.partitions == ["202606"]
+    (june,) = planned.changes
+    assert (june.old_rows, june.kept, june.new_rows) == (16, 6, 17)  # 6 kept + 11 from the source
+    assert any("rows outside the slice of partitions 202606" in s for s in planned.statements)
