@@ -79,6 +79,7 @@ CASES = [
     ),
     Invalid("no-source", ("source",), {}, "spec.source"),
     Invalid("unknown-url-scheme", ("clickhouse", "url"), "mysql://db:3306", "spec.clickhouse.url"),
+    Invalid("predicate-calls-now", ("slice", "predicate"), "ts >= now() - 86400", "spec.slice.predicate"),
     Invalid("bad-duration", ("window",), "1 day", "spec.window"),
     Invalid("zero-window", ("window",), "0h", "spec.window"),
     Invalid("unknown-concurrency-policy", ("concurrencyPolicy",), "Allow", "spec.concurrencyPolicy"),

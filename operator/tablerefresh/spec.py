@@ -108,6 +108,15 @@ class TargetSpec(_Model):
     table: Identifier
 
 
+# A run evaluates the predicate several times (counting, carrying over, verifying) and must get the
+# same answer each time: the clock and randomness come in as {run_time:DateTime}, never as a call.
+UNSTABLE_FUNCTIONS = r"(?i)\b(now|now64|nowInBlock|today|yesterday|rand|rand32|rand64|randConstant|generateUUIDv4)\s*\("
+UNSTABLE_MESSAGE = (
+    "must not call now(), today() or random functions: a run evaluates it several times; "
+    "use {run_time:DateTime} or {window_start:DateTime}"
+)
+
+
 class SliceSpec(_Model):
     predicate: str = Field(
         min_length=1,
@@ -115,6 +124,13 @@ class SliceSpec(_Model):
         description="Boolean SQL over the target's columns selecting the rows a run replaces; "
         "may use {window_start:DateTime} and {run_time:DateTime}",
     )
+
+    @field_validator("predicate")
+    @classmethod
+    def _stable(cls, value: str) -> str:
+        if re.search(UNSTABLE_FUNCTIONS, value):
+            raise ValueError(UNSTABLE_MESSAGE)
+        return value
 
 
 class ConfigMapKeyRef(_Model):

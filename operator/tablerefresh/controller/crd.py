@@ -28,6 +28,9 @@ SPEC_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
     ("source",): [
         _rule("has(self.query) != has(self.configMapKeyRef)", "exactly one of query or configMapKeyRef"),
     ],
+    ("slice", "predicate"): [
+        _rule(f"!self.matches('{api.UNSTABLE_FUNCTIONS.replace(chr(92), chr(92) * 2)}')", api.UNSTABLE_MESSAGE),
+    ],
     # Every unit adds time, so a duration is above zero exactly when it has a non-zero digit.
     ("window",): [_rule("self.matches('[1-9]')", "must be greater than zero")],
     ("healthCheck", "interval"): [_rule("self.matches('[1-9]')", "must be greater than zero")],
