@@ -40,6 +40,13 @@ def test_first_run_builds_the_slice_and_records_it(ch: Client, connect: Connect,
     assert leftovers == [(RUNS_TABLE,)]
 
 
+def test_a_source_ending_in_a_comment_runs(ch: Client, connect: Connect, loaded: str) -> None:
+    commented = fx.SOURCE + "\n-- the window's rows;\n"
+    record = fx.run(connect, fx.spec(loaded, source={"query": commented}))
+    assert record.outcome == Outcome.SUCCEEDED, record.error
+    assert fx.rows(ch, f"{loaded}.positions") == fx.source_rows(ch, record)
+
+
 def test_rerun_over_the_same_source_gives_the_same_rows(ch: Client, connect: Connect, loaded: str) -> None:
     fx.run(connect, fx.spec(loaded))
     first = fx.rows(ch, f"{loaded}.positions")

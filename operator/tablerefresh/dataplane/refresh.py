@@ -73,7 +73,9 @@ class Refresh:
     ) -> None:
         self.spec = spec
         self.connect = connect
-        self.source_query = source_query.strip().rstrip(";")
+        # The run wraps the query in parentheses: a newline after it keeps a trailing -- comment
+        # from swallowing the closing one.
+        self.source_query = source_query.strip().rstrip(";").rstrip() + "\n"
         self.options = options
         self.database = spec.clickhouse.database
         self.run_time = options.run_time.astimezone(UTC).replace(microsecond=0)
