@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+from pathlib import Path
 
-from tablerefresh.dataplane.connection import describe_failure, redact
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+from pytest import MonkeyPatch
+
+from tablerefresh.dataplane.connection import chdb_url, redact
+from tablerefresh.dataplane.failures import connect_failure
 
 
 def test_redact_hides_the_password_only() -> None:
@@ -15,7 +19,15 @@ def test_redact_hides_the_password_only() -> None:
 def test_refused_credentials_are_told_apart_from_an_unreachable_server() -> None:
     auth = DatabaseError("Code: 516. DB::Exception: ana: Authentication failed", code=516, name="AUTHENTICATION_FAILED")
     down = OperationalError("Error HTTPConnectionPool(host='db', port=8123): Connection refused")
-    url = "clickhouse://ana:s3cret@db:8123"
-    assert describe_failure(auth, url).startswith("ClickHouse refused the credentials at clickhouse://ana:***@db:8123")
-    assert describe_failure(down, url).startswith("cannot reach ClickHouse at clickhouse://ana:***@db:8123")
-    assert "s3cret" not in describe_failure(auth, url) + describe_failure(down, url)
+    where = redact("clickhouse://ana:s3cret@db:8123")
+    assert str(connect_failure(auth, where, "x")).startswith(
+        "ClickHouse refused the credentials at clickhouse://ana:***@db"
+    )
+    assert str(connect_failure(down, where, "x")).startswith("cannot reach ClickHouse at clickhouse://ana:***@db:8123")
+    assert "s3cret" not in str(connect_failure(auth, where, "x")) + str(connect_failure(down, where, "x"))
+
+
+def test_a_relative_chdb_path_is_taken_from_the_working_directory(tmp_path: Path, monkeypatch: MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert chdb_url("chdb://.tablerefresh/demo/chdb") == f"chdb://{tmp_path}/.tablerefresh/demo/chdb"
+    assert chdb_url("chdb:///abs/db") == "chdb:///abs/db"

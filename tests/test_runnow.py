@@ -188,6 +188,6 @@ def test_dedupe_runs_as_a_one_off_job(plane: Any, api: Api, ns: str, operator: A
 
 def test_the_command_names_what_is_wrong(plane: Any, crd: None, ns: str) -> None:
     missing = _cli(plane, f"{ns}/nope")
-    assert missing.returncode == 1 and "nope" in missing.stderr
+    assert missing.returncode == 2 and f"error: no TableRefresh {ns}/nope" in missing.stderr
     bad = _cli(plane, "no-slash")
     assert bad.returncode == 2 and "NAMESPACE/NAME" in bad.stderr

@@ -31,6 +31,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _ShowDefaults(argparse.HelpFormatter):
+    """Every option's help ends with its default, when it has one worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "%(default)" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tablerefresh", description="Keep derived ClickHouse tables fresh and duplicate-free."
@@ -39,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, description=help_text).set_defaults(_module=module)
+        sub.add_parser(name, help=help_text, description=help_text, formatter_class=_ShowDefaults).set_defaults(
+            _module=module
+        )
     return parser
 
 
@@ -52,10 +64,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub_actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         importlib.import_module(COMMANDS[name][0]).add_arguments(sub_actions[0].choices[name])
     args = parser.parse_args(argv)
+    module = importlib.import_module(args._module)
+    # A command that prints its own progress (the demo) logs only warnings, so each step shows once.
+    level = getattr(module, "LOG_LEVEL", logging.INFO)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    result: int = importlib.import_module(args._module).run(args)
+    if not args.verbose:
+        # Retries and pool warnings of the HTTP client: the error that matters reaches the user anyway.
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
+    result: int = module.run(args)
     return result

@@ -36,7 +36,12 @@ class DemoResult:
     status: dict[str, Any]
 
 
-def run_demo(data_dir: Path, *, fills: int, seed: int = 7, out: TextIO = sys.stdout) -> DemoResult:
+MANIFEST_FILE = "tablerefresh.yaml"
+
+
+def run_demo(
+    data_dir: Path, *, fills: int, seed: int = 7, out: TextIO = sys.stdout, command: str = "tablerefresh"
+) -> DemoResult:
     def say(message: str) -> None:
         print(message, file=out, flush=True)
 
@@ -57,7 +62,13 @@ def run_demo(data_dir: Path, *, fills: int, seed: int = 7, out: TextIO = sys.std
     def client_factory() -> Client:
         return connect(url, database=database, settings=spec.clickhouse.settings)
 
-    say(f"embedded ClickHouse at {data_dir / 'chdb'}")
+    manifest_path = data_dir / MANIFEST_FILE
+    manifest_path.write_text(
+        "# Written by `tablerefresh demo`: the reference manifest on the demo's database, with\n"
+        "# minSliceRows scaled to its data (the shipped manifest guards a production table).\n"
+        + yaml.safe_dump(manifest.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False)
+    )
+    say(f"embedded ClickHouse: {url}, database {database}")
     admin = connect(url)
     admin.command(f"DROP DATABASE IF EXISTS {database} SYNC")
     admin.command(f"CREATE DATABASE {database}")
@@ -112,6 +123,15 @@ def run_demo(data_dir: Path, *, fills: int, seed: int = 7, out: TextIO = sys.std
         status["lastSuccessfulRunTime"] = format_time(last.finished_at or last.started_at)
     say(f"\nstatus of TableRefresh {manifest.metadata.namespace}/{manifest.metadata.name}, as the operator writes it:")
     say(yaml.safe_dump({"status": status}, sort_keys=False).rstrip())
+    shown = _shown(manifest_path)
+    say(f"\nthe demo's manifest: {shown} (ClickHouse URL {url})")
+    say("next, try:")
+    for args, what in (
+        (f"plan -f {shown}", "what a run would replace, changing nothing"),
+        (f"refresh -f {shown}", "one more run, as the CronJob's Job does it"),
+        (f"backups -f {shown}", "the backups swaps kept"),
+    ):
+        say(f"  {command} {args:<48} # {what}")
     client.close()
     admin.close()
     return DemoResult(manifest=manifest, runs=runs, status=status)
@@ -133,3 +153,11 @@ def _quiet_wallet_positions(client: Client, window_seconds: float) -> int:
             parameters={"w": int(window_seconds)},
         ).result_rows[0][0]
     )
+
+
+def _shown(path: Path) -> str:
+    """A path as the user can type it: relative to the working directory when under it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path.resolve())

@@ -13,9 +13,9 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from tablerefresh.dataplane.catalog import first_line
 from tablerefresh.dataplane.connection import connect
 from tablerefresh.dataplane.errors import ExitCode, RefreshError
+from tablerefresh.dataplane.failures import one_line
 from tablerefresh.spec import ManifestError, TableRefresh, load_manifest, parse_manifest
 
 MANIFEST_ENV = "TABLEREFRESH_MANIFEST"
@@ -38,12 +38,37 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-f", "--file", help="the TableRefresh manifest (YAML); default: $TABLEREFRESH_MANIFEST (JSON), as in a Job"
     )
-    parser.add_argument("--clickhouse", metavar="URL", help="override spec.clickhouse.url (chdb:///path: embedded)")
+    add_override_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
+def add_override_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--clickhouse",
+        metavar="URL",
+        help="override spec.clickhouse.url (chdb:///abs/path or chdb://rel/path: embedded)",
+    )
+    parser.add_argument(
+        "--min-slice-rows",
+        type=int,
+        metavar="N",
+        help="override spec.thresholds.minSliceRows (a production manifest on a small data set)",
+    )
+
+
+def with_overrides(manifest: TableRefresh, args: argparse.Namespace) -> TableRefresh:
+    """The manifest with what the command line overrides; the URL is applied when connecting."""
+    if args.min_slice_rows is None:
+        return manifest
+    if args.min_slice_rows < 0:
+        raise ManifestError(f"--min-slice-rows must not be negative: {args.min_slice_rows}")
+    spec = manifest.spec
+    thresholds = spec.thresholds.model_copy(update={"min_slice_rows": args.min_slice_rows})
+    return manifest.model_copy(update={"spec": spec.model_copy(update={"thresholds": thresholds})})
+
+
 def open_target(args: argparse.Namespace) -> tuple[TableRefresh, Callable[[], Client]]:
-    manifest = read_manifest(args.file)
+    manifest = with_overrides(read_manifest(args.file), args)
     spec = manifest.spec
     url = args.clickhouse or spec.clickhouse.url
 
@@ -66,7 +91,7 @@ def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
             print(f"error: {exc}", file=sys.stderr)
             return int(exc.exit_code)
         except ClickHouseError as exc:
-            print(f"error: ClickHouse: {first_line(exc)}", file=sys.stderr)
+            print(f"error: ClickHouse: {one_line(exc)}", file=sys.stderr)
             return int(ExitCode.FAILED)
 
     return run

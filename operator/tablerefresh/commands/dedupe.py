@@ -14,9 +14,9 @@ from pathlib import Path
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from tablerefresh.commands._target import add_target_arguments, emit_json, guarded, open_target
-from tablerefresh.dataplane.catalog import first_line
 from tablerefresh.dataplane.dedupe import dedupe
 from tablerefresh.dataplane.errors import RefreshError
+from tablerefresh.dataplane.failures import one_line
 from tablerefresh.dataplane.operation import locked_target, new_run_id
 from tablerefresh.dataplane.runs import Outcome, RunRecord, write_run
 
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
                 record.partitions = done.partitions
             except (RefreshError, ClickHouseError) as exc:
                 record.reason = getattr(exc, "reason", "DedupeFailed")
-                record.error = str(exc) if isinstance(exc, RefreshError) else first_line(exc)
+                record.error = str(exc) if isinstance(exc, RefreshError) else one_line(exc)
                 record.exit_code = int(getattr(exc, "exit_code", 1))
             record.finished_at = datetime.now(UTC)
             write_run(held.client, spec.clickhouse.database, record)

@@ -22,6 +22,10 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "Kubernetes access: in a pod, its service account; elsewhere $KUBECONFIG or ~/.kube/config, "
+        "current context. Namespaces: -n/-A, or $TABLEREFRESH_NAMESPACES (comma-separated)."
+    )
     parser.add_argument(
         "-n", "--namespace", action="append", default=[], metavar="NS", help="watch this namespace (repeatable)"
     )

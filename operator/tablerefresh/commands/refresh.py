@@ -10,7 +10,7 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.commands._target import MANIFEST_ENV, read_manifest
+from tablerefresh.commands._target import MANIFEST_ENV, add_override_arguments, read_manifest, with_overrides
 from tablerefresh.dataplane.connection import connect
 from tablerefresh.dataplane.errors import ExitCode, RefreshError
 from tablerefresh.dataplane.operation import new_run_id, owner_of
@@ -24,7 +24,7 @@ RUN_ID_ENV = "TABLEREFRESH_RUN_ID"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--file", help=f"TableRefresh manifest (YAML); default: ${MANIFEST_ENV} (JSON)")
-    parser.add_argument("--clickhouse", metavar="URL", help="override spec.clickhouse.url (chdb:///path: embedded)")
+    add_override_arguments(parser)
     parser.add_argument("--run-id", help=f"id of this run; default: ${RUN_ID_ENV} or a new one")
     parser.add_argument("--summary-file", type=Path, help="also write the JSON summary here (a termination log)")
     parser.add_argument("--lock-ttl", type=float, default=120.0, help="seconds before a silent lock is taken over")
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     run_id = args.run_id or os.environ.get(RUN_ID_ENV) or new_run_id("refresh", now)
     try:
-        manifest = read_manifest(args.file)
+        manifest = with_overrides(read_manifest(args.file), args)
         spec = manifest.spec
         url = args.clickhouse or spec.clickhouse.url
         query = source_query(spec)
@@ -70,6 +70,8 @@ def emit(record: RunRecord, summary_file: Path | None) -> int:
     """The summary as the last stdout line, and in the termination log the controller reads."""
     line = record.summary_line()
     print(line, flush=True)
+    if record.exit_code:
+        print(f"error: {record.error}", file=sys.stderr, flush=True)
     if summary_file is not None:
         try:
             summary_file.write_text(line + "\n")

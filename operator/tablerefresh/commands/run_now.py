@@ -12,6 +12,7 @@ from tablerefresh.dataplane.errors import ExitCode
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = "Kubernetes access: $KUBECONFIG or ~/.kube/config (current context), or a pod's service account."
     parser.add_argument("target", metavar="NS/NAME", help="the TableRefresh, as namespace/name")
     parser.add_argument("--token", help="makes the request idempotent: the same token creates one Job")
     parser.add_argument("--dedupe", action="store_true", help="run `tablerefresh dedupe` as a one-off Job instead")
@@ -38,6 +39,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return int(ExitCode.LOCKED)
     except KubeError as exc:
+        if exc.status == 404:  # the CronJob is missing: say which object the user named
+            print(
+                f"error: no TableRefresh {namespace}/{name} with a CronJob "
+                f"(kubectl get tablerefresh -n {namespace}; the operator creates the CronJob)",
+                file=sys.stderr,
+            )
+            return int(ExitCode.INVALID)
         print(f"error: {exc}", file=sys.stderr)
         return int(ExitCode.FAILED)
     print(f"job.batch/{job} created in {namespace}")

@@ -17,6 +17,7 @@ from tablerefresh.controller.healthcheck import Check, Failure, HealthResult
 from tablerefresh.controller.kube import Kube, KubeError
 from tablerefresh.dataplane.connection import connect, redact
 from tablerefresh.dataplane.errors import RefreshError, Unreachable
+from tablerefresh.dataplane.failures import one_line
 from tablerefresh.dataplane.health import measure
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class Prober:
         except OperationalError as exc:  # the connection broke off: the network, not the query
             return HealthResult(now, failure=Failure.UNREACHABLE, error=_describe(exc, spec.clickhouse.url))
         except ClickHouseError as exc:
-            return HealthResult(now, failure=Failure.QUERY, error=_first_line(exc))
+            return HealthResult(now, failure=Failure.QUERY, error=one_line(exc))
         except Exception as exc:  # a bug must not stop the other checks
             log.exception("%s/%s: health check failed", *check.key)
             return HealthResult(now, failure=Failure.QUERY, error=f"internal error: {type(exc).__name__}: {exc}")
@@ -91,10 +92,7 @@ class Prober:
         return data[ref.username_key], data[ref.password_key]
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:1024] if text else type(exc).__name__
 
 
 def _describe(exc: BaseException, url: str) -> str:
-    return f"lost the connection to ClickHouse at {redact(url)}: {_first_line(exc)}"
+    return f"lost the connection to ClickHouse at {redact(url)}: {one_line(exc)}"

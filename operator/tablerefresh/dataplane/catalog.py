@@ -10,7 +10,8 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from tablerefresh.dataplane import sql
-from tablerefresh.dataplane.errors import InvalidInput
+from tablerefresh.dataplane.errors import InvalidInput, UnknownTable
+from tablerefresh.dataplane.failures import one_line
 
 # Columns a source must not provide: the server computes them.
 _COMPUTED_KINDS = {"MATERIALIZED", "ALIAS", "EPHEMERAL"}
@@ -72,7 +73,7 @@ def describe_table(client: Client, database: str, name: str) -> TableInfo:
         parameters={"db": database, "name": name},
     ).result_rows
     if not rows:
-        raise InvalidInput(f"unknown table {database}.{name}")
+        raise UnknownTable(f"unknown table {database}.{name}")
     engine, engine_full, partition_key, sorting_key, uuid = rows[0]
     columns = client.query(
         "SELECT name, type, default_kind FROM system.columns "
@@ -113,7 +114,7 @@ def query_columns(client: Client, query: str, parameters: dict[str, Any]) -> lis
     try:
         rows = client.query(f"DESCRIBE ({query})", parameters=parameters).result_rows
     except DatabaseError as exc:
-        raise InvalidInput(f"the source query does not compile: {first_line(exc)}") from exc
+        raise InvalidInput(f"the source query does not compile: {one_line(exc)}") from exc
     return [Column(r[0], r[1]) for r in rows]
 
 
@@ -183,8 +184,3 @@ def create_like(client: Client, target: TableInfo, name: str) -> str:
         ddl += f" ENGINE = {engine}"
     client.command(ddl)
     return table
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:500] if text else type(exc).__name__

@@ -14,13 +14,12 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from tablerefresh.dataplane.errors import InvalidInput, Unreachable
+from tablerefresh.dataplane.failures import connect_failure
 
 USER_ENV = "CLICKHOUSE_USER"
 PASSWORD_ENV = "CLICKHOUSE_PASSWORD"
 
 _SCHEMES = {"clickhouse": "http", "clickhouses": "https", "http": "http", "https": "https"}
-# ClickHouse error codes meaning "who you are is not accepted", as opposed to "not reachable".
-_AUTH_CODES = {192, 193, 194, 516}
 
 
 def redact(url: str) -> str:
@@ -51,7 +50,7 @@ def connect(
     settings = dict(settings or {})
     try:
         if parts.scheme == "chdb":
-            return clickhouse_connect.get_client(dsn=url, database=database, settings=settings)
+            return clickhouse_connect.get_client(dsn=chdb_url(url), database=database, settings=settings)
         interface = _SCHEMES.get(parts.scheme)
         if interface is None:
             raise InvalidInput(f"unsupported ClickHouse URL scheme {parts.scheme!r} in {redact(url)}")
@@ -72,16 +71,14 @@ def connect(
             f"{redact(url)}: the embedded engine needs chdb (pip install 'tablerefresh[embedded]')"
         ) from exc
     except ClickHouseError as exc:
-        raise Unreachable(describe_failure(exc, url)) from exc
+        raise connect_failure(exc, redact(url), database) from exc
 
 
-def describe_failure(exc: ClickHouseError, url: str) -> str:
-    """Tell refused credentials from an unreachable server: the fixes differ."""
-    code = getattr(exc, "code", None)
-    what = "ClickHouse refused the credentials" if code in _AUTH_CODES else "cannot reach ClickHouse"
-    return f"{what} at {redact(url)}: {_first_line(exc)}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def chdb_url(url: str) -> str:
+    """``chdb:///abs/path`` as it is; ``chdb://rel/path`` made absolute, relative to the working
+    directory (the URL parser would otherwise take its first folder for a host name)."""
+    parts = urlsplit(url)
+    path = parts.netloc + parts.path
+    if not path or path == ":memory:":
+        return url
+    return f"chdb://{os.path.abspath(path)}"

@@ -20,6 +20,7 @@ from clickhouse_connect.driver.client import Client
 from tablerefresh.dataplane import backups, catalog, names, sql
 from tablerefresh.dataplane.catalog import TableInfo
 from tablerefresh.dataplane.errors import VerificationFailed
+from tablerefresh.dataplane.failures import one_line
 from tablerefresh.dataplane.lock import TableLock
 from tablerefresh.dataplane.swap import PartitionChange, swap_statement
 from tablerefresh.spec import TableRefreshSpec
@@ -85,4 +86,4 @@ def _quietly(cleanup: Callable[[], object]) -> None:
     try:
         cleanup()
     except Exception as exc:
-        log.error("dedupe cleanup failed: %s", catalog.first_line(exc))
+        log.error("dedupe cleanup failed: %s", one_line(exc))

@@ -64,3 +64,19 @@ class FailedAfterSwap(RefreshError):
 
     exit_code = ExitCode.AFTER_SWAP
     reason = "FailedAfterSwap"
+
+
+class UnknownDatabase(InvalidInput):
+    reason = "UnknownDatabase"
+
+
+class UnknownTable(InvalidInput):
+    reason = "UnknownTable"
+
+
+class CredentialsRefused(Unreachable):
+    reason = "CredentialsRefused"
+
+
+class TimedOut(Unreachable):
+    reason = "ClickHouseTimeout"

@@ -31,9 +31,9 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from tablerefresh.dataplane import names, sql
-from tablerefresh.dataplane.catalog import first_line
 from tablerefresh.dataplane.errors import InvalidInput, LockHeld, LockLost
 from tablerefresh.dataplane.failpoints import failpoint
+from tablerefresh.dataplane.failures import one_line
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class TableLock:
         try:
             self.release()
         except Exception as error:
-            log.error("could not release the lock %s.%s: %s", self.database, self.name, first_line(error))
+            log.error("could not release the lock %s.%s: %s", self.database, self.name, one_line(error))
 
     def holder(self) -> Holder | None:
         rows = self._client.query(
@@ -289,7 +289,7 @@ class TableLock:
                         return
                     self._beat(client)
                 except Exception as exc:  # a blip: retry on the next beat, with a new connection
-                    log.warning("lock heartbeat failed, retrying: %s", first_line(exc))
+                    log.warning("lock heartbeat failed, retrying: %s", one_line(exc))
                     if client is not None:
                         _close(client)
                     client = None
@@ -302,4 +302,4 @@ def _close(client: Client) -> None:
     try:
         client.close()
     except Exception as exc:
-        log.debug("closing the heartbeat's client: %s", first_line(exc))
+        log.debug("closing the heartbeat's client: %s", one_line(exc))

@@ -27,8 +27,9 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from tablerefresh.dataplane import backups, catalog, mutations, names, sql
-from tablerefresh.dataplane.catalog import TableInfo, first_line
+from tablerefresh.dataplane.catalog import TableInfo
 from tablerefresh.dataplane.errors import (
+    ExitCode,
     FailedAfterSwap,
     InvalidInput,
     LockHeld,
@@ -37,6 +38,7 @@ from tablerefresh.dataplane.errors import (
     VerificationFailed,
 )
 from tablerefresh.dataplane.failpoints import failpoint
+from tablerefresh.dataplane.failures import one_line
 from tablerefresh.dataplane.lock import TableLock
 from tablerefresh.dataplane.runs import Outcome, RunRecord, write_run
 from tablerefresh.dataplane.swap import PartitionChange, PartitionCounts, swap_plan, swap_statement
@@ -138,6 +140,7 @@ class Refresh:
             self._finish(Outcome.SUCCEEDED)
         except Exception as exc:
             self._fail(exc)
+            self._count_target_after_failure()
         if locked:
             self._quietly("write the run record", lambda: write_run(self.client, self.database, self.record))
         if self._client is not None:
@@ -157,7 +160,7 @@ class Refresh:
         if isinstance(exc, RefreshError):
             error = exc
         elif isinstance(exc, ClickHouseError):
-            error = RefreshError(first_line(exc))
+            error = RefreshError(one_line(exc))
         else:  # a bug: still end with a summary the controller can read
             log.exception("run %s failed unexpectedly", self.record.run_id)
             error = RefreshError(f"internal error: {type(exc).__name__}: {exc}")
@@ -181,21 +184,40 @@ class Refresh:
         self.record.exit_code = int(error.exit_code)
         self.record.reason = error.reason
         self.record.error = str(error)
-        log.error("run %s %s: %s", self.record.run_id, outcome.lower(), error)
+        # The error itself is the caller's to show (the command prints it once, as `error: …`).
+        log.info("run %s ended %s (exit code %d)", self.record.run_id, outcome, self.record.exit_code)
+
+    def _count_target_after_failure(self) -> None:
+        """A failed or refused run still reports the rows the target really holds."""
+        if self.record.exit_code == ExitCode.UNREACHABLE:
+            return
+        table = sql.table(self.database, self.spec.target.table)
+        try:
+            rows, in_slice = self.client.query(
+                f"SELECT count(), countIf({self.in_slice}) FROM {table}", parameters=self.params
+            ).result_rows[0]
+        except Exception as exc:  # no table, a predicate that does not compile: the error says so already
+            log.debug("could not count %s: %s", table, one_line(exc))
+            return
+        self.record.rows_after, self.record.slice_rows_after = int(rows), int(in_slice)
+        if self._swapped is None:  # untouched: before is after, whether or not the run got to measure it
+            self.record.rows_before, self.record.slice_rows_before = int(rows), int(in_slice)
 
     def _quietly(self, what: str, action: Callable[[], object]) -> None:
         """Cleanup: an error is logged beside the run's outcome, never in place of it."""
         try:
             action()
         except Exception as exc:
-            log.error("could not %s: %s", what, first_line(exc))
+            log.error("could not %s: %s", what, one_line(exc))
 
     @contextmanager
     def _step(self, name: str) -> Iterator[None]:
+        """One line as a step starts; its time too when it took long enough to matter."""
         started = time.monotonic()
         log.info("%s ...", name)
         yield
-        log.info("%s done in %.2fs", name, time.monotonic() - started)
+        took = time.monotonic() - started
+        log.log(logging.INFO if took >= 1 else logging.DEBUG, "%s done in %.1fs", name, took)
 
     # -- checks before anything is touched ---------------------------------------------------
 
@@ -224,7 +246,7 @@ class Refresh:
         try:
             self.client.query(f"SELECT 1 FROM {target.qualified} WHERE {self.in_slice} LIMIT 0", parameters=self.params)
         except ClickHouseError as exc:
-            raise InvalidInput(f"the slice predicate does not compile: {first_line(exc)}") from exc
+            raise InvalidInput(f"the slice predicate does not compile: {one_line(exc)}") from exc
         return target
 
     def _preflight(self, target: TableInfo) -> None:

@@ -49,7 +49,8 @@ def staging_problems(facts: StagingFacts, thresholds: Thresholds) -> list[str]:
         )
     if facts.new_slice_rows < thresholds.min_slice_rows:
         problems.append(
-            f"the new slice has {facts.new_slice_rows} rows, under minSliceRows {thresholds.min_slice_rows}"
+            f"the new slice has {facts.new_slice_rows} rows, under minSliceRows {thresholds.min_slice_rows} "
+            "(spec.thresholds.minSliceRows; `--min-slice-rows N` overrides it for one command)"
         )
     limit = thresholds.max_slice_drop_fraction
     if facts.old_slice_rows:
