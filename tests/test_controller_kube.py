@@ -430,13 +430,13 @@ def test_a_missing_secret_is_ready_false_with_a_reason_and_a_warning_event(
 
 def test_an_invalid_spec_the_schema_lets_through_is_reported(plane: Any, api: Api, ns: str, operator: Operator) -> None:
     create_secret(plane, ns)
-    document = example(ns, schedule="61 * * * *")  # five fields, but no minute 61
+    document = example(ns, mutations={"maxPending": "0m"})  # a duration, but the model wants it above zero
     name = document["metadata"]["name"]
     apply(plane, document)
     tr = wait_for("Ready=False", lambda: observed(api, ns, name))
     ready = condition(tr, "Ready")
     assert ready is not None and (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
-    assert "spec.schedule" in ready["message"]
+    assert "spec.mutations.maxPending" in ready["message"]
     assert api.cronjob(ns, name) is None
 
 

@@ -195,6 +195,8 @@ def test_bounds_and_enums() -> None:
 @pytest.mark.parametrize(
     ("path", "needle"),
     [
+        (("schedule",), "self.matches('^(?:@(?:yearly"),
+        (("schedule",), "!self.contains('TZ')"),
         (("source",), "has(self.query) != has(self.configMapKeyRef)"),
         (("window",), "self.matches('[1-9]')"),
         (("healthCheck", "interval"), "self.matches('[1-9]')"),

@@ -321,6 +321,18 @@ def test_schedule_period_is_the_longest_gap() -> None:
     assert schedule_period_seconds("0 2 * * *", "Not/AZone") == 24 * 3600
 
 
+def test_schedule_period_of_every_form_kubernetes_accepts() -> None:
+    assert schedule_period_seconds("? * * * *") == 60
+    assert schedule_period_seconds("+5 * * * *") == 3600
+    assert schedule_period_seconds("@every 90m") == 90 * 60
+    assert schedule_period_seconds("@every 500ms") == 1  # robfig runs it every second
+    assert schedule_period_seconds("0 9 * * MON-fri") == 72 * 3600
+    assert schedule_period_seconds("0 0 1-31 * 1") == 24 * 3600  # no star: a day matches either field
+    assert schedule_period_seconds("0 0 29 2 *") == (datetime(2032, 2, 29) - datetime(2028, 2, 29)).total_seconds()
+    assert schedule_period_seconds("0 0 30 2 *") is None  # valid, never fires: no period
+    assert schedule_period_seconds(", * * * *") is None
+
+
 def test_object_metrics_start_counters_at_zero_and_remove_everything() -> None:
     metrics = ObjectMetrics()
     key = ("metrics-ns", "obj")

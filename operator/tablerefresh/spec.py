@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from tablerefresh import schedule as cronjob_schedule
 
 GROUP = "tablerefresh.dev"
 VERSION = "v1alpha1"
@@ -32,8 +33,6 @@ SHORT_NAMES = ["tr"]
 IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 # Go-style durations limited to whole units: 90s, 15m, 24h, 7d, 1h30m.
 DURATION_PATTERN = r"^([0-9]+(s|m|h|d|w))+$"
-# Five cron fields or a descriptor; croniter checks the rest in Python.
-CRON_PATTERN = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN, min_length=1, max_length=128)]
@@ -220,7 +219,13 @@ class JobSpec(_Model):
 
 
 class TableRefreshSpec(_Model):
-    schedule: str = Field(pattern=CRON_PATTERN, max_length=256)
+    # Exactly what a CronJob accepts: checked here by the validator, in the CRD by CEL rules built
+    # from the same grammar (tablerefresh.schedule).
+    schedule: str = Field(
+        min_length=1,
+        max_length=cronjob_schedule.MAX_LENGTH,
+        description="When to run, as a Kubernetes CronJob schedule: five fields or @hourly, @every 90m, ...",
+    )
     time_zone: str = Field("UTC", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_+\-/]+$")
     suspend: bool = False
     concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
@@ -251,10 +256,8 @@ class TableRefreshSpec(_Model):
 
     @field_validator("schedule")
     @classmethod
-    def _valid_cron(cls, value: str) -> str:
-        if not croniter.is_valid(value):
-            raise ValueError(f"not a valid cron schedule: {value!r}")
-        return value
+    def _cronjob_schedule(cls, value: str) -> str:
+        return cronjob_schedule.validate(value)
 
     @field_validator("window")
     @classmethod

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from tablerefresh import schedule
 from tablerefresh import spec as api
 from tablerefresh.controller.openapi import Schema, structural_schema, subschema
 from tablerefresh.controller.status import TableRefreshStatus
@@ -23,8 +24,9 @@ def _rule(rule: str, message: str) -> dict[str, str]:
 
 
 # Rules the model's field constraints cannot express, keyed by the path inside spec. The model
-# checks the same things in Python (or is stricter, e.g. croniter), so the two agree.
+# checks the same things in Python, so the two agree.
 SPEC_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
+    ("schedule",): schedule.CEL_RULES,
     ("source",): [
         _rule("has(self.query) != has(self.configMapKeyRef)", "exactly one of query or configMapKeyRef"),
     ],

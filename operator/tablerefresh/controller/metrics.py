@@ -53,7 +53,8 @@ GAUGES: dict[str, Gauge] = {
     ),
     "schedule_period_seconds": Gauge(
         "tablerefresh_schedule_period_seconds",
-        "Longest gap between two runs of spec.schedule; absent while the object is suspended",
+        "Longest gap between two runs of spec.schedule; absent while the object is suspended "
+        "or when the schedule never fires",
         OBJECT_LABELS,
     ),
 }

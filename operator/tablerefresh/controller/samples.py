@@ -15,13 +15,13 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-
+from tablerefresh.schedule import Every, fire_times, parse
 from tablerefresh.spec import TableRefreshSpec
 
 # Fire times looked at for a schedule's period; enough to include a weekend or a short month.
 _PERIOD_SAMPLE = 40
 _PERIOD_FROM = datetime(2025, 1, 1)  # a fixed start: the period of a schedule must not depend on the clock
+_PERIOD_DAYS = 9 * 366  # the days searched: enough for two 29ths of February
 
 
 @dataclass(frozen=True)
@@ -41,16 +41,22 @@ def parse_time(text: Any) -> datetime | None:
 
 
 @functools.lru_cache(maxsize=1024)
-def schedule_period_seconds(schedule: str, time_zone: str = "UTC") -> float:
+def schedule_period_seconds(schedule: str, time_zone: str = "UTC") -> float | None:
     """The longest gap between two runs of the schedule: 'two periods without a success' must not
-    fire over every weekend of a weekday schedule."""
+    fire over every weekend of a weekday schedule. None when it does not fire twice in nine years
+    (``0 0 30 2 *`` is a valid schedule that never fires)."""
+    parsed = parse(schedule)
+    if isinstance(parsed, Every):
+        return float(parsed.seconds)
     try:
         zone: tzinfo = ZoneInfo(time_zone)
     except (ZoneInfoNotFoundError, ValueError):
         zone = UTC  # the CronJob reports the bad zone; the period in UTC is close enough
-    times = croniter(schedule, _PERIOD_FROM.replace(tzinfo=zone))
     # In UTC: subtracting two times of one zone would ignore a DST change between them.
-    fires: list[datetime] = [times.get_next(datetime).astimezone(UTC) for _ in range(_PERIOD_SAMPLE)]
+    times = fire_times(parsed, _PERIOD_FROM.replace(tzinfo=zone), _PERIOD_DAYS)
+    fires = list(itertools.islice(times, _PERIOD_SAMPLE))
+    if len(fires) < 2:
+        return None
     return float(max((b - a).total_seconds() for a, b in itertools.pairwise(fires)))
 
 
