@@ -190,6 +190,10 @@ build() {
 
     log "building kube-apiserver (cold: a few minutes)"
     start=$SECONDS
+    # A line every 20 s, so a cold build is not minutes of silence (1 s sleeps: none outlives the build long).
+    ( n=0; while sleep 1; do (( ++n % 20 )) || log "still building kube-apiserver ($n s) ..."; done ) >&2 &
+    ticker=$!
+    trap 'kill "$ticker" 2>/dev/null || true' EXIT
     (
         cd "$work/gopath/src/tablerefresh.dev/controlplane/apiserver"
         env -u GOFLAGS -u GOROOT_FINAL \
@@ -199,6 +203,7 @@ build() {
             GOCACHE="$cache_root/gocache" CGO_ENABLED=0 \
             go build -trimpath "${overlay_args[@]}" -ldflags "$ldflags" -o "$work/bin/kube-apiserver" . >&2
     )
+    kill "$ticker" 2>/dev/null || true
     log "built in $((SECONDS - start)) s"
 
     cp "$work/root/usr/bin/etcd" "$work/root/usr/bin/kubectl" "$work/bin/"
