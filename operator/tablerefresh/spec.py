@@ -159,6 +159,23 @@ class Thresholds(_Model):
     )
 
 
+AUDIT_TABLE = "{table:Identifier}"
+
+
+class Audit(_Model):
+    """A check of the data a run would publish: a SELECT counting the bad rows of {table:Identifier}."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$", min_length=1, max_length=63)
+    query: str = Field(
+        min_length=1,
+        max_length=65536,
+        pattern=r"[\s\S]*\{table:Identifier\}[\s\S]*",
+        description="A SELECT returning one number, the count of bad rows of {table:Identifier}; "
+        "may use {window_start:DateTime} and {run_time:DateTime}",
+    )
+    max_failing_rows: int = Field(0, ge=0, description="The audit fails above this many bad rows")
+
+
 class HealthCheckSpec(_Model):
     interval: Duration = "5m"
 
@@ -249,6 +266,12 @@ class TableRefreshSpec(_Model):
     unique_key: list[Identifier] = Field(min_length=1, max_length=32)
     freshness_column: Identifier
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    audits: list[Audit] = Field(default_factory=list, max_length=32)
+    keep_failed_staging: Duration | None = Field(
+        None,
+        description="Keep the staging table of a run that failed verification or an audit this long, "
+        "under the name its summary gives (never swapped in)",
+    )
     health_check: HealthCheckSpec = Field(default_factory=HealthCheckSpec)
     mutations: MutationsSpec = Field(default_factory=MutationsSpec)
     backup: BackupSpec = Field(default_factory=BackupSpec)
@@ -263,6 +286,19 @@ class TableRefreshSpec(_Model):
     @classmethod
     def _positive_window(cls, value: str) -> str:
         return positive_duration(value)
+
+    @field_validator("audits")
+    @classmethod
+    def _distinct_audits(cls, value: list[Audit]) -> list[Audit]:
+        names = [a.name for a in value]
+        if len(set(names)) != len(names):
+            raise ValueError("two audits have the same name")
+        return value
+
+    @field_validator("keep_failed_staging")
+    @classmethod
+    def _positive_keep(cls, value: str | None) -> str | None:
+        return None if value is None else positive_duration(value)
 
     @field_validator("unique_key")
     @classmethod

@@ -54,6 +54,7 @@ SPEC_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
 # the CEL cost estimate of the rules above inside the API server's budget.
 SPEC_EXTRAS: dict[tuple[str, ...], Schema] = {
     ("uniqueKey",): {"x-kubernetes-list-type": "set"},  # the API server rejects repeated columns
+    ("audits",): {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     ("clickhouse", "settings"): {"maxProperties": 128},
     ("job", "resources", "requests"): {"maxProperties": 16},
     ("job", "resources", "limits"): {"maxProperties": 16},

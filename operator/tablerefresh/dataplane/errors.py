@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     PREFLIGHT = 5  # the target is not in a state to refresh (a stuck mutation)
     UNREACHABLE = 6  # ClickHouse could not be reached, or refused the credentials
     AFTER_SWAP = 7  # the swap ran (or may have): the target changed, and a step at or after the swap failed
+    AUDIT_FAILED = 8  # one of the user's audits found bad rows in the staged data: the target is untouched
 
 
 class RefreshError(Exception):
@@ -80,3 +81,8 @@ class CredentialsRefused(Unreachable):
 
 class TimedOut(Unreachable):
     reason = "ClickHouseTimeout"
+
+
+class AuditFailed(VerificationFailed):
+    exit_code = ExitCode.AUDIT_FAILED
+    reason = "AuditFailed"

@@ -11,7 +11,8 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane import catalog, sql
+from tablerefresh.dataplane import audits, catalog, sql
+from tablerefresh.dataplane.audits import AuditResult
 from tablerefresh.spec import TableRefreshSpec
 
 
@@ -28,6 +29,7 @@ class HealthReport:
     pending_mutations: int
     oldest_mutation_age_seconds: float | None
     oldest_mutation: str | None = None
+    audits: tuple[AuditResult, ...] = ()
 
     def as_status(self) -> dict[str, Any]:
         """camelCase, the shape of ``status.health``."""
@@ -54,7 +56,8 @@ def measure(client: Client, spec: TableRefreshSpec, now: datetime | None = None)
     now = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     database, name = spec.clickhouse.database, spec.target.table
     target = sql.table(database, name)
-    predicate = f"({spec.slice.predicate})"
+    # As the refresh reads it: a row for which the predicate is NULL is outside the slice.
+    predicate = f"ifNull(({spec.slice.predicate}), 0)"
     keys = f"tuple({sql.column_list(spec.unique_key)})"
     params = {
         "window_start": int((now - spec.window_delta).timestamp()),
@@ -91,4 +94,5 @@ def measure(client: Client, spec: TableRefreshSpec, now: datetime | None = None)
         pending_mutations=len(mutations),
         oldest_mutation_age_seconds=max((m.age_seconds for m in mutations), default=None),
         oldest_mutation=max(mutations, key=lambda m: m.age_seconds).describe() if mutations else None,
+        audits=tuple(audits.evaluate(client, spec.audits, name, params)),
     )

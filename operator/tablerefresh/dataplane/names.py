@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 
 STAGING = "_tablerefresh_staging_"
 BACKUP = "_tablerefresh_backup_"
+EVIDENCE = "_tablerefresh_failed_"
+_TIME = "%Y%m%dT%H%M%S%f"
 
 
 def target_tag(target: str) -> str:
@@ -60,4 +62,22 @@ def backup_prefix(target: str) -> str:
 
 def backup_table(target: str, run_id: str, taken_at: datetime) -> str:
     """Backups sort by name in the order they were taken."""
-    return f"{backup_prefix(target)}{taken_at.astimezone(UTC):%Y%m%dT%H%M%S%f}_{run_tag(run_id)}"
+    return f"{backup_prefix(target)}{taken_at.astimezone(UTC):{_TIME}}_{run_tag(run_id)}"
+
+
+def evidence_prefix(target: str) -> str:
+    return f"{EVIDENCE}{target_tag(target)}_"
+
+
+def evidence_table(target: str, run_id: str, kept_at: datetime) -> str:
+    """The staging table of a failed run, kept for the user to query; the name says since when."""
+    return f"{evidence_prefix(target)}{kept_at.astimezone(UTC):{_TIME}}_{run_tag(run_id)}"
+
+
+def evidence_time(name: str) -> datetime | None:
+    parts = name[len(EVIDENCE) :].split("_") if name.startswith(EVIDENCE) else []
+    stamp = parts[1] if len(parts) > 1 else ""
+    try:
+        return datetime.strptime(stamp, _TIME).replace(tzinfo=UTC)
+    except ValueError:
+        return None

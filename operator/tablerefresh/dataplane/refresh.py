@@ -20,15 +20,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from tablerefresh.dataplane import backups, catalog, mutations, names, sql
+from tablerefresh.dataplane import audits, backups, catalog, mutations, names, sql
 from tablerefresh.dataplane.catalog import TableInfo
 from tablerefresh.dataplane.errors import (
+    AuditFailed,
     ExitCode,
     FailedAfterSwap,
     InvalidInput,
@@ -135,6 +136,9 @@ class Refresh:
                     with self._step("pre-flight"):
                         self._preflight(target)
                     self._run_strategy(target, lock)
+                except VerificationFailed:
+                    self._quietly("keep the failed run's staging table", lambda: self._keep_evidence(target))
+                    raise
                 finally:
                     self._quietly("drop the staging table", self._drop_staging)
             self._finish(Outcome.SUCCEEDED)
@@ -247,6 +251,7 @@ class Refresh:
             self.client.query(f"SELECT 1 FROM {target.qualified} WHERE {self.in_slice} LIMIT 0", parameters=self.params)
         except ClickHouseError as exc:
             raise InvalidInput(f"the slice predicate does not compile: {one_line(exc)}") from exc
+        audits.check(self.client, self.spec.audits, target.name, self.params)
         return target
 
     def _preflight(self, target: TableInfo) -> None:
@@ -282,6 +287,7 @@ class Refresh:
                 continue
             log.warning("dropping %s.%s, left by an earlier run that did not finish", self.database, name)
             self.client.command(f"DROP TABLE IF EXISTS {sql.table(self.database, name)} SYNC")
+        self._drop_old_evidence(target)
 
     # -- staging -----------------------------------------------------------------------------
 
@@ -370,7 +376,33 @@ class Refresh:
         problems = staging_problems(facts, self.spec.thresholds)
         if problems:
             raise VerificationFailed("; ".join(problems) + f"; {self.record.target} was not changed")
+        if self.spec.audits:
+            assert self._staging_name
+            results = audits.evaluate(self.client, self.spec.audits, self._staging_name, self.params)
+            self.record.audits = [r.as_status() for r in results]
+            failed = [r.describe() for r in results if not r.passed]
+            if failed:
+                raise AuditFailed("; ".join(failed) + f"; {self.record.target} was not changed")
         failpoint("verified")
+
+    def _keep_evidence(self, target: TableInfo) -> None:
+        """With spec.keepFailedStaging, the staged data a check refused stays for the user to query."""
+        if self.spec.keep_failed_staging is None or self._staging is None:
+            return
+        name = names.evidence_table(target.name, self.options.run_id, datetime.now(UTC))
+        self.client.command(f"RENAME TABLE {self._staging} TO {sql.table(self.database, name)}")
+        self._staging = None
+        self.record.evidence_table = f"{self.database}.{name}"
+        log.info("kept the refused staged data as %s", self.record.evidence_table)
+
+    def _drop_old_evidence(self, target: TableInfo) -> None:
+        keep = self.spec.keep_failed_staging
+        oldest = datetime.now(UTC) - (parse_duration(keep) if keep else timedelta(0))
+        for name in catalog.tables_with_prefix(self.client, self.database, names.evidence_prefix(target.name)):
+            kept_at = names.evidence_time(name)
+            if kept_at is not None and kept_at < oldest:
+                log.info("dropping %s.%s, the staged data of a failed run, kept long enough", self.database, name)
+                self.client.command(f"DROP TABLE IF EXISTS {sql.table(self.database, name)} SYNC")
 
     def _record_after(self, table: str) -> None:
         self.record.rows_after = self._count(table)

@@ -40,6 +40,9 @@ class RunRecord:
     duplicates: int = 0
     partitions: list[str] = field(default_factory=list)
     window_start: datetime | None = None
+    # Each audit's count of bad rows in the staged data, and where a failed run's staging was kept.
+    audits: list[dict[str, Any]] = field(default_factory=list)
+    evidence_table: str = ""
 
     @property
     def duration_seconds(self) -> float:

@@ -1,0 +1,66 @@
+"""The user's own checks of the data: each audit counts bad rows of ``{table:Identifier}``.
+
+A run evaluates them on its staging table before the swap; the health check on the target. An
+audit is first checked without running it (``DESCRIBE``): it must compile against the target and
+return exactly one number, or the run is refused as invalid input before any staging is built.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from tablerefresh.dataplane.errors import InvalidInput
+from tablerefresh.dataplane.failures import one_line
+from tablerefresh.spec import Audit
+
+# One number: any integer or float type, possibly Nullable or LowCardinality (a count() is UInt64).
+_NUMBER = re.compile(r"^(Nullable\()?(LowCardinality\()?(U?Int\d+|Float\d+|Decimal.*)\)*$")
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    name: str
+    failing_rows: int
+    max_failing_rows: int
+
+    @property
+    def passed(self) -> bool:
+        return self.failing_rows <= self.max_failing_rows
+
+    def describe(self) -> str:
+        return f"audit {self.name}: {self.failing_rows} failing row(s), at most {self.max_failing_rows} allowed"
+
+    def as_status(self) -> dict[str, Any]:
+        return {"name": self.name, "failingRows": self.failing_rows, "passed": self.passed}
+
+
+def check(client: Client, audits: list[Audit], table: str, params: dict[str, Any]) -> None:
+    """Refuse, naming the audit, one that does not compile or does not return one number."""
+    for audit in audits:
+        try:
+            columns = client.query(f"DESCRIBE ({_query(audit)})", parameters={**params, "table": table}).result_rows
+        except ClickHouseError as exc:
+            raise InvalidInput(f"audit {audit.name} does not compile: {one_line(exc)}") from exc
+        if len(columns) != 1 or not _NUMBER.match(str(columns[0][1])):
+            kinds = ", ".join(f"{c[0]} {c[1]}" for c in columns)
+            raise InvalidInput(f"audit {audit.name} must return one number, the count of bad rows; it returns {kinds}")
+
+
+def evaluate(client: Client, audits: list[Audit], table: str, params: dict[str, Any]) -> list[AuditResult]:
+    """Every audit's count of bad rows in ``table`` (a name in the client's database)."""
+    results = []
+    for audit in audits:
+        rows = client.query(_query(audit), parameters={**params, "table": table}).result_rows
+        value = rows[0][0] if rows and rows[0] else 0
+        results.append(AuditResult(audit.name, int(value or 0), audit.max_failing_rows))
+    return results
+
+
+def _query(audit: Audit) -> str:
+    # On its own line: a trailing -- comment must not swallow what the caller wraps around it.
+    return audit.query.strip().rstrip(";").rstrip() + "\n"
