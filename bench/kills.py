@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.kills [--trials 50] [--fills 20000] [--strategy ReplacePartitions|Exchange]
                                     [--lock-ttl 2] [--measure 3] [--seed N] [--data-dir DIR]
+                                    [--swap-window SECONDS]
 
 Generates the reference workload (``examples/polymarket``) on the embedded engine and builds the
 table's whole history. Then each trial:
@@ -13,9 +14,10 @@ table's whole history. Then each trial:
    source query directly, not by a run, so it owes nothing to staging, carry-over or swap code; the
    step refuses a trial whose ``new`` equals its ``old``;
 2. starts ``tablerefresh refresh -f MANIFEST --lock-ttl T`` and SIGKILLs it at an instant drawn
-   uniformly in [0, D], counted from its start; D is the median wall time, measured the same way, of
-   ``--measure`` unkilled runs on the same data (each of which must leave exactly its ``new`` rows,
-   which checks the checker). A run that ended before its instant is counted as finished;
+   uniformly in [0, D], counted from its start. D is the median wall time, measured the same way, of
+   the last ``--measure`` unkilled runs on the same data: runs made before the first trial (each must
+   leave exactly its ``new`` rows, which checks the checker), then the trials' reruns, so that D
+   follows the load of a shared machine. A run that ended before its instant is counted as ended;
 3. compares the target with ``old`` and ``new`` by the manifest's ``uniqueKey``, floats within the
    reference's tolerance (``rel_tol=1e-6, abs_tol=1e-9``): it must hold exactly one of them. A key
    standing twice, a missing or extra key, or a value that matches neither is a mixed state;
@@ -29,6 +31,11 @@ rows; a trial over which that month changes (around midnight UTC starting a mont
 reported as skipped rather than judged. Exchange rebuilds the whole table, so it runs the reference
 query with a window reaching back past the first resolution, as the history run does. DeleteInsert
 is not atomic by design and is left out.
+
+Uniform instants almost never land in the milliseconds of the swap itself. ``--swap-window W``
+looks there instead: each kill comes within [0, W] after the run logs its swap. On chDB the engine
+lives in the run's process, so such a kill is an engine crash inside the ALTER, which can leave a
+mixed state (README, "When the engine dies inside the swap"); the next run must still repair it.
 
 chDB runs one engine per process and one process per data path, so every step that touches the
 engine runs in a process of its own (``bench/kills_engine.py``), never beside a refresh process.
@@ -119,6 +126,7 @@ def difference(actual: Rows, expected: Rows) -> str | None:
 
 # -- where a kill landed -------------------------------------------------------------------------
 
+_SWAP_STEP = re.compile(r": (swap \d+ partition\(s\)|exchange tables) \.\.\.$", re.MULTILINE)
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ [A-Z]+ tablerefresh[\w.]*: (.*)$")
 _PHASES = (
     (re.compile(r"^lock .* taken by .*$"), "lock taken"),
@@ -163,6 +171,7 @@ class Tally:
     skipped: int = 0  # the window's month changed during the trial
     steps: Counter[tuple[str, str]] = field(default_factory=Counter)  # (last step logged, state)
     problems: list[str] = field(default_factory=list)
+    horizons: list[float] = field(default_factory=list)  # D of each trial
 
     @property
     def failed(self) -> bool:
@@ -264,10 +273,15 @@ class Soak:
             )
         return process, log
 
-    def trial(self, i: int, at: float, month: str, next_change: int | None) -> tuple[Observation, dict[str, Any]]:
-        """Kill a run ``at`` seconds after its start, check; rerun it, check and prepare the next change."""
+    def trial(
+        self, i: int, at: float, month: str, next_change: int | None, from_swap: bool = False
+    ) -> tuple[Observation, dict[str, Any]]:
+        """Kill a run ``at`` seconds after its start (or after it logs its swap), check; rerun it, check
+        and prepare the next change."""
         name = f"trial-{i}"
         process, log = self.start(name)
+        while from_swap and process.poll() is None and not _SWAP_STEP.search(log.read_text()):
+            time.sleep(0.0005)
         try:
             code = process.wait(timeout=at)
         except subprocess.TimeoutExpired:
@@ -303,15 +317,19 @@ def soak(
     lock_ttl: float = 2.0,
     measure: int = 3,
     seed: int | None = None,
+    swap_window: float | None = None,
     say: Callable[[str], None] = print,
 ) -> Tally:
-    """Set up the workload, measure D, run ``trials`` trials; what every trial found."""
+    """Set up the workload, measure D, run ``trials`` trials; what every trial found.
+
+    With ``swap_window``, each instant is drawn in [0, swap_window] from the moment the run logs its
+    swap instead: a look at the milliseconds that uniform instants almost never reach."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
     s = Soak(data_dir, strategy, lock_ttl)
     rows = s.engine(setup={"fills": fills, "strategy": strategy})["setup"]["rows"]
     say(f"{fills:,} fills, {rows:,} target rows, strategy {strategy}, lock TTL {lock_ttl:g}s")
-    prepared = s.engine(prepare=0)["prepare"]
+    prepared = _prepared(s.engine(prepare=0))
 
     # D: unkilled runs on the same data, timed as the killed ones are. Each must leave the new rows.
     durations = []
@@ -323,33 +341,50 @@ def soak(
         answer = s.engine(check=True, prepare=k + 1)
         if answer["check"]["state"] != "new":
             raise SoakError(f"unkilled run {k} did not leave the new rows: {answer['check']}")
-        prepared = answer["prepare"]
-    horizon = statistics.median(durations)
-    say(f"kill instants uniform in [0, {horizon:.2f}s]: the median of unkilled runs of {_seconds(durations)}")
+        prepared = _prepared(answer)
+    say(f"unkilled runs took {_seconds(durations)}")
 
     tally = Tally()
     rng = random.Random(seed)
     for i in range(trials):
         next_change = measure + 1 + i if i + 1 < trials else None
-        seen, next_prepared = s.trial(i, rng.uniform(0, horizon), prepared["month"], next_change)
+        # D follows the machine's load: the median of the last unkilled runs, reruns included.
+        horizon = swap_window if swap_window is not None else statistics.median(durations[-measure:])
+        tally.horizons.append(horizon)
+        seen, next_prepared = s.trial(
+            i, rng.uniform(0, horizon), prepared["month"], next_change, from_swap=swap_window is not None
+        )
+        if seen.rerun == 0:
+            durations.append(seen.rerun_seconds)
         problems = judge(tally, seen)
         verdict = "; ".join(problems) or "ok"
         if seen.final["month"] != seen.month:
             verdict = f"skipped: the window's month changed ({seen.month} -> {seen.final['month']}); {verdict}"
         say(
-            f"trial {i}: kill at {seen.at:.2f}s, {seen.step}: {seen.after['state']} rows; "
+            f"trial {i}: kill at {seen.at:.3f}s of {horizon:.3f}s, {seen.step}: {seen.after['state']} rows; "
             f"rerun exit {seen.rerun} in {seen.rerun_seconds:.1f}s; {verdict}"
         )
         tally.problems += [f"trial {i} (killed at {seen.at:.2f}s, {seen.step}; {seen.log}): {p}" for p in problems]
+        if "error" in next_prepared:
+            tally.problems.append(f"the soak stopped after trial {i}: {next_prepared['error']}")
+            say(tally.problems[-1])
+            break
         prepared = next_prepared
     return tally
+
+
+def _prepared(answer: dict[str, Any]) -> dict[str, Any]:
+    prepared: dict[str, Any] = answer["prepare"]
+    if "error" in prepared:
+        raise SoakError(prepared["error"])
+    return prepared
 
 
 def _seconds(values: list[float]) -> str:
     return ", ".join(f"{v:.2f}s" for v in values)
 
 
-def report(tally: Tally, seconds: float, say: Callable[[str], None] = print) -> None:
+def report(tally: Tally, seconds: float, swap_window: float | None = None, say: Callable[[str], None] = print) -> None:
     lines = [
         ("trials", tally.trials),
         ("killed before the swap (old rows)", tally.old),
@@ -361,7 +396,11 @@ def report(tally: Tally, seconds: float, say: Callable[[str], None] = print) -> 
         ("trials with leftover staging/lock/takeover", tally.leftovers),
         ("skipped (the window's month changed)", tally.skipped),
     ]
-    say("")
+    if swap_window is not None:
+        say(f"\nkill instants uniform in [0, {swap_window:g}s] after the run logged its swap")
+    elif tally.horizons:
+        low, high = min(tally.horizons), max(tally.horizons)
+        say(f"\nkill instants uniform in [0, D], D from {low:.2f}s to {high:.2f}s (median of the last unkilled runs)")
     for label, value in lines:
         say(f"{label:<44}{value:>6}")
     say("\nwhere the kills landed (the last step the run logged): old / new / mixed")
@@ -389,6 +428,12 @@ def main() -> None:
     parser.add_argument("--measure", type=int, default=3, help="unkilled runs whose median duration is D")
     parser.add_argument("--seed", type=int, help="seed of the kill instants (default: random)")
     parser.add_argument("--data-dir", type=Path, help="chDB path and logs (default: a temporary directory)")
+    parser.add_argument(
+        "--swap-window",
+        type=float,
+        metavar="SECONDS",
+        help="kill within SECONDS after the run logs its swap, instead of uniformly over its whole run",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tablerefresh-kills-") as tmp:
@@ -402,11 +447,12 @@ def main() -> None:
                 lock_ttl=args.lock_ttl,
                 measure=args.measure,
                 seed=args.seed,
+                swap_window=args.swap_window,
             )
         except SoakError as exc:
             print(f"the soak could not judge: {exc}", file=sys.stderr)
             sys.exit(2)
-        report(tally, time.monotonic() - started)
+        report(tally, time.monotonic() - started, args.swap_window)
     sys.exit(1 if tally.failed else 0)
 
 

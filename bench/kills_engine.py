@@ -61,6 +61,11 @@ def setup(data_dir: Path, fills: int, strategy: str) -> dict[str, Any]:
     return {"rows": int(rows)}
 
 
+class CannotJudge(Exception):
+    """The rows a trial would compare cannot tell its states apart (e.g. the target left by a failed
+    run holds a key twice)."""
+
+
 class Trial:
     """The target, and the expected rows, on one engine."""
 
@@ -93,27 +98,33 @@ class Trial:
         )
 
     def change(self, trial: int) -> None:
-        """New trades in open markets (new keys, and new values for positions), and one market resolves
-        (its rows move from the open partition to this month's). Each trial tags its own rows."""
+        """One open market resolves (its rows move from the open partition to this month's, so the open
+        partition shrinks); on even trials, new trades in open markets too (new keys, and new values
+        for positions); once no market is open, new trades in any market. Each trial tags its rows."""
         fills, resolutions = polymarket.FILLS_TABLE, polymarket.RESOLUTIONS_TABLE
         settled = f"SELECT condition_id FROM {DB}.{resolutions} WHERE is_deleted = 0 AND payout_numerators != ''"
-        tag = {"tag": f"-k{trial}", "trial": trial}
-        self.client.command(
-            f"INSERT INTO {DB}.{fills} SELECT concat(fill_id, {{tag:String}}), concat(tx_hash, {{tag:String}}), "
-            "now(), wallet, condition_id, outcome_index, tokens_delta, usdc_delta, source, is_self_fill, is_maker "
-            f"FROM {DB}.{fills} WHERE cityHash64(fill_id, {{trial:UInt32}}) % 40 = 0 "
-            f"AND condition_id NOT IN ({settled})",
-            parameters=tag,
-            settings=_INSERT,
-        )
-        self.client.command(
-            f"INSERT INTO {DB}.{resolutions} (condition_id, payout_numerators, resolved_at, is_deleted) "
-            "SELECT condition_id, if(cityHash64(condition_id, {trial:UInt32}) % 2 = 0, '[1,0]', '[0,1]'), now(), 0 "
-            f"FROM (SELECT DISTINCT condition_id FROM {DB}.{fills} WHERE condition_id NOT IN ({settled})) "
-            "ORDER BY cityHash64(condition_id, {trial:UInt32}) LIMIT 1",
-            parameters=tag,
-            settings=_INSERT,
-        )
+        params = {"tag": f"-k{trial}", "trial": trial}
+        open_markets = f"SELECT DISTINCT condition_id FROM {DB}.{fills} WHERE condition_id NOT IN ({settled})"
+        resolving = self.client.query(
+            f"SELECT condition_id FROM ({open_markets}) ORDER BY cityHash64(condition_id, {{trial:UInt32}}) LIMIT 1",
+            parameters=params,
+        ).result_rows
+        if trial % 2 == 0 or not resolving:
+            self.client.command(
+                f"INSERT INTO {DB}.{fills} SELECT concat(fill_id, {{tag:String}}), concat(tx_hash, {{tag:String}}), "
+                "now(), wallet, condition_id, outcome_index, tokens_delta, usdc_delta, source, is_self_fill, "
+                f"is_maker FROM {DB}.{fills} WHERE cityHash64(fill_id, {{trial:UInt32}}) % 40 = 0 "
+                + (f"AND condition_id NOT IN ({settled})" if resolving else ""),
+                parameters=params,
+                settings=_INSERT,
+            )
+        if resolving:
+            self.client.command(
+                f"INSERT INTO {DB}.{resolutions} (condition_id, payout_numerators, resolved_at, is_deleted) "
+                "VALUES ({condition:String}, if(cityHash64({trial:UInt32}) % 2 = 0, '[1,0]', '[0,1]'), now(), 0)",
+                parameters={**params, "condition": resolving[0][0]},
+                settings=_INSERT,
+            )
 
     def prepare(self, trial: int) -> dict[str, Any]:
         self.change(trial)
@@ -142,9 +153,9 @@ class Trial:
         old_rows, new_rows = self.rows(old), self.rows(new)
         for name, rows in (("old", old_rows), ("new", new_rows)):
             if rows.duplicate_keys():
-                raise SystemExit(f"the {name} rows hold a unique key twice: the soak cannot tell states apart")
+                raise CannotJudge(f"the {name} rows hold a unique key twice, so no state can be told apart")
         if difference(old_rows, new_rows) is None:
-            raise SystemExit(f"trial {trial}: the change left the target's rows as they were")
+            raise CannotJudge(f"trial {trial}: the change left the target's rows as they were")
         return {"month": month, "old": len(old_rows.rows), "new": len(new_rows.rows)}
 
     def check(self) -> dict[str, Any]:
@@ -170,7 +181,10 @@ def main(argv: list[str]) -> None:
         if request.get("check"):
             answer["check"] = trial.check()
         if "prepare" in request:
-            answer["prepare"] = trial.prepare(int(request["prepare"]))
+            try:
+                answer["prepare"] = trial.prepare(int(request["prepare"]))
+            except CannotJudge as exc:
+                answer["prepare"] = {"error": str(exc)}
         trial.client.close()
     print(json.dumps(answer), flush=True)
 
