@@ -160,6 +160,19 @@ def test_a_heartbeat_blip_is_retried(ch: Client, connect: Connect, database: str
     assert ours(ch, database) == []
 
 
+def test_a_heartbeat_as_long_as_half_the_ttl_keeps_the_lock(ch: Client, connect: Connect, database: str) -> None:
+    # `tablerefresh refresh --lock-ttl 2` beats every max(1, TTL/12) = 1 s, which is TTL/2: the loop
+    # woke to find its last beat older than TTL/2 and gave the lock up before beating again, so
+    # every run that held it past its first second failed with LockLost (found by bench/kills.py).
+    held = TableLock(connect, database, "positions", "a-long-run", ttl_seconds=2.0, heartbeat_seconds=1.0)
+    held.acquire()
+    time.sleep(2.5)
+    assert not held.lost, f"no beat landed for {held.beat_age:.2f}s"
+    held.assert_held()
+    held.release()
+    assert ours(ch, database) == []
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0

@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
 
 from tablerefresh.dataplane import names
 from tablerefresh.dataplane.errors import ExitCode
-from tablerefresh.dataplane.runs import RUNS_TABLE, Outcome, recent_runs
+from tablerefresh.dataplane.runs import RUNS_TABLE, Outcome, RunRecord, recent_runs
 from tests import refresh_fixtures as fx
 
 Connect = Callable[[], Client]
@@ -198,6 +199,49 @@ def test_slice_shrinking_too_much_aborts(ch: Client, connect: Connect, loaded: s
     fx.run(connect, fx.spec(loaded))
     ch.command(f"DELETE FROM {loaded}.src WHERE resolved_at IS NULL AND id % 4 != 0")
     _assert_refused(ch, connect, loaded, fx.spec(loaded), "over maxSliceDropFraction")
+
+
+def _open_partition_doubled(ch: Client, connect: Connect, database: str) -> None:
+    """What an engine that dies inside a swap leaves (the embedded one dies with its run; found by
+    bench/kills.py): the last partition it replaced, the open one, holds its old part beside its new
+    one, so every key twice. Here the open partition shrinks, as it does when positions resolve."""
+    fx.run(connect, fx.spec(database))
+    ch.command(f"CREATE TABLE {database}.old_open AS {database}.positions")
+    ch.command(f"INSERT INTO {database}.old_open SELECT * FROM {database}.positions WHERE resolved_at IS NULL")
+    ch.command(
+        f"ALTER TABLE {database}.src UPDATE resolved_at = now() WHERE resolved_at IS NULL AND id % 10 = 0",
+        settings={"mutations_sync": 2},
+    )
+    fx.run(connect, fx.spec(database))
+    ch.command(f"INSERT INTO {database}.positions SELECT * FROM {database}.old_open")
+
+
+def test_a_partition_an_interrupted_swap_left_doubled_is_rebuilt(ch: Client, connect: Connect, loaded: str) -> None:
+    _open_partition_doubled(ch, connect, loaded)
+    doubled = ch.query(f"SELECT count() - uniqExact(id) FROM {loaded}.positions").result_rows[0][0]
+    assert doubled > 0
+
+    # The open partition holds about twice the rows it will: without its second copies, it shrinks little.
+    record = fx.run(connect, fx.spec(loaded))
+
+    assert record.outcome == Outcome.SUCCEEDED, record.error
+    assert fx.rows(ch, f"{loaded}.positions") == sorted(fx.source_rows(ch, record) + _outside_the_slice(ch, record))
+    assert ch.query(f"SELECT count() - uniqExact(id) FROM {loaded}.positions").result_rows[0][0] == 0
+
+
+def test_a_doubled_partition_still_refuses_a_source_that_shrinks(ch: Client, connect: Connect, loaded: str) -> None:
+    _open_partition_doubled(ch, connect, loaded)
+    ch.command(f"DELETE FROM {loaded}.src WHERE resolved_at IS NULL AND id % 4 != 0")
+    _assert_refused(ch, connect, loaded, fx.spec(loaded), "whose key it holds twice")
+
+
+def _outside_the_slice(ch: Client, record: RunRecord) -> list[tuple[Any, ...]]:
+    assert record.window_start is not None
+    rows = ch.query(
+        f"SELECT * FROM positions WHERE NOT ifNull(({fx.PREDICATE}), 0)",
+        parameters={"window_start": int(record.window_start.timestamp())},
+    ).result_rows
+    return [tuple(r) for r in rows]
 
 
 def test_an_emptied_slice_drops_its_partitions_when_allowed(ch: Client, connect: Connect, loaded: str) -> None:

@@ -12,7 +12,8 @@ Rules that keep it from wedging or from being stolen:
   marker is dropped when the takeover is done; a marker older than the TTL belongs to a contender
   that died and is itself dropped; the next holder drops every marker of its target.
 - The heartbeat retries failed beats. A lock whose last good beat is older than TTL/2 counts as
-  lost, for good: another run may take it over at the TTL, so the run must not swap.
+  lost, for good: another run may take it over at the TTL, so the run must not swap. So it beats at
+  least every TTL/6, whatever interval it is given: two beats may fail before the lock is lost.
 - Release drops the lock only while the last good beat is fresh, so no contender can have taken it
   over in between. A lost lock is left to expire.
 """
@@ -43,6 +44,7 @@ _OWNER = re.compile(r"[A-Za-z0-9._:@\-]{1,200}")
 _TABLE_EXISTS = 57
 _UNKNOWN_TABLE = 60
 _ATTEMPTS = 5
+_BEATS_PER_TTL = 6  # at least: the lock is lost (TTL/2) only after two beats in a row fail
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ class TableLock:
         self.name = LOCK_PREFIX + target
         self.owner = owner
         self.ttl = ttl_seconds
-        self.heartbeat_every = heartbeat_seconds
+        # An interval of TTL/2 or more would find the lock lost each time it wakes, before it beats.
+        self.heartbeat_every = min(heartbeat_seconds, ttl_seconds / _BEATS_PER_TTL)
         self._clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -70,7 +70,9 @@ def plan(refresh: Refresh) -> Plan:
     vanishing: dict[str, int] = {}
     if spec.strategy == Strategy.REPLACE_PARTITIONS:
         # The same decision the run makes, from the same counts: the source's per partition, the target's.
-        changes = swap_plan(before, {p: rows for p, (rows, _) in per_partition.items()})
+        changes, old_slice_rows = refresh.without_surplus(
+            tq, swap_plan(before, {p: rows for p, (rows, _) in per_partition.items()}), old_slice_rows, new_slice
+        )
         carried = [c.partition for c in changes if c.kept]
         if carried:
             statements.append(

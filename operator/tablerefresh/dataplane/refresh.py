@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -358,6 +358,32 @@ class Refresh:
         ).result_rows
         return {str(p): PartitionCounts(int(n), int(k)) for p, n, k in result}
 
+    def without_surplus(
+        self, table: str, changes: list[PartitionChange], old_slice_rows: int, new_slice_rows: int
+    ) -> tuple[list[PartitionChange], int]:
+        """The changes, and the old slice rows, measured without second copies of a key when a shrink
+        would stop the run.
+
+        An engine that dies inside a swap (the embedded one dies with its run) can leave a replaced
+        partition's old part beside its new one: every key twice. The next replace drops those copies,
+        which are no rows lost; counted as rows, they would make a shrinking partition look halved, and
+        every later run would refuse. Counted only then, so a run that shrinks nothing pays nothing; a
+        source that yields too few rows is still refused."""
+        limit = self.spec.thresholds.max_slice_drop_fraction
+        slice_drop = max(0, old_slice_rows - new_slice_rows) / old_slice_rows if old_slice_rows else 0.0
+        if slice_drop <= limit and all(c.drop_fraction <= limit for c in changes):
+            return changes, old_slice_rows
+        keys = f"tuple({sql.column_list(self.spec.unique_key)})"
+        rows = self.client.query(
+            f"SELECT _partition_id, count() - uniqExact({keys}), "
+            f"countIf({self.in_slice}) - uniqExactIf({keys}, {self.in_slice}) "
+            f"FROM {table} WHERE _partition_id IN {{replace:Array(String)}} GROUP BY _partition_id",
+            parameters={**self.params, "replace": [c.partition for c in changes]},
+        ).result_rows
+        surplus = {str(p): int(n) for p, n, _ in rows}
+        slice_surplus = sum(int(n) for _, _, n in rows)
+        return [replace(c, old_surplus=surplus.get(c.partition, 0)) for c in changes], old_slice_rows - slice_surplus
+
     def vanishing_keys(self, target: str, staging: str) -> dict[str, int]:
         """Per partition, the target's keys outside the slice that staging does not hold."""
         if self.spec.allow_vanishing_keys:
@@ -416,7 +442,13 @@ class Refresh:
         with self._step("verify staging"):
             source = self.partition_counts(staging)
             before = self.partition_counts(tq)
-            changes = swap_plan(before, {p: c.rows for p, c in source.items()})
+            new_slice_rows = sum(c.slice_rows for c in source.values())
+            changes, old_slice_rows = self.without_surplus(
+                tq,
+                swap_plan(before, {p: c.rows for p, c in source.items()}),
+                sum(c.slice_rows for c in before.values()),
+                new_slice_rows,
+            )
             duplicates = self._duplicates(staging)  # the source's own
             clashes, staged_duplicates = self._carry_over(target, staging, changes, duplicates)
             staged = catalog.partition_rows(self.client, staging)
@@ -436,8 +468,8 @@ class Refresh:
                 StagingFacts(
                     duplicates=duplicates,
                     kept_key_clashes=clashes,
-                    old_slice_rows=sum(c.slice_rows for c in before.values()),
-                    new_slice_rows=sum(c.slice_rows for c in source.values()),
+                    old_slice_rows=old_slice_rows,
+                    new_slice_rows=new_slice_rows,
                     changes=tuple(changes),
                     outside={p: c.kept for p, c in source.items() if c.kept},
                 )

@@ -31,12 +31,16 @@ class PartitionChange:
     old_rows: int
     new_rows: int
     kept: int = 0  # of new_rows, the target's rows outside the slice, carried over
+    # Of old_rows, the second copies of keys the partition holds more than once (the replace drops
+    # them; they are not rows lost). Counted only when the shrink would otherwise stop the run.
+    old_surplus: int = 0
 
     @property
     def drop_fraction(self) -> float:
-        if self.old_rows == 0:
+        distinct = self.old_rows - self.old_surplus
+        if distinct <= 0:
             return 0.0
-        return max(0, self.old_rows - self.new_rows) / self.old_rows
+        return max(0, distinct - self.new_rows) / distinct
 
 
 _NONE = PartitionCounts(0, 0)

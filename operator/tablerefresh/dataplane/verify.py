@@ -13,7 +13,7 @@ class StagingFacts:
     """What a run measured of its staged data and of the slice it is about to replace."""
 
     duplicates: int
-    old_slice_rows: int
+    old_slice_rows: int  # without second copies of a key, when they were counted (see Refresh.without_surplus)
     new_slice_rows: int
     changes: tuple[PartitionChange, ...] = ()
     # Rows the source yielded outside the slice predicate, by partition (or "*").
@@ -62,8 +62,9 @@ def staging_problems(facts: StagingFacts, thresholds: Thresholds) -> list[str]:
             )
     for change in facts.changes:
         if change.drop_fraction > limit:
+            twice = f", not counting {change.old_surplus} whose key it holds twice" if change.old_surplus else ""
             problems.append(
                 f"partition {change.partition} would shrink by {change.drop_fraction:.1%} "
-                f"({change.old_rows} -> {change.new_rows} rows), over maxSliceDropFraction {limit:g}"
+                f"({change.old_rows} -> {change.new_rows} rows{twice}), over maxSliceDropFraction {limit:g}"
             )
     return problems

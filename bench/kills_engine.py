@@ -1,0 +1,193 @@
+"""The kill soak's steps that touch the engine (``bench/kills.py``), each in a process of its own.
+
+chDB runs one engine per process and one process per data path at a time, so the soak itself never
+opens the engine: it runs this module between the refresh processes it starts and kills.
+
+    python -m bench.kills_engine DATA_DIR REQUEST      # REQUEST is JSON; prints one JSON line last
+
+A request holds any of, done in this order:
+- ``setup: {"fills": N, "strategy": S}``: generate the reference workload, build the table's whole
+  history, write the manifest the refresh processes run (``DATA_DIR/manifest.yaml``);
+- ``check: true``: compare the target with the old and the new rows of the last ``prepare``, by
+  unique key, and list the tables a run keeps beside it;
+- ``prepare: TRIAL``: change the source so that the next run rebuilds different rows, then store the
+  rows the target holds now (``old``) and the rows a run must leave (``new``, computed from the
+  source query, not by a run).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import yaml
+from clickhouse_connect.driver.client import Client
+
+from bench.kills import Rows, difference
+from bench.workload import DB, prepare
+from tablerefresh.dataplane import names, sql
+from tablerefresh.dataplane.lock import LOCK_PREFIX, TAKEOVER_PREFIX
+from tablerefresh.spec import Strategy, TableRefreshSpec, load_manifest
+from tablerefresh.workloads import polymarket
+
+EXPECT = "kills_expected"  # the database holding the old and the new rows of the current trial
+MANIFEST = "manifest.yaml"
+LEFTOVER_PREFIXES = (names.STAGING, LOCK_PREFIX, TAKEOVER_PREFIX)
+_INSERT = {"insert_deduplicate": 0}
+
+
+def engine_url(data_dir: Path) -> str:
+    """The same path ``bench.workload.prepare`` uses."""
+    return f"chdb://{data_dir.resolve() / 'chdb'}"
+
+
+def setup(data_dir: Path, fills: int, strategy: str) -> dict[str, Any]:
+    w = prepare(data_dir, fills)
+    spec = w.spec.model_copy(update={"clickhouse": w.spec.clickhouse.model_copy(update={"url": engine_url(data_dir)})})
+    if strategy == Strategy.EXCHANGE:
+        # Exchange rebuilds the whole table: the reference query yields it all with a window that
+        # reaches back past the first resolution (as the history run does).
+        spec = spec.model_copy(update={"strategy": Strategy.EXCHANGE, "window": "5000d"})
+    elif strategy != Strategy.REPLACE_PARTITIONS:
+        raise ValueError(f"the soak does not run strategy {strategy}")
+    manifest = polymarket.manifest().model_copy(update={"spec": spec})
+    with open(data_dir / MANIFEST, "w") as out:
+        yaml.safe_dump(manifest.model_dump(by_alias=True, exclude_none=True, mode="json"), out, sort_keys=False)
+    rows = w.client.query(f"SELECT count() FROM {polymarket.TARGET_TABLE}").result_rows[0][0]
+    return {"rows": int(rows)}
+
+
+class CannotJudge(Exception):
+    """The rows a trial would compare cannot tell its states apart (e.g. the target left by a failed
+    run holds a key twice)."""
+
+
+class Trial:
+    """The target, and the expected rows, on one engine."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.spec: TableRefreshSpec = load_manifest(data_dir / MANIFEST).spec
+        self.client: Client = clickhouse_connect.get_client(dsn=engine_url(data_dir), database=DB)
+        self.target = sql.table(DB, self.spec.target.table)
+        if self.spec.source.query is None:
+            raise SystemExit("the soak's manifest must hold its source query inline")
+        self.source = self.spec.source.query
+
+    def window(self) -> tuple[dict[str, Any], str]:
+        """The query parameters of a run starting now, and the month the reference predicate reads."""
+        now = datetime.now(UTC)
+        params = {
+            "window_start": int((now - self.spec.window_delta).timestamp()),
+            "run_time": int(now.timestamp()),
+        }
+        month = self.client.query("SELECT toString(toStartOfMonth({window_start:DateTime}))", parameters=params)
+        return params, str(month.result_rows[0][0])
+
+    def rows(self, table: str) -> Rows:
+        result = self.client.query(f"SELECT * FROM {table}")
+        columns = tuple(result.column_names)
+        return Rows(
+            columns=columns,
+            key=tuple(columns.index(c) for c in self.spec.unique_key),
+            floats=frozenset(i for i, t in enumerate(result.column_types) if "Float" in t.name),
+            rows=[tuple(r) for r in result.result_rows],
+        )
+
+    def change(self, trial: int) -> None:
+        """One open market resolves (its rows move from the open partition to this month's, so the open
+        partition shrinks); on even trials, new trades in open markets too (new keys, and new values
+        for positions); once no market is open, new trades in any market. Each trial tags its rows."""
+        fills, resolutions = polymarket.FILLS_TABLE, polymarket.RESOLUTIONS_TABLE
+        settled = f"SELECT condition_id FROM {DB}.{resolutions} WHERE is_deleted = 0 AND payout_numerators != ''"
+        params = {"tag": f"-k{trial}", "trial": trial}
+        open_markets = f"SELECT DISTINCT condition_id FROM {DB}.{fills} WHERE condition_id NOT IN ({settled})"
+        resolving = self.client.query(
+            f"SELECT condition_id FROM ({open_markets}) ORDER BY cityHash64(condition_id, {{trial:UInt32}}) LIMIT 1",
+            parameters=params,
+        ).result_rows
+        if trial % 2 == 0 or not resolving:
+            self.client.command(
+                f"INSERT INTO {DB}.{fills} SELECT concat(fill_id, {{tag:String}}), concat(tx_hash, {{tag:String}}), "
+                "now(), wallet, condition_id, outcome_index, tokens_delta, usdc_delta, source, is_self_fill, "
+                f"is_maker FROM {DB}.{fills} WHERE cityHash64(fill_id, {{trial:UInt32}}) % 40 = 0 "
+                + (f"AND condition_id NOT IN ({settled})" if resolving else ""),
+                parameters=params,
+                settings=_INSERT,
+            )
+        if resolving:
+            self.client.command(
+                f"INSERT INTO {DB}.{resolutions} (condition_id, payout_numerators, resolved_at, is_deleted) "
+                "VALUES ({condition:String}, if(cityHash64({trial:UInt32}) % 2 = 0, '[1,0]', '[0,1]'), now(), 0)",
+                parameters={**params, "condition": resolving[0][0]},
+                settings=_INSERT,
+            )
+
+    def prepare(self, trial: int) -> dict[str, Any]:
+        self.change(trial)
+        params, month = self.window()
+        old, new = sql.table(EXPECT, "old"), sql.table(EXPECT, "new")
+        self.client.command(f"CREATE DATABASE IF NOT EXISTS {EXPECT}")
+        for table in (old, new):
+            self.client.command(f"DROP TABLE IF EXISTS {table} SYNC")
+            self.client.command(f"CREATE TABLE {table} AS {self.target}")
+        self.client.command(f"INSERT INTO {old} SELECT * FROM {self.target}", settings=_INSERT)
+        # What a run must leave: the target's rows outside the slice, untouched (none for Exchange,
+        # whose window covers the whole table), and the source query's rows for the window.
+        columns = ", ".join(
+            sql.ident(c) for c in self.client.query(f"SELECT * FROM {self.target} LIMIT 0").column_names
+        )
+        self.client.command(
+            f"INSERT INTO {new} SELECT * FROM {self.target} WHERE NOT ifNull(({self.spec.slice.predicate}), 0)",
+            parameters=params,
+            settings=_INSERT,
+        )
+        self.client.command(
+            f"INSERT INTO {new} ({columns}) SELECT {columns} FROM ({self.source})",
+            parameters=params,
+            settings=_INSERT,
+        )
+        old_rows, new_rows = self.rows(old), self.rows(new)
+        for name, rows in (("old", old_rows), ("new", new_rows)):
+            if rows.duplicate_keys():
+                raise CannotJudge(f"the {name} rows hold a unique key twice, so no state can be told apart")
+        if difference(old_rows, new_rows) is None:
+            raise CannotJudge(f"trial {trial}: the change left the target's rows as they were")
+        return {"month": month, "old": len(old_rows.rows), "new": len(new_rows.rows)}
+
+    def check(self) -> dict[str, Any]:
+        actual = self.rows(self.target)
+        vs_old = difference(actual, self.rows(sql.table(EXPECT, "old")))
+        vs_new = difference(actual, self.rows(sql.table(EXPECT, "new")))
+        state = "old" if vs_old is None else "new" if vs_new is None else "mixed"
+        tables = self.client.query(
+            "SELECT name FROM system.tables WHERE database = {db:String} ORDER BY name", parameters={"db": DB}
+        ).result_rows
+        leftovers = [str(t) for (t,) in tables if str(t).startswith(LEFTOVER_PREFIXES)]
+        _, month = self.window()
+        return {"state": state, "vsOld": vs_old, "vsNew": vs_new, "leftovers": leftovers, "month": month}
+
+
+def main(argv: list[str]) -> None:
+    data_dir, request = Path(argv[0]), json.loads(argv[1])
+    answer: dict[str, Any] = {}
+    if "setup" in request:
+        answer["setup"] = setup(data_dir, **request["setup"])
+    if request.get("check") or "prepare" in request:
+        trial = Trial(data_dir)
+        if request.get("check"):
+            answer["check"] = trial.check()
+        if "prepare" in request:
+            try:
+                answer["prepare"] = trial.prepare(int(request["prepare"]))
+            except CannotJudge as exc:
+                answer["prepare"] = {"error": str(exc)}
+        trial.client.close()
+    print(json.dumps(answer), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
