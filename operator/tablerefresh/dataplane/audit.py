@@ -27,7 +27,7 @@ def verify_sample(refresh: Refresh, size: int) -> SampleReport:
     target = refresh.check_inputs()
     client, run_id = refresh.client, refresh.options.run_id
     key = tuple(incremental.key)
-    sample_name = names.keys_table(target.name, run_id, "sample")
+    sample_name = names.run_table(target.name, run_id, "sample")
     # The sample takes the changed keys' place: the source reads only its rows, as in an incremental run.
     scope = Scope(refresh.in_slice, key, sample_name, RunKind(INCREMENTAL, "a sample of keys"))
     params = {**refresh.params, **scope.params(), keyset.SINCE_PARAM: keyset.BEGINNING}

@@ -31,9 +31,9 @@ def staging_table(target: str, run_id: str) -> str:
     return staging_prefix(target) + run_tag(run_id)
 
 
-def keys_table(target: str, run_id: str, role: str) -> str:
-    """A run's key set (``changed``, ``sample``): named as its staging table is, so the cleanup of a
-    crashed run's leftovers drops it too."""
+def run_table(target: str, run_id: str, role: str) -> str:
+    """Another table of a run (its changed keys, a sample, the unchanged rows it keeps): named as its
+    staging table is, so the cleanup of a crashed run's leftovers drops it too."""
     return f"{staging_table(target, run_id)}_{role}"
 
 

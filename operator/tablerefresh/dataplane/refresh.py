@@ -30,9 +30,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError
+from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 
-from tablerefresh.dataplane import backups, catalog, keyset, mutations, names, runs, sample, sql
+from tablerefresh.dataplane import backups, carry, catalog, keyset, mutations, names, runs, sample, sql
 from tablerefresh.dataplane.catalog import TableInfo, first_line
 from tablerefresh.dataplane.errors import (
     FailedAfterSwap,
@@ -99,7 +99,7 @@ class Refresh:
         self.scope = Scope(self.in_slice)
         if spec.incremental is not None:
             self.scope.key = tuple(spec.incremental.key)
-            self.scope.keys_name = names.keys_table(spec.target.table, options.run_id, "changed")
+            self.scope.keys_name = names.run_table(spec.target.table, options.run_id, "changed")
         self.params.update(self.scope.params())
         self.record = RunRecord(
             run_id=options.run_id,
@@ -331,10 +331,47 @@ class Refresh:
         failpoint("staged")
         return staging
 
+    def _target_before(
+        self, target: TableInfo, source: dict[str, PartitionCounts]
+    ) -> tuple[dict[str, PartitionCounts], str | None]:
+        """The target's rows per partition, and those the run replaces. An incremental run also links
+        the rows it keeps into a table of its own (``carry.py``), which it returns, and counts what it
+        replaces as what that table lost; None when the engine refuses, and the run copies them."""
+        counts = self.partition_counts(target.qualified)
+        if not self.scope.incremental:
+            return counts, None
+        touched = sorted(p for p in counts if counts[p].slice_rows or p in source)
+        name = names.run_table(target.name, self.options.run_id, "kept")
+        with self._step(f"link the rows of {len(touched)} partition(s) and mark the replaced ones"):
+            table, linked = carry.link(self.client, target, name, touched)
+            self._scratch.append(table)
+            moved = [
+                f"{p}: {counts[p].rows} -> {linked.get(p, 0)}" for p in touched if linked.get(p, 0) != counts[p].rows
+            ]
+            if moved:
+                raise VerificationFailed(
+                    f"rows changed in {self.record.target} while the run read it ({', '.join(moved)}); "
+                    f"{self.record.target} was not changed"
+                )
+            try:
+                kept = carry.mask(self.client, table, self.scope.replaced, self.params)
+            except DatabaseError as exc:
+                log.warning("cannot mark rows deleted (%s): copying the unchanged rows instead", first_line(exc))
+                return self.target_counts(target.qualified), None
+        failpoint("linked")
+        replaced = {p: counts[p].rows - kept.get(p, 0) for p in touched}
+        return {p: dataclasses.replace(c, replaced_rows=replaced.get(p, 0)) for p, c in counts.items()}, table
+
     def _carry_over(
-        self, target: TableInfo, staging: str, changes: list[PartitionChange], source_duplicates: int
+        self,
+        target: TableInfo,
+        staging: str,
+        changes: list[PartitionChange],
+        source_duplicates: int,
+        kept_table: str | None = None,
     ) -> tuple[int, int]:
-        """Copy the replaced partitions' rows the run does not replace into staging, as they are.
+        """Carry the replaced partitions' rows the run does not replace into staging, as they are:
+        copied, or linked from ``kept_table``.
 
         Returns how many keys the source yields that these rows hold too (duplicates the run would
         make; those already among the kept rows are the table's, which the health check reports),
@@ -348,12 +385,16 @@ class Refresh:
             clashes = self._changed_key_clashes(target.qualified, staging, params)
         what = "unchanged rows" if self.scope.incremental else "rows outside the slice"
         with self._step(f"carry over the {what} of {len(carried)} partition(s)"):
-            columns = sql.column_list([c.name for c in target.columns if c.default_kind not in ("ALIAS", "EPHEMERAL")])
-            self.client.command(
-                f"INSERT INTO {staging} ({columns}) SELECT {columns} FROM {target.qualified} WHERE {kept}",
-                parameters=params,
-                settings=_CARRY_SETTINGS,
-            )
+            if kept_table is not None:
+                self.client.command(carry.attach_statement(staging, kept_table, carried))
+            else:
+                columns = [c.name for c in target.columns if c.default_kind not in ("ALIAS", "EPHEMERAL")]
+                names_ = sql.column_list(columns)
+                self.client.command(
+                    f"INSERT INTO {staging} ({names_}) SELECT {names_} FROM {target.qualified} WHERE {kept}",
+                    parameters=params,
+                    settings=_CARRY_SETTINGS,
+                )
         failpoint("carried")
         if self.scope.incremental:
             return clashes, source_duplicates + clashes
@@ -367,7 +408,8 @@ class Refresh:
         duplicates of every kept row, as a full run does."""
         keys = sql.column_list(self.spec.unique_key)
         staged = keyset.member(self.spec.unique_key, f"(SELECT {keys} FROM {staging})")
-        where = f"_partition_id IN {{carried:Array(String)}} AND {self.scope.changed} AND NOT {self.in_slice}"
+        # The slice test first: it is cheap, and false for every row of a partition wholly in the slice.
+        where = f"_partition_id IN {{carried:Array(String)}} AND NOT {self.in_slice} AND {self.scope.changed}"
         return self._count(target, f"{where} AND {staged}", params)
 
     def _duplicates(self, table: str, where: str = "1", params: dict[str, Any] | None = None) -> int:
@@ -439,10 +481,10 @@ class Refresh:
         staging = self._load_staging(target)
         with self._step("verify staging"):
             source = self.partition_counts(staging)
-            before = self.target_counts(tq)
-            changes = swap_plan(before, {p: c.rows for p, c in source.items()})
             duplicates = self._duplicates(staging)  # the source's own
-            clashes, staged_duplicates = self._carry_over(target, staging, changes, duplicates)
+            before, kept = self._target_before(target, source)
+            changes = swap_plan(before, {p: c.rows for p, c in source.items()})
+            clashes, staged_duplicates = self._carry_over(target, staging, changes, duplicates, kept)
             staged = catalog.partition_rows(self.client, staging)
             self.record.rows_before = sum(c.rows for c in before.values())
             self.record.partitions = [c.partition for c in changes]
@@ -540,7 +582,7 @@ class Refresh:
         assert self.spec.incremental is not None
         size, key, tq = self.spec.incremental.verify_sample, self.scope.key, target.qualified
         with self._step(f"compare {size} sampled key(s) with what the incremental runs left"):
-            name = names.keys_table(target.name, self.options.run_id, "sample")
+            name = names.run_table(target.name, self.options.run_id, "sample")
             table = keyset.create(self.client, target, name, key)
             self._scratch.append(table)
             columns = sql.column_list(list(key))
