@@ -63,16 +63,35 @@ class Clock:
         return self.now + self.runs * STEP
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process, the embedded engine's included: steadier than wall time on a busy machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass(frozen=True)
+class Measured:
+    record: RunRecord
+    cpu: float
+
+
 def refresh(
     spec: TableRefreshSpec, connect: Callable[[], Client], source: str, run_time: datetime, *, full: bool = False
 ) -> RunRecord:
+    return measured(spec, connect, source, run_time, full=full).record
+
+
+def measured(
+    spec: TableRefreshSpec, connect: Callable[[], Client], source: str, run_time: datetime, *, full: bool = False
+) -> Measured:
     run_id = f"bench-{run_time:%Y%m%dT%H%M%S}-{time.monotonic_ns() % 10**6}"
     options = RunOptions(
         run_id=run_id, owner=f"{run_id}@{socket.gethostname()}:{os.getpid()}", run_time=run_time, force_full=full
     )
+    before = cpu_seconds()
     record = Refresh(spec, connect, source, options).run()
     assert record.outcome == Outcome.SUCCEEDED, record.error
-    return record
+    return Measured(record, cpu_seconds() - before)
 
 
 def change(client: Client, spec: TableRefreshSpec, clock: Clock, share: int, batch: int) -> None:
@@ -154,19 +173,19 @@ def run(data_dir: Path, fills: int, repeat: int) -> None:
     positions = slice_positions(client, spec, clock.last_run)
     print(f"slice: {first.slice_rows_after:,} rows, {positions:,} positions")
 
-    full: list[float] = []
-    incremental: dict[int, list[RunRecord]] = {share: [] for share in SHARES}
+    full: list[Measured] = []
+    incremental: dict[int, list[Measured]] = {share: [] for share in SHARES}
     batch = 0
     for _ in range(repeat):
         settle(client)
-        full.append(refresh(spec, connect, source, clock.next_run(), full=True).duration_seconds)
+        full.append(measured(spec, connect, source, clock.next_run(), full=True))
         for share in SHARES:
             batch += 1
             change(client, spec, clock, share, batch)
             settle(client)
-            record = refresh(spec, connect, source, clock.next_run())
-            assert record.kind == "Incremental", record.kind_reason
-            incremental[share].append(record)
+            run = measured(spec, connect, source, clock.next_run())
+            assert run.record.kind == "Incremental", run.record.kind_reason
+            incremental[share].append(run)
 
     # A run under a reader, untimed: it must never see the slice drop.
     batch += 1
@@ -202,20 +221,22 @@ def run(data_dir: Path, fills: int, repeat: int) -> None:
     ).result_rows[0]
     client.command(f"DROP TABLE IF EXISTS {SNAPSHOT} SYNC")
 
-    full_s = statistics.median(full)
+    full_s = statistics.median(m.record.duration_seconds for m in full)
+    full_cpu = statistics.median(m.cpu for m in full)
     print(
         f"\n{fills:,} fills; slice {first.slice_rows_after:,} rows, {positions:,} positions; median of {repeat} "
         f"(whole benchmark {time.monotonic() - started:.0f}s)"
     )
-    print(f"{'run':<28}{'changed keys':>14}{'of positions':>14}{'seconds':>9}{'ratio':>8}")
-    print(f"{'full (forced)':<28}{'':>14}{'':>14}{full_s:>9.2f}{1:>8.2f}")
+    print(f"{'run':<28}{'changed keys':>14}{'of positions':>14}{'seconds':>9}{'ratio':>8}{'CPU s':>8}{'ratio':>8}")
+    print(f"{'full (forced)':<28}{'':>14}{'':>14}{full_s:>9.2f}{1:>8.2f}{full_cpu:>8.2f}{1:>8.2f}")
     for share in SHARES:
-        records = incremental[share]
-        seconds = statistics.median(r.duration_seconds for r in records)
-        keys = int(statistics.median(r.changed_keys or 0 for r in records))
+        runs = incremental[share]
+        seconds = statistics.median(m.record.duration_seconds for m in runs)
+        used = statistics.median(m.cpu for m in runs)
+        keys = int(statistics.median(m.record.changed_keys or 0 for m in runs))
         print(
             f"{f'incremental, {share}% changed':<28}{keys:>14,}{keys / positions:>14.1%}{seconds:>9.2f}"
-            f"{seconds / full_s:>8.2f}"
+            f"{seconds / full_s:>8.2f}{used:>8.2f}{used / full_cpu:>8.2f}"
         )
     verdict = "never below" if lowest >= bound else f"GAP of {bound - lowest:,} rows"
     print(

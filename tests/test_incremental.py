@@ -154,6 +154,21 @@ def test_a_source_that_ignores_the_changed_keys_is_slower_never_wrong(
     assert fx.rows(ch, "positions") == fx.rows(ch, FULL_TABLE)
 
 
+def test_a_table_the_engine_cannot_mask_rows_in_has_its_unchanged_rows_copied(
+    ch: Client, connect: Connect, twins: str, at: At, caplog: pytest.LogCaptureFixture
+) -> None:
+    ch.command("ALTER TABLE positions ADD PROJECTION by_value (SELECT * ORDER BY value)")
+    spec = fx.incremental_spec(twins)
+    both(connect, spec, at(0))
+    change(ch, at(5), "id % 10 = 0", "id % 13 = 0")
+
+    record = both(connect, spec, at(10))
+
+    assert record.kind == INCREMENTAL and record.outcome == Outcome.SUCCEEDED, record.error
+    assert "copying the unchanged rows instead" in caplog.text
+    assert fx.rows(ch, "positions") == fx.rows(ch, FULL_TABLE)
+
+
 def test_a_change_later_than_lateness_is_missed_then_seen_by_the_sample_and_repaired_by_the_full_run(
     ch: Client, connect: Connect, twins: str, at: At
 ) -> None:

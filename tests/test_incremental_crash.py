@@ -49,6 +49,7 @@ def summary(run: subprocess.CompletedProcess[str]) -> dict[str, Any]:
         ("changed-keys", "before"),
         ("staging-created", "before"),
         ("staged", "before"),
+        ("linked", "before"),
         ("carried", "before"),
         ("verified", "before"),
         ("swapped", "after"),
