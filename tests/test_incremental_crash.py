@@ -21,7 +21,24 @@ from tablerefresh.dataplane import names
 from tablerefresh.dataplane.incremental import INCREMENTAL
 from tablerefresh.dataplane.lock import LOCK_PREFIX
 from tests.conftest import repo_root, require
-from tests.test_crash import DB, helper, refresh
+from tests.test_crash import DB, helper
+
+# Long enough that a heartbeat (every TTL/12, at least 1s) never comes late on a loaded machine.
+LOCK_TTL = 6.0
+
+
+def refresh(manifest: Path, failpoint: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(manifest.parent)}
+    if failpoint:
+        env["TABLEREFRESH_FAILPOINT"] = failpoint
+    return subprocess.run(
+        [sys.executable, "-m", "tablerefresh", "refresh", "-f", str(manifest), "--lock-ttl", str(LOCK_TTL)],
+        cwd=repo_root(),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def changed(path: str, n: int) -> None:
@@ -80,7 +97,7 @@ def test_an_incremental_run_killed_at_any_step_is_caught_up(tmp_path: Path, fail
     assert any(t.startswith(LOCK_PREFIX) for t in probe["tables"])
 
     changed(path, 2)  # more changes before the next run: it must catch both
-    time.sleep(2.2)  # the dead run's lock expires
+    time.sleep(LOCK_TTL + 0.2)  # the dead run's lock expires
     rerun = refresh(manifest)
 
     assert rerun.returncode == 0, rerun.stderr
