@@ -78,6 +78,7 @@ def run(
     run_id: str | None = None,
     lock_ttl: float = 30.0,
     run_time: datetime | None = None,
+    force_full: bool = False,
 ) -> RunRecord:
     run_id = run_id or f"test-{uuid.uuid4().hex[:8]}"
     options = RunOptions(
@@ -86,6 +87,7 @@ def run(
         run_time=run_time or datetime.now(UTC),
         lock_ttl_seconds=lock_ttl,
         heartbeat_seconds=max(0.5, lock_ttl / 10),
+        force_full=force_full,
     )
     query = the_spec.source.query
     assert query is not None
@@ -125,3 +127,17 @@ def expected_slice(client: Client, database: str, window_start: datetime) -> int
             parameters={"w": int(window_start.timestamp())},
         ).result_rows[0][0]
     )
+
+
+# An incremental spec of the same workload: a row changes when its updated_at does. The source reads
+# only the changed ids in an incremental run, everything in a full run.
+CHANGED_IDS = "SELECT id FROM src WHERE updated_at >= {since:DateTime}"
+INCREMENTAL_SOURCE = (
+    "SELECT id, resolved_at, value, updated_at FROM src "
+    f"WHERE ({PREDICATE}) AND ({{full_run:UInt8}} OR id IN {{changed_keys:Identifier}})"
+)
+
+
+def incremental_spec(database: str, incremental: dict[str, Any] | None = None, **overrides: Any) -> TableRefreshSpec:
+    section = {"key": ["id"], "changedKeysQuery": CHANGED_IDS, "lateness": "1s", **(incremental or {})}
+    return spec(database, **{"source": {"query": INCREMENTAL_SOURCE}, "incremental": section, **overrides})

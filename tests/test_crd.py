@@ -138,6 +138,9 @@ def test_status_declares_every_field_the_controller_and_health_check_write() -> 
         "sliceRowsBefore",
         "sliceRowsAfter",
         "duplicates",
+        "kind",
+        "changedKeys",
+        "sampleDifferences",
         "error",
     }
     assert set(status["kopf"]["properties"]) == {"progress", "dummy", "diffbase"}

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("tablerefresh.commands.operator", "run the Kubernetes controller"),
     "plan": ("tablerefresh.commands.plan", "show what a refresh would replace, changing nothing"),
     "history": ("tablerefresh.commands.history", "list a table's recorded runs, newest first"),
+    "verify": ("tablerefresh.commands.verify", "rebuild a sample of keys in full and report the rows that differ"),
     "backups": ("tablerefresh.commands.backups", "list the backups swaps kept"),
     "restore": ("tablerefresh.commands.restore", "swap a backup back in, atomically"),
     "dedupe": ("tablerefresh.commands.dedupe", "rebuild the table or its slice with one row per key"),

@@ -220,6 +220,42 @@ class ResourceRequirements(_Model):
         return value
 
 
+class IncrementalSpec(_Model):
+    """Rebuild only the keys that changed since the last successful run (strategy ReplacePartitions)."""
+
+    # A run finds the changed keys with changedKeysQuery, rebuilds their rows from the source (which
+    # reads {changed_keys:Identifier}, or everything when {full_run:UInt8} is 1) and swaps each
+    # partition it touches whole: the target's rows of unchanged keys plus the rebuilt rows.
+
+    key: list[Identifier] = Field(
+        min_length=1,
+        max_length=32,
+        description="The leading columns of uniqueKey that name what changes (e.g. a position); "
+        "the changed-keys query yields these columns",
+    )
+    changed_keys_query: str = Field(
+        min_length=1,
+        max_length=65536,
+        description="SELECT yielding the key of everything whose rows may have changed since "
+        "{since:DateTime} (the last successful run's time minus lateness); may use {window_start:DateTime} "
+        "and {run_time:DateTime}",
+    )
+    lateness: Duration = Field("1h", description="How late a change may arrive and still be caught")
+    full_every: Duration = Field("7d", description="A run at least this long after the last full run is full")
+    verify_sample: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Keys a full run (and tablerefresh verify) rebuilds in full and compares with what "
+        "the incremental runs left; 0 turns the full run's check off",
+    )
+
+    @field_validator("full_every")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        return positive_duration(value)
+
+
 class JobSpec(_Model):
     image: str = Field("tablerefresh/tablerefresh:0.1.0", min_length=1, max_length=1024)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -275,6 +311,7 @@ class TableRefreshSpec(_Model):
     health_check: HealthCheckSpec = Field(default_factory=HealthCheckSpec)
     mutations: MutationsSpec = Field(default_factory=MutationsSpec)
     backup: BackupSpec = Field(default_factory=BackupSpec)
+    incremental: IncrementalSpec | None = None
     job: JobSpec = Field(default_factory=JobSpec)
 
     @field_validator("schedule")
@@ -306,6 +343,17 @@ class TableRefreshSpec(_Model):
         if len(set(value)) != len(value):
             raise ValueError("uniqueKey lists a column twice")
         return value
+
+    @model_validator(mode="after")
+    def _incremental_fits(self) -> TableRefreshSpec:
+        if self.incremental is None:
+            return self
+        if self.strategy != Strategy.REPLACE_PARTITIONS:
+            raise ValueError("incremental needs strategy ReplacePartitions")
+        key = self.incremental.key
+        if self.unique_key[: len(key)] != key:
+            raise ValueError(f"incremental.key {key} must be a prefix of uniqueKey {self.unique_key}")
+        return self
 
     @property
     def window_delta(self) -> timedelta:

@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", help=f"id of this run; default: ${RUN_ID_ENV} or a new one")
     parser.add_argument("--summary-file", type=Path, help="also write the JSON summary here (a termination log)")
     parser.add_argument("--lock-ttl", type=float, default=120.0, help="seconds before a silent lock is taken over")
+    parser.add_argument("--full", action="store_true", help="a full run, even when the spec is incremental")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         run_time=now,
         lock_ttl_seconds=args.lock_ttl,
         heartbeat_seconds=max(1.0, args.lock_ttl / 12),
+        force_full=args.full,
     )
     record = Refresh(spec, client_factory, query, options).run()
     return emit(record, args.summary_file)

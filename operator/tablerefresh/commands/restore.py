@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from datetime import UTC, datetime
+
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from tablerefresh.commands._target import add_target_arguments, emit_json, guarded, open_target
 from tablerefresh.dataplane import backups
+from tablerefresh.dataplane.failures import one_line
 from tablerefresh.dataplane.operation import locked_target, new_run_id
 from tablerefresh.dataplane.restore import restore
+from tablerefresh.dataplane.runs import RESTORE, Outcome, RunRecord, write_run
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +32,21 @@ def run(args: argparse.Namespace) -> int:
     run_id = new_run_id("restore")
     with locked_target(connect, spec, run_id) as held:
         backup = backups.find(held.client, spec.clickhouse.database, spec.target.table, args.run)
-        done = restore(held.client, held.target, backup, held.lock, run_id)
+        # Recorded whatever happens: the next incremental refresh must know the target changed under
+        # it, and run in full.
+        record = RunRecord(
+            run_id=run_id, target=f"{spec.clickhouse.database}.{spec.target.table}", strategy=RESTORE, started_at=now()
+        )
+        try:
+            done = restore(held.client, held.target, backup, held.lock, run_id)
+            record.outcome, record.exit_code = Outcome.SUCCEEDED, 0
+            record.rows_before, record.rows_after = done.rows_before, done.rows_after
+        finally:
+            record.finished_at = now()
+            try:
+                write_run(held.client, spec.clickhouse.database, record)
+            except ClickHouseError as exc:
+                print(f"warning: could not record the restore: {one_line(exc)}", file=sys.stderr)
     if args.json:
         emit_json(
             {

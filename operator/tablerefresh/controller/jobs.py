@@ -38,7 +38,17 @@ WAITING_FAILURES = frozenset(
 )
 _REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")  # metav1.Condition reason
 # Figures copied from the summary into status.lastRun, under the same names.
-_SUMMARY_FIGURES = ("rowsBefore", "rowsAfter", "sliceRowsBefore", "sliceRowsAfter", "duplicates")
+_SUMMARY_FIGURES = (
+    "rowsBefore",
+    "rowsAfter",
+    "sliceRowsBefore",
+    "sliceRowsAfter",
+    "duplicates",
+    "changedKeys",
+    "sampleDifferences",
+)
+# The kinds of run a refresh reports (an incremental spec's runs are one or the other).
+_RUN_KINDS = frozenset({"Full", "Incremental"})
 
 
 @dataclass(frozen=True)
@@ -199,6 +209,8 @@ def outcome_of(job: Mapping[str, Any], end: Finished, pods: Sequence[Mapping[str
             value = summary.get(figure)
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 record[figure] = value
+        if summary.get("kind") in _RUN_KINDS:
+            record["kind"] = summary["kind"]
     said = str((summary or {}).get("outcome") or "")
     succeeded = end.succeeded and said in ("", SUCCEEDED)
     if succeeded:

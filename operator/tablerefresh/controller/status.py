@@ -84,6 +84,11 @@ class LastRunStatus(_StatusModel):
     slice_rows_before: int | None = Field(None, ge=0)
     slice_rows_after: int | None = Field(None, ge=0)
     duplicates: int | None = Field(None, ge=0)
+    kind: str | None = Field(None, max_length=32, description="Full or Incremental")
+    changed_keys: int | None = Field(None, ge=0, description="Keys an incremental run rebuilt")
+    sample_differences: int | None = Field(
+        None, ge=0, description="Rows of a full run's sampled keys that the incremental runs had left different"
+    )
     error: str | None = Field(None, max_length=32768)
 
 

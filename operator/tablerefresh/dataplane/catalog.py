@@ -109,12 +109,14 @@ def tables_with_prefix(client: Client, database: str, prefix: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def query_columns(client: Client, query: str, parameters: dict[str, Any]) -> list[Column]:
+def query_columns(
+    client: Client, query: str, parameters: dict[str, Any], what: str = "the source query"
+) -> list[Column]:
     """The columns a query yields, found without running it."""
     try:
         rows = client.query(f"DESCRIBE ({query})", parameters=parameters).result_rows
     except DatabaseError as exc:
-        raise InvalidInput(f"the source query does not compile: {one_line(exc)}") from exc
+        raise InvalidInput(f"{what} does not compile: {one_line(exc)}") from exc
     return [Column(r[0], r[1]) for r in rows]
 
 

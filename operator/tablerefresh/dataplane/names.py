@@ -33,6 +33,12 @@ def staging_table(target: str, run_id: str) -> str:
     return staging_prefix(target) + run_tag(run_id)
 
 
+def run_table(target: str, run_id: str, role: str) -> str:
+    """Another table of a run (its changed keys, a sample, the unchanged rows it keeps): named as its
+    staging table is, so the cleanup of a crashed run's leftovers drops it too."""
+    return f"{staging_table(target, run_id)}_{role}"
+
+
 # An Exchange's staging table carries the target's UUID: once the exchange has run, the table under
 # that name is the previous target (UUIDs stay with the data), which a later run keeps as a backup.
 _REPLACES = "_replaces_"

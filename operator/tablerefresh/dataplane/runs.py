@@ -1,4 +1,10 @@
-"""The record of each run: one row in a runs table in ClickHouse, and one JSON line on stdout."""
+"""The record of each run: one row in a runs table in ClickHouse, and one JSON line on stdout.
+
+The runs table is also the incremental watermark: the next run reads its predecessors here
+(:func:`history`). Columns added since the table was first created are added to an existing table
+with ``ADD COLUMN IF NOT EXISTS``; a table that lacks them reads as having no predecessor, so the
+first run after an upgrade is a full run.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +49,15 @@ class RunRecord:
     # Each audit's count of bad rows in the staged data, and where a failed run's staging was kept.
     audits: list[dict[str, Any]] = field(default_factory=list)
     evidence_table: str = ""
+    # Which kind of run (Full or Incremental; empty for other operations) and why.
+    kind: str = ""
+    kind_reason: str = ""
+    run_time: datetime | None = None
+    since: datetime | None = None  # an incremental run's changes since
+    changed_keys: int | None = None  # keys an incremental run rebuilt
+    definition: str = ""  # hash of what defines the rows (definition_hash): a change forces a full run
+    sample_keys: int | None = None  # keys a full run compared with what the incremental runs left
+    sample_differences: int | None = None  # rows among them that differed
 
     @property
     def duration_seconds(self) -> float:
@@ -63,16 +78,42 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# Added after the first release: existing tables get them with ADD COLUMN IF NOT EXISTS.
+_ADDED_COLUMNS = (
+    ("kind", "LowCardinality(String)"),
+    ("kind_reason", "String"),
+    ("run_time", "Nullable(DateTime('UTC'))"),
+    ("since", "Nullable(DateTime('UTC'))"),
+    ("changed_keys", "Nullable(UInt64)"),
+    ("definition", "String"),
+    ("sample_keys", "Nullable(UInt64)"),
+    ("sample_differences", "Nullable(UInt64)"),
+)
+
+
 def ensure_runs_table(client: Client, database: str) -> None:
+    table = sql.table(database, RUNS_TABLE)
+    added = ", ".join(f"{name} {kind}" for name, kind in _ADDED_COLUMNS)
     client.command(
-        f"CREATE TABLE IF NOT EXISTS {sql.table(database, RUNS_TABLE)} ("
+        f"CREATE TABLE IF NOT EXISTS {table} ("
         "run_id String, target String, strategy LowCardinality(String), "
         "started_at DateTime64(3, 'UTC'), finished_at DateTime64(3, 'UTC'), duration_seconds Float64, "
         "outcome LowCardinality(String), reason LowCardinality(String), error String, "
         "rows_before UInt64, rows_after UInt64, slice_rows_before UInt64, slice_rows_after UInt64, "
-        "duplicates UInt64, partitions Array(String), window_start Nullable(DateTime('UTC'))"
+        f"duplicates UInt64, partitions Array(String), window_start Nullable(DateTime('UTC')), {added}"
         ") ENGINE = MergeTree ORDER BY (target, started_at)"
     )
+    missing = [(n, k) for n, k in _ADDED_COLUMNS if n not in _columns(client, database)]
+    if missing:
+        client.command(f"ALTER TABLE {table} " + ", ".join(f"ADD COLUMN IF NOT EXISTS {n} {k}" for n, k in missing))
+
+
+def _columns(client: Client, database: str) -> set[str]:
+    rows = client.query(
+        "SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String}",
+        parameters={"db": database, "t": RUNS_TABLE},
+    ).result_rows
+    return {r[0] for r in rows}
 
 
 def write_run(client: Client, database: str, record: RunRecord) -> None:
@@ -94,6 +135,14 @@ def write_run(client: Client, database: str, record: RunRecord) -> None:
         "duplicates": record.duplicates,
         "partitions": record.partitions,
         "window_start": record.window_start,
+        "kind": record.kind,
+        "kind_reason": record.kind_reason,
+        "run_time": record.run_time,
+        "since": record.since,
+        "changed_keys": record.changed_keys,
+        "definition": record.definition,
+        "sample_keys": record.sample_keys,
+        "sample_differences": record.sample_differences,
     }
     client.insert(
         RUNS_TABLE,
@@ -111,3 +160,58 @@ def recent_runs(client: Client, database: str, target: str, limit: int = 20) -> 
         parameters={"t": target, "n": limit},
     )
     return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+
+# Runs of these strategies change the target (Dedupe only drops copies of rows, so it does not count).
+RESTORE = "Restore"
+
+
+@dataclass(frozen=True)
+class PastRun:
+    run_id: str
+    strategy: str
+    outcome: str
+    kind: str
+    run_time: datetime | None
+    definition: str
+
+
+@dataclass(frozen=True)
+class History:
+    """What the next run needs to know of its predecessors."""
+
+    last_change: PastRun | None = None  # the newest run that changed, or may have changed, the target
+    last_full: datetime | None = None  # run time of the newest successful full run of ``definition``
+
+
+def history(client: Client, database: str, target: str, definition: str) -> History:
+    """Read-only: a missing table, or one from before the incremental columns, has no history."""
+    if not {name for name, _ in _ADDED_COLUMNS} <= _columns(client, database):
+        return History()
+    table = sql.table(database, RUNS_TABLE)
+    changed = [Outcome.SUCCEEDED, Outcome.FAILED_AFTER_SWAP]
+    params = {"t": target, "d": definition, "restore": RESTORE, "changed": changed}
+    rows = client.query(
+        f"SELECT run_id, strategy, outcome, kind, run_time, definition FROM {table} "
+        "WHERE target = {t:String} AND (outcome IN {changed:Array(String)} OR strategy = {restore:String}) "
+        "AND strategy != 'Dedupe' ORDER BY started_at DESC LIMIT 1",
+        parameters=params,
+    ).result_rows
+    full = client.query(
+        f"SELECT max(run_time) FROM {table} WHERE target = {{t:String}} AND outcome = 'Succeeded' "
+        "AND kind = 'Full' AND definition = {d:String}",
+        parameters=params,
+    ).result_rows
+    last = PastRun(*rows[0]) if rows else None
+    last_full = full[0][0] if full and full[0][0] is not None else None
+    return History(last_change=_utc(last) if last else None, last_full=_as_utc(last_full))
+
+
+def _as_utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _utc(run: PastRun) -> PastRun:
+    return PastRun(run.run_id, run.strategy, run.outcome, run.kind, _as_utc(run.run_time), run.definition)

@@ -1,9 +1,11 @@
 """What a ReplacePartitions swap replaces, what each partition will hold, in what order. Pure.
 
 The refresh and ``tablerefresh plan`` both call :func:`swap_plan`, so what a plan lists is what the
-run then replaces. A partition is replaced when the target holds slice rows in it or the source
-yields rows for it; it will hold the source's rows plus the target's rows outside the slice, which
-the run carries over into staging, so no row outside the predicate is ever lost.
+run then replaces. A partition is replaced when the target holds rows in it that the run replaces
+or the source yields rows for it; it will hold the source's rows plus the target's rows the run
+does not replace, which the run carries over into staging, so no row outside the predicate is ever
+lost. A full run replaces the slice's rows; an incremental run only the slice's rows of the keys
+that changed, so a partition it touches is rebuilt as its unchanged rows plus the rebuilt ones.
 """
 
 from __future__ import annotations
@@ -18,11 +20,18 @@ from tablerefresh.dataplane import sql
 class PartitionCounts:
     rows: int
     slice_rows: int
+    # An incremental run replaces only the slice rows of the changed keys; None: all slice rows.
+    replaced_rows: int | None = None
+
+    @property
+    def replaced(self) -> int:
+        """Rows the run replaces: the slice's, or in an incremental run its rows of changed keys."""
+        return self.slice_rows if self.replaced_rows is None else self.replaced_rows
 
     @property
     def kept(self) -> int:
-        """Rows outside the slice: a run keeps them as they are."""
-        return self.rows - self.slice_rows
+        """Rows the run does not replace: it keeps them as they are."""
+        return self.rows - self.replaced
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,7 @@ _NONE = PartitionCounts(0, 0)
 
 def swap_plan(target: Mapping[str, PartitionCounts], source: Mapping[str, int]) -> list[PartitionChange]:
     """The partitions to replace, each with its rows now and after the swap, in swap order."""
-    replace = {p for p, c in target.items() if c.slice_rows} | {p for p, n in source.items() if n}
+    replace = {p for p, c in target.items() if c.replaced} | {p for p, n in source.items() if n}
     return swap_order(
         [
             PartitionChange(

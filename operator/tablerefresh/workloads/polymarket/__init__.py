@@ -1,8 +1,9 @@
 """Polymarket FIFO ROI positions: the reference workload (demo, benchmark, tests).
 
 The operator stays generic; this package only ships the tables (``schema/``), the TableRefresh
-manifest whose source query implements the reference rules (``tablerefresh.yaml``), and a
-synthetic data generator that writes the source tables inside ClickHouse (``generator``).
+manifest whose source query implements the reference rules (``tablerefresh.yaml``), the same
+refreshed incrementally (``tablerefresh-incremental.yaml``), and a synthetic data generator that
+writes the source tables inside ClickHouse (``generator``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ __all__ = [
     "GeneratedStats",
     "create_schema",
     "generate",
+    "incremental_manifest",
+    "incremental_manifest_path",
     "manifest",
     "manifest_path",
     "schema_sql",
@@ -48,6 +51,16 @@ def manifest_path() -> Path:
 def manifest() -> TableRefresh:
     """The validated TableRefresh for ``pm_trade_fifo_roi_v3_mat_unified``."""
     return load_manifest(manifest_path())
+
+
+def incremental_manifest_path() -> Path:
+    """The same TableRefresh, refreshed incrementally (``examples/polymarket/tablerefresh-incremental.yaml``)."""
+    return Path(str(resources.files(__name__).joinpath("tablerefresh-incremental.yaml")))
+
+
+@cache
+def incremental_manifest() -> TableRefresh:
+    return load_manifest(incremental_manifest_path())
 
 
 def source_query() -> str:

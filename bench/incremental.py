@@ -1,0 +1,258 @@
+"""Incremental refresh benchmark on the embedded engine: incremental runs as a ratio to a full run.
+
+    .venv/bin/python -m bench.incremental [--fills 20000000] [--repeat 2] [--data-dir DIR]
+
+Generates the reference workload and builds its whole history (as ``bench.refresh`` does), then
+refreshes it with the incremental manifest (``examples/polymarket/tablerefresh-incremental.yaml``)
+and measures, in one run: the full run (forced), and incremental runs after 1%, 5% and 20% of the
+slice's positions changed, each as a ratio to the full run. Time is simulated: run k runs 6 hours
+after run k-1, and the changes between them happened in the 4 hours after run k-1, so each run
+sees only its own batch (a run looks back ``lateness``, 2 hours, before the last one).
+
+A batch gives each chosen position a new fill, and resolves a tenth as many open conditions (their
+positions move from partition 0 to their month). Then, untimed: a run under a reader polling the
+slice every 50 ms (it must never see fewer rows than min(old, new)), and a forced full run whose
+result is compared, row by row, with what the incremental runs had left (floats within 1e-6
+relative), with its ``verifySample`` compare as well. Prints figures, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import socket
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from clickhouse_connect.driver.client import Client
+
+from bench.refresh import SliceReader
+from bench.workload import prepare, settle
+from tablerefresh.dataplane import sample
+from tablerefresh.dataplane.catalog import describe_table
+from tablerefresh.dataplane.refresh import Refresh, RunOptions
+from tablerefresh.dataplane.runs import Outcome, RunRecord
+from tablerefresh.spec import TableRefreshSpec
+from tablerefresh.workloads import polymarket
+
+SHARES = (1, 5, 20)  # percent of the slice's positions changed before a run
+STEP = timedelta(hours=6)
+SNAPSHOT = "bench_incremental_result"
+
+
+@dataclass
+class Clock:
+    """Simulated run times: one run every 6 hours from the data's ``now``."""
+
+    now: datetime
+    runs: int = 0
+
+    def next_run(self) -> datetime:
+        self.runs += 1
+        return self.now + self.runs * STEP
+
+    @property
+    def last_run(self) -> datetime:
+        return self.now + self.runs * STEP
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process, the embedded engine's included: steadier than wall time on a busy machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass(frozen=True)
+class Measured:
+    record: RunRecord
+    cpu: float
+
+
+def refresh(
+    spec: TableRefreshSpec, connect: Callable[[], Client], source: str, run_time: datetime, *, full: bool = False
+) -> RunRecord:
+    return measured(spec, connect, source, run_time, full=full).record
+
+
+def measured(
+    spec: TableRefreshSpec, connect: Callable[[], Client], source: str, run_time: datetime, *, full: bool = False
+) -> Measured:
+    run_id = f"bench-{run_time:%Y%m%dT%H%M%S}-{time.monotonic_ns() % 10**6}"
+    options = RunOptions(
+        run_id=run_id, owner=f"{run_id}@{socket.gethostname()}:{os.getpid()}", run_time=run_time, force_full=full
+    )
+    before = cpu_seconds()
+    record = Refresh(spec, connect, source, options).run()
+    assert record.outcome == Outcome.SUCCEEDED, record.error
+    return Measured(record, cpu_seconds() - before)
+
+
+def change(client: Client, spec: TableRefreshSpec, clock: Clock, share: int, batch: int) -> None:
+    """A new fill in ``share`` % of the slice's positions, written with times after the last run;
+    resolutions for a tenth as many open conditions."""
+    lo = int(clock.last_run.timestamp()) + 1
+    span = 4 * 3600 - 2  # ends before the next run's `since` (its run time less 2h of lateness)
+    params = {
+        "window_start": int((clock.last_run - spec.window_delta).timestamp()),
+        "batch": batch,
+        "share": share * 100,
+        "lo": lo,
+        "span": span,
+    }
+    picked = "cityHash64(wallet, condition_id, outcome_index, {batch:UInt32}) % 10000 < {share:UInt32}"
+    client.command(
+        f"INSERT INTO {polymarket.FILLS_TABLE} "
+        "SELECT concat('bench-', toString({batch:UInt32}), '-', wallet, condition_id, toString(outcome_index)), "
+        "concat('0xbench', hex(cityHash64(wallet, condition_id, outcome_index, {batch:UInt32}))), "
+        "toDateTime({lo:UInt32} + cityHash64(wallet, condition_id, {batch:UInt32}) % {span:UInt32}), "
+        "wallet, condition_id, outcome_index, 1 + cityHash64(condition_id, wallet) % 9 AS tokens, "
+        "-tokens * 0.42, 'clob', 0, 0 "
+        f"FROM (SELECT DISTINCT wallet, condition_id, outcome_index FROM {polymarket.TARGET_TABLE} "
+        f"WHERE ({spec.slice.predicate}) AND wallet != '0x0000000000000000000000000000000000000000') "
+        f"WHERE {picked}",
+        parameters=params,
+        settings={"insert_deduplicate": 0},
+    )
+    client.command(
+        f"INSERT INTO {polymarket.RESOLUTIONS_TABLE} "
+        "SELECT condition_id, if(cityHash64(condition_id) % 2, '[1,0]', '[0,1]'), "
+        "toDateTime({lo:UInt32} + cityHash64(condition_id, {batch:UInt32}) % {span:UInt32}), 0 "
+        f"FROM (SELECT DISTINCT condition_id FROM {polymarket.TARGET_TABLE} WHERE resolved_at IS NULL) "
+        "WHERE cityHash64(condition_id, {batch:UInt32}) % 100000 < {share:UInt32}",
+        parameters=params,
+        settings={"insert_deduplicate": 0},
+    )
+
+
+def slice_positions(client: Client, spec: TableRefreshSpec, run_time: datetime) -> int:
+    rows = client.query(
+        f"SELECT uniqExact(wallet, condition_id, outcome_index) FROM {polymarket.TARGET_TABLE} "
+        f"WHERE {spec.slice.predicate}",
+        parameters={"window_start": int((run_time - spec.window_delta).timestamp())},
+    ).result_rows
+    return int(rows[0][0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--fills", type=int, default=20_000_000)
+    parser.add_argument("--repeat", type=int, default=2, help="runs per measurement; the median is reported")
+    parser.add_argument("--data-dir", type=Path, help="chDB path (default: a temporary directory)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step of each run")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s")
+    with tempfile.TemporaryDirectory(prefix="tablerefresh-bench-") as tmp:
+        run(args.data_dir or Path(tmp), args.fills, args.repeat)
+
+
+def run(data_dir: Path, fills: int, repeat: int) -> None:
+    started = time.monotonic()
+    w = prepare(data_dir, fills, progress=lambda m: print(f"  {m}"))
+    client, connect = w.client, w.connect
+    base = polymarket.incremental_manifest().spec
+    spec = base.model_copy(
+        update={
+            "clickhouse": base.clickhouse.model_copy(update={"database": w.spec.clickhouse.database}),
+            "thresholds": base.thresholds.model_copy(update={"min_slice_rows": 0}),
+            "incremental": base.incremental.model_copy(update={"verify_sample": 0}) if base.incremental else None,
+        }
+    )
+    source = polymarket.incremental_manifest().spec.source.query
+    assert source is not None
+    clock = Clock(w.now)
+    settle(client)
+    first = refresh(spec, connect, source, clock.last_run)  # the first run of this definition: full
+    print(f"first run of the incremental manifest: {first.kind}, {first.duration_seconds:.1f}s")
+    positions = slice_positions(client, spec, clock.last_run)
+    print(f"slice: {first.slice_rows_after:,} rows, {positions:,} positions")
+
+    full: list[Measured] = []
+    incremental: dict[int, list[Measured]] = {share: [] for share in SHARES}
+    batch = 0
+    for _ in range(repeat):
+        settle(client)
+        full.append(measured(spec, connect, source, clock.next_run(), full=True))
+        for share in SHARES:
+            batch += 1
+            change(client, spec, clock, share, batch)
+            settle(client)
+            run = measured(spec, connect, source, clock.next_run())
+            assert run.record.kind == "Incremental", run.record.kind_reason
+            incremental[share].append(run)
+
+    # A run under a reader, untimed: it must never see the slice drop.
+    batch += 1
+    change(client, spec, clock, 5, batch)
+    settle(client)
+    run_time = clock.next_run()
+    window_start = int((run_time - spec.window_delta).timestamp())
+    reader = SliceReader(connect(), f"({spec.slice.predicate})", window_start)
+    old = reader.count()
+    with reader:
+        watched = refresh(spec, connect, source, run_time)
+    lowest, bound = min(reader.counts, default=old), min(old, reader.count())
+
+    # What the incremental runs left, against a full rebuild of the same data.
+    client.command(f"DROP TABLE IF EXISTS {SNAPSHOT} SYNC")
+    client.command(f"CREATE TABLE {SNAPSHOT} AS {polymarket.TARGET_TABLE}")
+    client.command(
+        f"INSERT INTO {SNAPSHOT} SELECT * FROM {polymarket.TARGET_TABLE}", settings={"insert_deduplicate": 0}
+    )
+    checked = spec.model_copy(update={"incremental": base.incremental})
+    repaired = refresh(checked, connect, source, clock.next_run(), full=True)
+    target = describe_table(client, w.spec.clickhouse.database, polymarket.TARGET_TABLE)
+    names = ", ".join(c.name for c in target.columns)
+    predicate = spec.slice.predicate
+    diff = client.query(
+        sample.comparison(
+            target.columns,
+            spec.unique_key,
+            f"SELECT {names} FROM {SNAPSHOT} WHERE {predicate}",
+            f"SELECT {names} FROM {polymarket.TARGET_TABLE} WHERE {predicate}",
+        ),
+        parameters={"window_start": int((clock.last_run - spec.window_delta).timestamp())},
+    ).result_rows[0]
+    client.command(f"DROP TABLE IF EXISTS {SNAPSHOT} SYNC")
+
+    full_s = statistics.median(m.record.duration_seconds for m in full)
+    full_cpu = statistics.median(m.cpu for m in full)
+    print(
+        f"\n{fills:,} fills; slice {first.slice_rows_after:,} rows, {positions:,} positions; median of {repeat} "
+        f"(whole benchmark {time.monotonic() - started:.0f}s)"
+    )
+    print(f"{'run':<28}{'changed keys':>14}{'of positions':>14}{'seconds':>9}{'ratio':>8}{'CPU s':>8}{'ratio':>8}")
+    print(f"{'full (forced)':<28}{'':>14}{'':>14}{full_s:>9.2f}{1:>8.2f}{full_cpu:>8.2f}{1:>8.2f}")
+    for share in SHARES:
+        runs = incremental[share]
+        seconds = statistics.median(m.record.duration_seconds for m in runs)
+        used = statistics.median(m.cpu for m in runs)
+        keys = int(statistics.median(m.record.changed_keys or 0 for m in runs))
+        print(
+            f"{f'incremental, {share}% changed':<28}{keys:>14,}{keys / positions:>14.1%}{seconds:>9.2f}"
+            f"{seconds / full_s:>8.2f}{used:>8.2f}{used / full_cpu:>8.2f}"
+        )
+    verdict = "never below" if lowest >= bound else f"GAP of {bound - lowest:,} rows"
+    print(
+        f"\nslice rows a reader saw during an incremental run ({watched.changed_keys:,} keys), polling every 50 ms: "
+        f"lowest {lowest:,}, min(old,new) {bound:,}: {verdict}"
+    )
+    target_rows, rebuilt_rows, missing, extra, changed = (int(x) for x in diff[:5])
+    print(
+        f"incremental result vs a full rebuild of the same data: {target_rows:,} vs {rebuilt_rows:,} slice rows, "
+        f"{missing} missing, {extra} extra, {changed} different; the full run's sample: "
+        f"{repaired.sample_differences} of {repaired.sample_keys} keys' rows differ "
+        f"(full run with the sample {repaired.duration_seconds:.1f}s)"
+    )
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"process RSS peak {rss_mb:.0f} MB (the embedded ClickHouse engine included)")
+
+
+if __name__ == "__main__":
+    main()
