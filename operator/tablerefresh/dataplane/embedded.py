@@ -1,0 +1,65 @@
+"""Open the embedded engine (chDB), waiting while another process has its data path open.
+
+One process at a time may open a chDB path (the engine locks ``PATH/status`` with flock and removes
+the file when it closes). So the operator's health check, a refresh Job and a command run by hand on
+the same path take turns instead of failing at once: each waits up to its connect timeout.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+_POLL_SECONDS = 0.05
+
+
+class PathInUse(ClickHouseError):
+    """Another process kept the engine's path open for the whole wait."""
+
+
+def data_path(url: str) -> Path | None:
+    """The directory of a ``chdb:///path`` URL; None for an in-memory engine."""
+    parts = urlsplit(url)
+    location = parts.path if not parts.netloc else ""
+    return Path(location) if location not in ("", "memory", ":memory:") else None
+
+
+def in_use(path: Path) -> bool:
+    """Whether another process holds the engine at ``path`` (its status file is locked)."""
+    try:
+        fd = os.open(path / "status", os.O_RDONLY)
+    except OSError:
+        return False  # no status file: no engine is open there
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def open_embedded(url: str, *, database: str | None, settings: dict[str, str], wait: float) -> Client:
+    """A client on the embedded engine, waiting up to ``wait`` seconds for the path to be free."""
+    path = data_path(url)
+    deadline = time.monotonic() + wait
+    while True:
+        # Checked before opening: a failed open makes the engine print its own error on stderr.
+        while path is not None and in_use(path) and time.monotonic() < deadline:
+            time.sleep(_POLL_SECONDS)
+        try:
+            return clickhouse_connect.get_client(dsn=url, database=database, settings=settings)
+        except ClickHouseError as exc:
+            if path is None or not in_use(path):
+                raise
+            if time.monotonic() >= deadline:
+                raise PathInUse(f"another process has the embedded engine at {path} open (waited {wait:g}s)") from exc
