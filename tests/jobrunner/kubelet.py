@@ -29,6 +29,7 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
 from tests.jobrunner import statuses
 from tests.jobrunner.envvars import ConfigError, Resolver, expand
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
 from tests.jobrunner import cron, statuses
 from tests.jobrunner.kubelet import MERGE, PodRun
 
