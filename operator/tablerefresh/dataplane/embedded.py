@@ -49,17 +49,21 @@ def in_use(path: Path) -> bool:
 
 
 def open_embedded(url: str, *, database: str | None, settings: dict[str, str], wait: float) -> Client:
-    """A client on the embedded engine, waiting up to ``wait`` seconds for the path to be free."""
+    """A client on the embedded engine, waiting up to ``wait`` seconds for the path to be free.
+
+    Opened first and waited for only on failure: the status file is locked by this very process
+    too while it has a client open there, and a second client of the same process shares the engine.
+    """
     path = data_path(url)
     deadline = time.monotonic() + wait
     while True:
-        # Checked before opening: a failed open makes the engine print its own error on stderr.
-        while path is not None and in_use(path) and time.monotonic() < deadline:
-            time.sleep(_POLL_SECONDS)
         try:
             return clickhouse_connect.get_client(dsn=url, database=database, settings=settings)
         except ClickHouseError as exc:
             if path is None or not in_use(path):
                 raise
+            # Another process has it: wait quietly (each failed open prints the engine's error).
+            while in_use(path) and time.monotonic() < deadline:
+                time.sleep(_POLL_SECONDS)
             if time.monotonic() >= deadline:
                 raise PathInUse(f"another process has the embedded engine at {path} open (waited {wait:g}s)") from exc
