@@ -28,6 +28,8 @@ def ago(moment: datetime | None, now: datetime) -> str:
     if moment is None:
         return "never"
     seconds = (now - moment).total_seconds()
+    if abs(seconds) < 1:  # the writer's clock and ours round differently: not "in 0.7s"
+        return "just now"
     return f"in {duration(-seconds)}" if seconds < 0 else f"{duration(seconds)} ago"
 
 
