@@ -181,11 +181,13 @@ class PodRun:
                 )
         process = self._process
         grace = min(float(self.pod["spec"].get("terminationGracePeriodSeconds") or 30), MAX_GRACE_SECONDS)
-        while True:
+        while not self._killed.is_set() and process.poll() is None:
             try:
-                return process.wait(timeout=0.1) if not self._killed.is_set() else self._stop(process, grace)
+                process.wait(timeout=0.1)
             except subprocess.TimeoutExpired:
                 continue
+        code = self._stop(process, grace) if process.poll() is None else process.returncode
+        return 128 - code if code < 0 else code  # a signal: 128 + its number, as a container reports it
 
     @staticmethod
     def _stop(process: subprocess.Popen[bytes], grace: float) -> int:
@@ -196,8 +198,7 @@ class PodRun:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        code = process.returncode
-        return 128 - code if code < 0 else code  # a signal: 128 + its number, as a container reports it
+        return process.returncode
 
     def _status(self, status: dict[str, Any]) -> None:
         try:
