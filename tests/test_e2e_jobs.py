@@ -83,6 +83,10 @@ def test_the_scheduled_job_runs_the_real_refresh_and_last_run_has_its_figures(
     tr = kube.tr()
     assert condition(tr, "LastRunSucceeded")["status"] == "True"
     assert tr["status"]["lastSuccessfulRunTime"] == job["status"]["completionTime"]
+    assert tr["status"]["active"] == []
+    # The CronJob's lastScheduleTime (the CronJob controller's) reaches the TableRefresh's status.
+    scheduled = job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+    wait_for("status.lastScheduleTime", lambda: kube.tr()["status"].get("lastScheduleTime") == scheduled, timeout=30)
     wait_for("Ready=True", lambda: condition(kube.tr(), "Ready").get("status") == "True", timeout=30)
     # /metrics, scraped from the operator process.
     assert operator_process.sample("tablerefresh_runs_total", result="succeeded") == 1
@@ -177,3 +181,25 @@ def test_a_suspended_tablerefresh_runs_no_job(
         settle(0.5)
     assert kube.jobs() == [] and kube.pods() == []
     assert "lastRun" not in (kube.tr().get("status") or {})
+
+
+def test_a_secret_without_the_password_key_never_starts_the_refresh(
+    kube: Kube, chdb_path: Path, operator_process: OperatorProcess, runner: JobRunner, clock: Clock
+) -> None:
+    """The kubelet cannot build the container's env: the Pod waits (CreateContainerConfigError) until the
+    Job's deadline, and status.lastRun says why, with the Kubernetes reason."""
+    create_tables(chdb_path)
+    kube.secret(username=USER)  # no password key
+    kube.apply(manifest(kube.ns, chdb_path, activeDeadlineSeconds=3))
+    wait_for("the CronJob", lambda: kube.batch.list_namespaced_cron_job(kube.ns).items, timeout=30)
+
+    tick(runner, clock)
+    (job,) = wait_for("the scheduled Job", kube.jobs, timeout=30)
+    run = wait_for("status.lastRun", lambda: last_run(kube, job["metadata"]["name"]), timeout=60)
+
+    assert (run["outcome"], run["reason"]) == ("Failed", "CreateContainerConfigError"), run
+    assert "never started" in run["error"] and "password" in run["error"] and "DeadlineExceeded" in run["error"]
+    (pod,) = kube.pods()
+    assert pod["status"]["phase"] == "Pending"
+    assert runner.runs_of(kube.ns, job["metadata"]["name"])[0].argv is None  # no process was started
+    assert sql(chdb_path, f"SELECT count() FROM {DB}.{TABLE}") == [[50]]
