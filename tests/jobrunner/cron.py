@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
+from tablerefresh.schedule import Every, fire_times
+from tablerefresh.schedule import parse as parse_schedule
 from tests.jobrunner.statuses import parse, stamp
 
 SCHEDULED_ANNOTATION = "batch.kubernetes.io/cronjob-scheduled-timestamp"
@@ -61,14 +61,14 @@ def due(cronjob: Mapping[str, Any], now: datetime) -> datetime | None:
     """The most recent schedule time in (last schedule or creation, now], if any."""
     spec, status = cronjob["spec"], cronjob.get("status") or {}
     since = parse(status.get("lastScheduleTime")) or parse(cronjob["metadata"].get("creationTimestamp")) or now
+    schedule = parse_schedule(spec["schedule"])
+    if isinstance(schedule, Every):
+        periods = int((now - since).total_seconds() // schedule.seconds)
+        return since + timedelta(seconds=periods * schedule.seconds) if periods >= 1 else None
     zone = ZoneInfo(spec.get("timeZone") or "UTC")
-    times = croniter(spec["schedule"], since.astimezone(zone))
-    latest: datetime | None = None
-    while True:
-        moment: datetime = times.get_next(datetime)
-        if moment > now:
-            return latest
-        latest = moment
+    days = (now - since).days + 2
+    times = [t for t in fire_times(schedule, since.astimezone(zone), days) if t <= now]
+    return times[-1] if times else None
 
 
 def job_name(cronjob: Mapping[str, Any], scheduled: datetime) -> str:

@@ -8,14 +8,14 @@ maxDuplicates, slice rows against minSliceRows, the last run and the next one.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
 from pydantic import ValidationError
 
 from tablerefresh.plugin.words import ago, count, duration, hours, parse_time, until
+from tablerefresh.schedule import Every, ScheduleError, fire_times, parse
 from tablerefresh.spec import TableRefreshSpec
 
 # Conditions other than Ready, in the order a person asks about them.
@@ -42,12 +42,20 @@ def _spec(raw: Mapping[str, Any]) -> TableRefreshSpec | None:
         return None  # the operator reports an invalid spec in Ready; show what is there
 
 
+# Days of fire times looked at: a schedule may fire once in four years (29 February), or never.
+_HORIZON_DAYS = 9 * 366
+
+
 def next_run(schedule: str, time_zone: str, now: datetime) -> datetime | None:
+    """When the CronJob fires next (as Kubernetes reads the schedule); None if never or unreadable."""
     try:
-        moment: datetime = croniter(schedule, now.astimezone(ZoneInfo(time_zone))).get_next(datetime)
-    except (ValueError, KeyError):
+        parsed = parse(schedule)
+        zone = ZoneInfo(time_zone)
+    except (ScheduleError, ValueError, KeyError):
         return None
-    return moment.astimezone(UTC)
+    if isinstance(parsed, Every):  # counted from the last run; from now is the best guess here
+        return now + timedelta(seconds=parsed.seconds)
+    return next(fire_times(parsed, now.astimezone(zone), _HORIZON_DAYS), None)
 
 
 def summarize(tr: Mapping[str, Any], now: datetime) -> dict[str, Any]:
