@@ -89,7 +89,8 @@ def test_the_scheduled_job_runs_the_real_refresh_and_last_run_has_its_figures(
     wait_for("status.lastScheduleTime", lambda: kube.tr()["status"].get("lastScheduleTime") == scheduled, timeout=30)
     wait_for("Ready=True", lambda: condition(kube.tr(), "Ready").get("status") == "True", timeout=30)
     # /metrics, scraped from the operator process.
-    assert operator_process.sample("tablerefresh_runs_total", result="succeeded") == 1
+    # /metrics follows the status write (the counter moves once the write is done).
+    wait_for("the run counted", lambda: operator_process.sample("tablerefresh_runs_total", result="succeeded") == 1)
     assert operator_process.sample("tablerefresh_run_duration_seconds") == pytest.approx(run["durationSeconds"])
     wait_for("the slice's rows in /metrics", lambda: operator_process.sample("tablerefresh_slice_rows") == 100)
 
@@ -123,7 +124,8 @@ def test_a_broken_source_query_fails_with_its_error_an_event_and_ready_false(
     assert condition(tr, "Ready")["status"] == "False"
     (event,) = wait_for("the RefreshFailed Event", lambda: kube.events("RefreshFailed"), timeout=30)
     assert event["type"] == "Warning" and "no_such_table" in event["message"]
-    assert operator_process.sample("tablerefresh_runs_total", result="failed") == 1
+    wait_for("the failure counted", lambda: operator_process.sample("tablerefresh_runs_total", result="failed") == 1)
+    assert operator_process.sample("tablerefresh_runs_total", result="succeeded") == 0
     # The target is as it was.
     assert sql(chdb_path, f"SELECT count() FROM {DB}.{TABLE}") == [[50]]
 

@@ -18,6 +18,8 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 _POLL_SECONDS = 0.05
+# How long a failed open is tried again while no other process is seen holding the path.
+_SETTLE = 2.0
 
 
 class PathInUse(ClickHouseError):
@@ -53,17 +55,26 @@ def open_embedded(url: str, *, database: str | None, settings: dict[str, str], w
 
     Opened first and waited for only on failure: the status file is locked by this very process
     too while it has a client open there, and a second client of the same process shares the engine.
+    A failure while no other process holds the path is tried again for a moment (``_SETTLE``): the
+    holder may have let go between the failed open and the look, and the engine's error does not
+    say which it was.
     """
     path = data_path(url)
-    deadline = time.monotonic() + wait
+    began = time.monotonic()
+    deadline = began + wait
     while True:
         try:
             return clickhouse_connect.get_client(dsn=url, database=database, settings=settings)
         except ClickHouseError as exc:
-            if path is None or not in_use(path):
+            if path is None:
                 raise
-            # Another process has it: wait quietly (each failed open prints the engine's error).
+            held = in_use(path)
+            now = time.monotonic()
+            if not held and now - began >= min(wait, _SETTLE):
+                raise
+            if now >= deadline:
+                raise PathInUse(f"another process has the embedded engine at {path} open (waited {wait:g}s)") from exc
+            # Wait quietly while another process has it (each failed open prints the engine's error).
             while in_use(path) and time.monotonic() < deadline:
                 time.sleep(_POLL_SECONDS)
-            if time.monotonic() >= deadline:
-                raise PathInUse(f"another process has the embedded engine at {path} open (waited {wait:g}s)") from exc
+            time.sleep(_POLL_SECONDS)
