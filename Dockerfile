@@ -2,8 +2,11 @@
 # Slim, non-root, without the embedded engine (chdb): production talks to a ClickHouse server.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md image.lock ./
 COPY operator ./operator
+# Every package at its version in image.lock (scripts/lock-image writes it), the build backend included:
+# two builds of one commit install the same packages.
+ENV PIP_CONSTRAINT=/src/image.lock
 RUN pip install --no-cache-dir --root-user-action=ignore --prefix=/install .
 
 FROM python:3.11-slim

@@ -342,7 +342,8 @@ def test_monitoring_kustomization_builds_and_native_objects_validate() -> None:
     built = subprocess.run([kubectl, "kustomize", str(MONITORING)], check=True, capture_output=True, text=True).stdout
     docs = [d for d in yaml.safe_load_all(built) if d]
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "PrometheusRule", "ServiceMonitor"]
+    # The ConfigMaps: kube-state-metrics' configuration and the Grafana dashboard.
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "ConfigMap", "PrometheusRule", "ServiceMonitor"]
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     for doc in docs:
         if doc["apiVersion"].startswith("monitoring.coreos.com/"):

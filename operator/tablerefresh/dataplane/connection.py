@@ -13,6 +13,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from tablerefresh.dataplane.embedded import open_embedded
 from tablerefresh.dataplane.errors import InvalidInput, Unreachable
 from tablerefresh.dataplane.failures import connect_failure
 
@@ -43,14 +44,15 @@ def connect(
 ) -> Client:
     """A connected client, or ``Unreachable`` naming the URL (without its password) and the cause.
 
-    The timeouts apply to a server, not to the embedded engine; a health check passes short ones so
-    a hung server frees its thread.
+    The timeouts apply to a server; a health check passes short ones so a hung server frees its
+    thread. For the embedded engine, ``connect_timeout`` is how long to wait for another process to
+    close its path.
     """
     parts = urlsplit(url)
     settings = dict(settings or {})
     try:
         if parts.scheme == "chdb":
-            return clickhouse_connect.get_client(dsn=chdb_url(url), database=database, settings=settings)
+            return open_embedded(chdb_url(url), database=database, settings=settings, wait=connect_timeout)
         interface = _SCHEMES.get(parts.scheme)
         if interface is None:
             raise InvalidInput(f"unsupported ClickHouse URL scheme {parts.scheme!r} in {redact(url)}")

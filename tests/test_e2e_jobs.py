@@ -1,0 +1,207 @@
+"""End to end, as deployed (issue 13): TableRefresh -> CronJob -> Job -> Pod running the rendered
+command with the manifest and the Secret's credentials -> termination message -> status.lastRun ->
+/metrics, on the embedded engine.
+
+The Job runner (``tests/jobrunner``) stands in for the CronJob and Job controllers and the kubelet;
+the operator is the real ``tablerefresh operator`` process; every refresh is the real
+``tablerefresh refresh`` started from the Pod the controller's template made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e_env import (  # noqa: F401  (fixtures)
+    DB,
+    INSTALLED,
+    NAME,
+    PASSWORD,
+    SOURCE,
+    TABLE,
+    USER,
+    Kube,
+    OperatorProcess,
+    chdb_path,
+    clock,
+    condition,
+    create_tables,
+    kube,
+    last_run,
+    manifest,
+    operator_process,
+    runner,
+    settle,
+    sql,
+    tick,
+)
+from tests.jobrunner.cron import Clock
+from tests.jobrunner.runner import JobRunner
+from tests.kube_support import wait_for
+
+pytestmark = [pytest.mark.kube, pytest.mark.slow]
+
+
+def test_the_scheduled_job_runs_the_real_refresh_and_last_run_has_its_figures(
+    kube: Kube, chdb_path: Path, operator_process: OperatorProcess, runner: JobRunner, clock: Clock
+) -> None:
+    create_tables(chdb_path, source_rows=100, target_old_rows=50)
+    kube.secret()
+    kube.apply(manifest(kube.ns, chdb_path))
+    wait_for("the CronJob", lambda: kube.batch.list_namespaced_cron_job(kube.ns).items, timeout=30)
+
+    tick(runner, clock)
+    (job,) = wait_for("the scheduled Job", kube.jobs, timeout=30)
+    name = job["metadata"]["name"]
+    assert job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+    run = wait_for("status.lastRun", lambda: last_run(kube, name), timeout=120)
+
+    assert run["outcome"] == "Succeeded", run
+    # The run's own figures: 50 old rows kept outside the slice, 100 brought in.
+    assert (run["rowsBefore"], run["rowsAfter"]) == (50, 150), run
+    assert (run["sliceRowsBefore"], run["sliceRowsAfter"]) == (0, 100), run
+    assert run["duplicates"] == 0 and run["durationSeconds"] > 0
+    assert run["runId"] == name  # TABLEREFRESH_RUN_ID from the Pod's job-name label (a fieldRef)
+    assert sql(chdb_path, f"SELECT count() FROM {DB}.{TABLE}") == [[150]]
+
+    # The Pod ran the rendered command, with the manifest and the Secret's credentials in its env.
+    (pod_run,) = runner.runs_of(kube.ns, name)
+    assert pod_run.argv is not None and pod_run.environment is not None
+    assert pod_run.argv[:2] == ["tablerefresh", "refresh"] and "--summary-file" in pod_run.argv
+    assert pod_run.environment["CLICKHOUSE_USER"] == USER
+    assert pod_run.environment["CLICKHOUSE_PASSWORD"] == PASSWORD
+    assert f'"table":"{TABLE}"' in pod_run.environment["TABLEREFRESH_MANIFEST"]
+    (pod,) = kube.pods()
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert pod["status"]["phase"] == "Succeeded" and terminated["exitCode"] == 0
+    assert '"outcome":"Succeeded"' in terminated["message"]  # the summary, from the termination message
+    job = next(j for j in kube.jobs() if j["metadata"]["name"] == name)
+    assert job["status"]["succeeded"] == 1 and job["status"]["completionTime"]
+    assert [c["type"] for c in job["status"]["conditions"]] == ["SuccessCriteriaMet", "Complete"]
+
+    tr = kube.tr()
+    assert condition(tr, "LastRunSucceeded")["status"] == "True"
+    assert tr["status"]["lastSuccessfulRunTime"] == job["status"]["completionTime"]
+    assert tr["status"]["active"] == []
+    # The CronJob's lastScheduleTime (the CronJob controller's) reaches the TableRefresh's status.
+    scheduled = job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+    wait_for("status.lastScheduleTime", lambda: kube.tr()["status"].get("lastScheduleTime") == scheduled, timeout=30)
+    wait_for("Ready=True", lambda: condition(kube.tr(), "Ready").get("status") == "True", timeout=30)
+    # /metrics, scraped from the operator process.
+    # /metrics follows the status write (the counter moves once the write is done).
+    wait_for("the run counted", lambda: operator_process.sample("tablerefresh_runs_total", result="succeeded") == 1)
+    assert operator_process.sample("tablerefresh_run_duration_seconds") == pytest.approx(run["durationSeconds"])
+    wait_for("the slice's rows in /metrics", lambda: operator_process.sample("tablerefresh_slice_rows") == 100)
+
+
+def test_a_broken_source_query_fails_with_its_error_an_event_and_ready_false(
+    kube: Kube, chdb_path: Path, operator_process: OperatorProcess, runner: JobRunner, clock: Clock
+) -> None:
+    create_tables(chdb_path)
+    kube.secret()
+    broken = f"SELECT id, entry_time, v FROM {DB}.no_such_table"
+    kube.apply(manifest(kube.ns, chdb_path, source={"query": broken}))
+    wait_for("the CronJob", lambda: kube.batch.list_namespaced_cron_job(kube.ns).items, timeout=30)
+
+    tick(runner, clock)
+    (job,) = wait_for("the scheduled Job", kube.jobs, timeout=30)
+    run = wait_for("status.lastRun", lambda: last_run(kube, job["metadata"]["name"]), timeout=120)
+
+    assert run["outcome"] == "Failed", run
+    assert "no_such_table" in run["error"], run
+    assert run["reason"] == "InvalidSpec", run
+    (pod,) = kube.pods()
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert pod["status"]["phase"] == "Failed" and terminated["exitCode"] == 2
+    job = next(j for j in kube.jobs() if j["metadata"]["name"] == job["metadata"]["name"])
+    assert job["status"]["failed"] == 1 and "completionTime" not in job["status"]
+    assert [c["reason"] for c in job["status"]["conditions"]] == ["BackoffLimitExceeded"] * 2
+
+    tr = kube.tr()
+    failed = condition(tr, "LastRunSucceeded")
+    assert (failed["status"], failed["reason"]) == ("False", "InvalidSpec") and "no_such_table" in failed["message"]
+    assert condition(tr, "Ready")["status"] == "False"
+    (event,) = wait_for("the RefreshFailed Event", lambda: kube.events("RefreshFailed"), timeout=30)
+    assert event["type"] == "Warning" and "no_such_table" in event["message"]
+    wait_for("the failure counted", lambda: operator_process.sample("tablerefresh_runs_total", result="failed") == 1)
+    assert operator_process.sample("tablerefresh_runs_total", result="succeeded") == 0
+    # The target is as it was.
+    assert sql(chdb_path, f"SELECT count() FROM {DB}.{TABLE}") == [[50]]
+
+
+def test_run_now_and_the_annotation_each_run_exactly_one_job(
+    kube: Kube, chdb_path: Path, operator_process: OperatorProcess, runner: JobRunner, controlplane: object
+) -> None:
+    import subprocess
+
+    create_tables(chdb_path)
+    kube.secret()
+    # A schedule that is never due here: only run-now starts Jobs.
+    kube.apply(manifest(kube.ns, chdb_path, schedule="0 0 1 1 *"))
+    wait_for("the CronJob", lambda: kube.batch.list_namespaced_cron_job(kube.ns).items, timeout=30)
+
+    env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(controlplane.kubeconfig)}  # type: ignore[attr-defined]
+    out = subprocess.run(
+        [INSTALLED, "run-now", f"{kube.ns}/{NAME}"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    (job,) = wait_for("the run-now Job", kube.jobs, timeout=30)
+    first = job["metadata"]["name"]
+    wait_for("its run recorded", lambda: last_run(kube, first), timeout=120)
+
+    kube.custom.patch_namespaced_custom_object(
+        "tablerefresh.dev",
+        "v1alpha1",
+        kube.ns,
+        "tablerefreshes",
+        NAME,
+        {"metadata": {"annotations": {"tablerefresh.dev/run-now": "token-1"}}},
+    )
+    second = wait_for(
+        "the annotation's Job", lambda: [j for j in kube.jobs() if j["metadata"]["name"] != first], timeout=30
+    )[0]["metadata"]["name"]
+    run = wait_for("its run recorded", lambda: last_run(kube, second), timeout=120)
+    assert run["outcome"] == "Succeeded"
+    settle(3)  # more resyncs and runner passes: nothing else starts
+    jobs = sorted(j["metadata"]["name"] for j in kube.jobs())
+    assert jobs == sorted([first, second])
+    assert len(kube.pods()) == 2  # one Pod per Job: each ran once
+    assert kube.tr()["status"]["runNow"]["jobName"] == second
+
+
+def test_a_suspended_tablerefresh_runs_no_job(
+    kube: Kube, chdb_path: Path, operator_process: OperatorProcess, runner: JobRunner, clock: Clock
+) -> None:
+    create_tables(chdb_path)
+    kube.secret()
+    kube.apply(manifest(kube.ns, chdb_path, suspend=True))
+    cronjob = wait_for("the CronJob", lambda: kube.batch.list_namespaced_cron_job(kube.ns).items, timeout=30)[0]
+    assert cronjob.spec.suspend is True
+    for _ in range(3):  # three minutes of `* * * * *`
+        tick(runner, clock)
+        settle(0.5)
+    assert kube.jobs() == [] and kube.pods() == []
+    assert "lastRun" not in (kube.tr().get("status") or {})
+
+
+def test_a_secret_without_the_password_key_never_starts_the_refresh(
+    kube: Kube, chdb_path: Path, operator_process: OperatorProcess, runner: JobRunner, clock: Clock
+) -> None:
+    """The kubelet cannot build the container's env: the Pod waits (CreateContainerConfigError) until the
+    Job's deadline, and status.lastRun says why, with the Kubernetes reason."""
+    create_tables(chdb_path)
+    kube.secret(username=USER)  # no password key
+    kube.apply(manifest(kube.ns, chdb_path, activeDeadlineSeconds=3))
+    wait_for("the CronJob", lambda: kube.batch.list_namespaced_cron_job(kube.ns).items, timeout=30)
+
+    tick(runner, clock)
+    (job,) = wait_for("the scheduled Job", kube.jobs, timeout=30)
+    run = wait_for("status.lastRun", lambda: last_run(kube, job["metadata"]["name"]), timeout=60)
+
+    assert (run["outcome"], run["reason"]) == ("Failed", "CreateContainerConfigError"), run
+    assert "never started" in run["error"] and "password" in run["error"] and "DeadlineExceeded" in run["error"]
+    (pod,) = kube.pods()
+    assert pod["status"]["phase"] == "Pending"
+    assert runner.runs_of(kube.ns, job["metadata"]["name"])[0].argv is None  # no process was started
+    assert sql(chdb_path, f"SELECT count() FROM {DB}.{TABLE}") == [[50]]

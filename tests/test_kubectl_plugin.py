@@ -1,0 +1,237 @@
+"""``kubectl tablerefresh`` (issue 13): the plugin, run by a real kubectl against the test control plane,
+with nothing but a kubeconfig, on a TableRefresh the real operator and the Job runner keep: status
+of a healthy and of a stale table, run-now, history, suspend and resume, each also with ``-o json``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tablerefresh.plugin import history, summary
+from tests.e2e_env import (  # noqa: F401  (fixtures)
+    BIN,
+    DB,
+    NAME,
+    TABLE,
+    Kube,
+    OperatorProcess,
+    chdb_path,
+    clock,
+    condition,
+    create_tables,
+    kube,
+    last_run,
+    manifest,
+    operator_process,
+    runner,
+    sql,
+)
+from tests.jobrunner.runner import JobRunner
+from tests.kube_support import wait_for
+
+NOW = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
+
+
+def stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def kubectl_binary(controlplane: Any) -> str:
+    bin_dir = getattr(controlplane, "bin_dir", None)
+    found = str(Path(bin_dir) / "bin" / "kubectl") if bin_dir else shutil.which("kubectl")
+    assert found, "no kubectl"
+    return found
+
+
+def plugin(controlplane: Any, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``kubectl tablerefresh ARGS`` with only PATH (kubectl finds the plugin there), HOME and KUBECONFIG."""
+    env = {
+        "PATH": f"{BIN}:/usr/bin:/bin",
+        "HOME": str(Path(controlplane.kubeconfig).parent),
+        "KUBECONFIG": str(controlplane.kubeconfig),
+    }
+    out = subprocess.run(
+        [kubectl_binary(controlplane), "tablerefresh", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+    if check:
+        assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+# Pure: what status says, from an object.
+
+
+def tablerefresh(**status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "shop", "name": "orders"},
+        "spec": manifest("shop", Path("/data"), "orders", schedule="0 */6 * * *")["spec"],
+        "status": status,
+    }
+
+
+def test_status_of_a_healthy_table_in_a_few_lines() -> None:
+    tr = tablerefresh(
+        conditions=[{"type": "Ready", "status": "True", "reason": "Healthy", "message": "all conditions are True"}],
+        health={
+            "staleHours": 0.2,
+            "sliceRows": 1200,
+            "sliceDuplicates": 0,
+            "tableDuplicates": 0,
+            "checkedAt": stamp(NOW - timedelta(seconds=20)),
+        },
+        lastRun={
+            "jobName": "orders-29000000",
+            "outcome": "Succeeded",
+            "completionTime": stamp(NOW - timedelta(hours=2)),
+            "durationSeconds": 42.5,
+            "rowsBefore": 1000,
+            "rowsAfter": 1200,
+        },
+    )
+    s = summary.summarize(tr, NOW)
+    assert s["healthy"] and s["nextRun"] == "2026-01-02T18:00:00Z" and s["problems"] == []
+    lines = summary.describe(s, NOW)
+    assert lines[1] == "Ready:        True  Healthy: all conditions are True"
+    assert lines[2] == "Staleness:    0.2h (threshold 1.0h)  ok"
+    assert lines[3] == "Duplicates:   0 (threshold 0)  ok"
+    assert "Job orders-29000000, took 42s, 1,000 -> 1,200 rows" in lines[6]
+    assert lines[-1] == "Next run:     in 6h00m (0 */6 * * * UTC)"
+
+
+def test_status_of_a_stale_table_says_why() -> None:
+    stale = {
+        "type": "Fresh",
+        "status": "False",
+        "reason": "DataStale",
+        "message": "newest row 48.0h old, over maxStaleHours 1",
+    }
+    dups = {"type": "DuplicateFree", "status": "False", "reason": "DuplicatesDetected", "message": "5 duplicate keys"}
+    tr = tablerefresh(
+        conditions=[{**stale, "type": "Ready"}, stale, dups],
+        health={
+            "staleHours": 48.0,
+            "sliceRows": 0,
+            "sliceDuplicates": 0,
+            "tableDuplicates": 5,
+            "checkedAt": stamp(NOW),
+        },
+    )
+    lines = summary.describe(summary.summarize(tr, NOW), NOW)
+    assert lines[1] == "Ready:        False  DataStale: newest row 48.0h old, over maxStaleHours 1"
+    assert lines[2].endswith("over") and lines[3] == "Duplicates:   5 (threshold 0)  over"
+    assert "Not healthy because:" in lines
+    assert lines[-1] == "  DuplicateFree=False  DuplicatesDetected: 5 duplicate keys"  # Ready says the first
+
+
+def test_history_reads_jobs_as_the_operator_does_and_prefers_recent_runs() -> None:
+    def job(name: str, minute: int, ended: str | None) -> dict[str, Any]:
+        status: dict[str, Any] = {"startTime": stamp(NOW + timedelta(minutes=minute))}
+        if ended:
+            status["conditions"] = [
+                {
+                    "type": ended,
+                    "status": "True",
+                    "lastTransitionTime": stamp(NOW + timedelta(minutes=minute, seconds=30)),
+                    "reason": "BackoffLimitExceeded" if ended == "Failed" else "",
+                }
+            ]
+            if ended == "Complete":
+                status["completionTime"] = stamp(NOW + timedelta(minutes=minute, seconds=30))
+        return {"metadata": {"name": name}, "status": status}
+
+    pod = {
+        "metadata": {"labels": {"batch.kubernetes.io/job-name": "b"}, "creationTimestamp": stamp(NOW)},
+        "status": {
+            "containerStatuses": [
+                {"name": "refresh", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
+            ]
+        },
+    }
+    tr = {
+        "status": {"lastRun": {"jobName": "c", "outcome": "Succeeded", "startTime": stamp(NOW + timedelta(minutes=2))}}
+    }
+    rows = history.runs(
+        tr, [job("c", 2, "Complete"), job("a", 0, "Complete"), job("b", 1, "Failed"), job("d", 3, None)], [pod]
+    )
+    assert [(r["jobName"], r["outcome"]) for r in rows] == [
+        ("a", "Succeeded"),
+        ("b", "Failed"),
+        ("c", "Succeeded"),
+        ("d", "Running"),
+    ]
+    assert rows[1]["reason"] == "OOMKilled"
+    recent = {"status": {"recentRuns": [{"jobName": "a", "outcome": "Aborted", "startTime": stamp(NOW)}]}}
+    assert history.runs(recent, [], [])[0]["outcome"] == "Aborted"  # kept by the operator, its Job gone
+
+
+# On the cluster.
+
+
+@pytest.mark.kube
+@pytest.mark.slow
+def test_the_plugin_on_a_live_tablerefresh(
+    kube: Kube, chdb_path: Path, operator_process: OperatorProcess, runner: JobRunner, controlplane: Any
+) -> None:
+    create_tables(chdb_path)
+    kube.secret()
+    kube.apply(manifest(kube.ns, chdb_path, schedule="0 */6 * * *"))
+    wait_for("the CronJob", lambda: kube.batch.list_namespaced_cron_job(kube.ns).items, timeout=30)
+
+    created = plugin(controlplane, "run-now", NAME, "-n", kube.ns, "-o", "json")
+    job = json.loads(created.stdout)["job"]
+    wait_for("the run recorded", lambda: last_run(kube, job), timeout=120)
+    wait_for("Ready=True", lambda: condition(kube.tr(), "Ready").get("status") == "True", timeout=60)
+
+    healthy = plugin(controlplane, "status", NAME, "-n", kube.ns).stdout
+    print(f"\n$ kubectl tablerefresh status {NAME}\n{healthy}")
+    assert f"{kube.ns}/{NAME}  table {DB}.{TABLE}" in healthy
+    assert "Ready:        True" in healthy and "(threshold 1.0h)  ok" in healthy
+    assert "Succeeded" in healthy and "50 -> 150 rows" in healthy and "Next run:     in " in healthy
+    as_json = json.loads(plugin(controlplane, "status", NAME, "-n", kube.ns, "-o", "json").stdout)
+    assert as_json["healthy"] is True and as_json["sliceRows"] == 100 and as_json["lastRun"]["jobName"] == job
+
+    runs = plugin(controlplane, "history", NAME, "-n", kube.ns).stdout
+    print(f"$ kubectl tablerefresh history {NAME}\n{runs}")
+    assert job in runs and "Succeeded" in runs and "50 -> 150" in runs
+    (row,) = json.loads(plugin(controlplane, "history", NAME, "-n", kube.ns, "-o", "json").stdout)
+    assert (row["jobName"], row["outcome"], row["rowsAfter"]) == (job, "Succeeded", 150)
+
+    # Stale: only the rows three days old are left.
+    sql(
+        chdb_path,
+        f"ALTER TABLE {DB}.{TABLE} DELETE WHERE entry_time > now() - INTERVAL 1 DAY SETTINGS mutations_sync = 1",
+    )
+    wait_for("Fresh=False", lambda: condition(kube.tr(), "Fresh").get("status") == "False", timeout=60)
+    stale = plugin(controlplane, "status", NAME, "-n", kube.ns).stdout
+    print(f"$ kubectl tablerefresh status {NAME}\n{stale}")
+    assert "Ready:        False  DataStale:" in stale and "(threshold 1.0h)  over" in stale
+
+    listed = plugin(controlplane, "status", "-A").stdout.splitlines()
+    print("$ kubectl tablerefresh status -A\n" + "\n".join(listed))
+    assert listed[0].split()[:4] == ["NAMESPACE", "NAME", "READY", "REASON"]
+    assert any(line.split()[:4] == [kube.ns, NAME, "False", "DataStale"] for line in listed[1:])
+    in_namespace = json.loads(plugin(controlplane, "status", "-n", kube.ns, "-o", "json").stdout)
+    assert [s["name"] for s in in_namespace] == [NAME]
+
+    assert json.loads(plugin(controlplane, "suspend", NAME, "-n", kube.ns, "-o", "json").stdout)["suspend"] is True
+    wait_for(
+        "the CronJob suspended",
+        lambda: kube.batch.read_namespaced_cron_job(NAME, kube.ns).spec.suspend is True,
+        timeout=30,
+    )
+    assert "Next run:     suspended" in plugin(controlplane, "status", NAME, "-n", kube.ns).stdout
+    assert plugin(controlplane, "resume", NAME, "-n", kube.ns).stdout.strip().endswith("resumed")
+    wait_for(
+        "the CronJob resumed",
+        lambda: kube.batch.read_namespaced_cron_job(NAME, kube.ns).spec.suspend is False,
+        timeout=30,
+    )
+
+    missing = plugin(controlplane, "status", "nope", "-n", kube.ns, check=False)
+    assert missing.returncode == 1 and 'TableRefresh "nope"' in missing.stderr and "not found" in missing.stderr
