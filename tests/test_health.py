@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import threading
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,7 +36,9 @@ from tablerefresh.controller.written import Written
 from tablerefresh.dataplane.errors import Unreachable
 from tablerefresh.dataplane.health import HealthReport
 from tablerefresh.spec import TableRefreshSpec
+from tests import virtual_time
 from tests.test_controller import T0, UID, tr_body
+from tests.virtual_time import VirtualTimeLoop
 
 SPEC = TableRefreshSpec.model_validate(tr_body()["spec"])
 
@@ -346,7 +347,8 @@ def test_object_metrics_start_counters_at_zero_and_remove_everything() -> None:
     assert value("tablerefresh_runs_total", "t2", result="succeeded") is None
 
 
-# The scheduler.
+# The scheduler, on a virtual clock: probes "take" virtual seconds, so the counts below are exact
+# however loaded the machine is.
 
 
 class Target:
@@ -358,16 +360,22 @@ class Target:
 
 
 def run_scheduler(
-    targets: list[Target], probe: Any, seconds: float, **options: Any
+    targets: list[Target], probe: Callable[[VirtualTimeLoop, Target], Any], seconds: float, **options: Any
 ) -> tuple[list[tuple[str, Any]], Scheduler[Target, Any]]:
     recorded: list[tuple[str, Any]] = []
 
     async def record(target: Target, result: Any) -> None:
         recorded.append((target.key[1], result))
 
-    async def main() -> Scheduler[Target, Any]:
+    async def main(loop: VirtualTimeLoop) -> Scheduler[Target, Any]:
         scheduler: Scheduler[Target, Any] = Scheduler(
-            lambda: targets, probe, record, lambda t, s: f"timeout after {s}", max_sleep=0.02, **options
+            lambda: targets,
+            lambda target: probe(loop, target),
+            record,
+            lambda t, s: f"timeout after {s}",
+            max_sleep=0.02,
+            clock=loop.time,
+            **options,
         )
         task = asyncio.create_task(scheduler.run_forever())
         await asyncio.sleep(seconds)
@@ -375,7 +383,7 @@ def run_scheduler(
         await asyncio.gather(task, return_exceptions=True)
         return scheduler
 
-    return recorded, asyncio.run(main())
+    return recorded, virtual_time.run(main)
 
 
 class Gauge:
@@ -387,12 +395,12 @@ class Gauge:
         self.now: dict[str, int] = {}
         self.peak: dict[str, int] = {}
 
-    def __call__(self, target: Target) -> str:
+    def __call__(self, loop: VirtualTimeLoop, target: Target) -> str:
         for label in ("all", target.key[1], f"server {target.server}"):
             with self.lock:
                 self.now[label] = self.now.get(label, 0) + 1
                 self.peak[label] = max(self.peak.get(label, 0), self.now[label])
-        time.sleep(self.seconds)
+        loop.sleep_in_thread(self.seconds)
         for label in ("all", target.key[1], f"server {target.server}"):
             with self.lock:
                 self.now[label] -= 1
@@ -410,8 +418,8 @@ def test_concurrency_is_bounded_and_checks_never_pile_up() -> None:
 
 
 def test_a_slow_server_delays_only_its_own_objects() -> None:
-    def probe(target: Target) -> str:
-        time.sleep(0.5 if target.server == "slow" else 0.005)
+    def probe(loop: VirtualTimeLoop, target: Target) -> str:
+        loop.sleep_in_thread(0.5 if target.server == "slow" else 0.005)
         return "ok"
 
     slow = [Target(f"slow{i}", server="slow") for i in range(6)]
@@ -440,11 +448,13 @@ def test_a_new_generation_is_checked_at_once() -> None:
         calls.append(t.generation)
         return "ok"
 
-    async def main() -> None:
+    async def main(loop: VirtualTimeLoop) -> None:
         async def record(t: Target, r: Any) -> None:
             pass
 
-        scheduler: Scheduler[Target, Any] = Scheduler(lambda: [target], probe, record, lambda t, s: "x")
+        scheduler: Scheduler[Target, Any] = Scheduler(
+            lambda: [target], probe, record, lambda t, s: "x", clock=loop.time
+        )
         task = asyncio.create_task(scheduler.run_forever())
         await asyncio.sleep(0.1)
         target.generation = 2
@@ -453,5 +463,5 @@ def test_a_new_generation_is_checked_at_once() -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    asyncio.run(main())
+    virtual_time.run(main)
     assert calls == [1, 2]
