@@ -63,8 +63,11 @@ def test_the_annotation_runs_once_per_token_and_keeps_forbid(plane: Any, api: Ap
     (job,) = _jobs(api, ns)
     assert job["metadata"]["name"] == job_name(cronjob["metadata"]["name"], "first")
     assert job["metadata"]["ownerReferences"][0]["uid"] == cronjob["metadata"]["uid"]
-    # More events on the object (a label, a resync) do not run the same token again.
+    # More events on the object (a label, a resync) do not run the same token again. kopf runs the
+    # event's run-now handler before its update handler, so a counted update means it was handled.
+    updates = operator.reconciles("update")
     plane.kubectl("label", "-n", ns, "tr/pm-trade-fifo-roi-unified", "touched=yes")
+    wait_for("the labelled object handled", lambda: operator.reconciles("update") > updates)
     assert len(_jobs(api, ns)) == 1
 
     _annotate(plane, ns, "second")  # the first Job still runs: Forbid refuses
