@@ -9,6 +9,7 @@ closed loopback port (``UNREACHABLE_URL``) and back, not a server going down.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from kubernetes import client
 from kubernetes.config import kube_config
 from prometheus_client import REGISTRY
 
+from tablerefresh.controller.runtime import status_writer
 from tests.kube_support import CRD_FILE, GROUP, PLURAL, VERSION, install_crd, wait_for  # noqa: F401
 from tests.operator_thread import OperatorThread
 
@@ -96,15 +98,20 @@ def crd(controlplane: Any) -> None:
     install_crd(controlplane)
 
 
-@pytest.fixture
-def operator(
-    controlplane: Any, crd: None, namespace: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[OperatorThread]:
+def start_operator(
+    controlplane: Any, namespace: str, monkeypatch: pytest.MonkeyPatch, **controller_options: Any
+) -> OperatorThread:
+    """The operator in this process, watching ``namespace`` of the test control plane."""
     # kopf's login loads the default kubeconfig, whose path the client reads from $KUBECONFIG at import.
     monkeypatch.setenv("KUBECONFIG", str(controlplane.kubeconfig))
     monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(controlplane.kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    running = OperatorThread(Path(controlplane.kubeconfig), namespace).start()
+    return OperatorThread(Path(controlplane.kubeconfig), namespace, **controller_options).start()
+
+
+@pytest.fixture
+def operator(controlplane: Any, crd: None, namespace: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[OperatorThread]:
+    running = start_operator(controlplane, namespace, monkeypatch)
     yield running
     running.stop()
 
@@ -169,3 +176,23 @@ def sample(metric: str, ns: str, name: str, **labels: str) -> float | None:
     """A per-object series of the operator's metrics (it runs in this process, on the default registry)."""
     value: float | None = REGISTRY.get_sample_value(metric, {"namespace": ns, "name": name, "table": TABLE, **labels})
     return value
+
+
+class Writes:
+    """The status writer's line for each write, Events included (see ``StatusWriter.write``): a
+    signal that a write is done, where "nothing happened" is what a test asserts."""
+
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        self._caplog = caplog
+        caplog.set_level(logging.DEBUG, logger=status_writer.log.name)
+
+    def of(self, ns: str, name: str, source: str) -> list[str]:
+        """What the writes of ``source`` (health, runs, reconcile, run-now) to the object said: applied or unchanged."""
+        prefix = f"{ns}/{name}: {source} status "
+        lines = [r.getMessage() for r in list(self._caplog.records) if r.name == status_writer.log.name]
+        return [line.removeprefix(prefix) for line in lines if line.startswith(prefix)]
+
+
+@pytest.fixture
+def writes(caplog: pytest.LogCaptureFixture) -> Writes:
+    return Writes(caplog)

@@ -2,7 +2,7 @@
 
 The health tests need it here rather than in a subprocess: chDB runs one engine per process and a
 second process cannot open the same path, so the operator must share the tests' engine. Everything
-else is the real thing: ``handlers.register`` on a ``Controller`` with ``ApiKube``, kopf watching
+else is the real thing: ``wiring.register`` on a ``Controller`` with ``ApiKube``, kopf watching
 one namespace of the test control plane.
 """
 
@@ -17,10 +17,9 @@ from typing import Any
 import kopf
 from kubernetes import config
 
-from tablerefresh.controller.handlers import register
 from tablerefresh.controller.kube import ApiKube
-from tablerefresh.controller.runtime import Controller
-from tablerefresh.controller.settings import operator_settings
+from tablerefresh.controller.runtime.controller import Controller
+from tablerefresh.controller.runtime.wiring import operator_settings, register
 
 
 class OperatorThread:

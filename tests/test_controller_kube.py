@@ -23,7 +23,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tablerefresh.controller.render import render_cronjob
+from tablerefresh.controller.policy.cronjob import render_cronjob
 from tablerefresh.spec import load_manifest, parse_manifest
 from tests.kube_support import CRD_FILE, GROUP, PLURAL, VERSION, install_crd, wait_for  # noqa: F401
 from tests.test_crd_invalid import CASES, Invalid
@@ -54,9 +54,11 @@ class Operator:
     def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
         self.kubeconfig, self.namespace, self.log = kubeconfig, namespace, log
         self.proc: subprocess.Popen[bytes] | None = None
+        self.metrics_port = 0
 
     def start(self) -> Operator:
         port = free_port()
+        self.metrics_port = free_port()
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         env.pop("KUBERNETES_SERVICE_HOST", None)
         with self.log.open("ab") as out:
@@ -71,7 +73,7 @@ class Operator:
                     "--liveness",
                     f"http://127.0.0.1:{port}/healthz",
                     "--metrics-port",
-                    "0",
+                    str(self.metrics_port),
                     "--resync",
                     "5",
                 ],
@@ -100,6 +102,20 @@ class Operator:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample of the running operator's /metrics (0 when absent): what it counted since it started."""
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        series = f"{name}{{{wanted}}}" if labels else name
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if line.split(" ")[0] == series:
+                    return float(line.split(" ")[1])
+        return 0.0
+
+    def reconciles(self, trigger: str) -> float:
+        """Reconciles that ended well, by trigger (resume, create, update, cronjob, resync)."""
+        return self.metric("tablerefresh_reconciles_total", result="ok", trigger=trigger)
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
@@ -219,6 +235,15 @@ def observed(api: Api, ns: str, name: str) -> dict[str, Any] | None:
     if status.get("observedGeneration") == tr["metadata"]["generation"] and ready:
         return tr
     return None
+
+
+def kopf_done(tr: dict[str, Any], **spec: Any) -> dict[str, Any] | None:
+    """The object once kopf has handled a spec with ``spec`` in it and written its bookkeeping
+    (status.kopf: the spec it last handled, no handler still in progress)."""
+    kopf = (tr.get("status") or {}).get("kopf") or {}
+    handled = json.loads(kopf.get("diffbase") or "{}").get("spec") or {}
+    done = all(handled.get(k) == v for k, v in spec.items()) and not kopf.get("progress")
+    return tr if done else None
 
 
 def test_example_creates_its_cronjob_within_two_seconds(plane: Any, api: Api, ns: str, operator: Operator) -> None:
@@ -355,9 +380,8 @@ def test_tablerefresh_gets_no_annotation_or_finalizer_from_the_controller(
     apply(plane, document)
     wait_for("Ready", lambda: observed(api, ns, name))
     apply(plane, example(ns, suspend=True))  # an update runs kopf's update handler too
-    tr = wait_for("the update", lambda: (t := observed(api, ns, name)) and t["metadata"]["generation"] > 1 and t)
-    time.sleep(1)  # let kopf finish writing its own bookkeeping
-    tr = api.tr(ns, name)
+    wait_for("the update", lambda: (t := observed(api, ns, name)) and t["metadata"]["generation"] > 1 and t)
+    tr = wait_for("kopf's own bookkeeping of the update", lambda: kopf_done(api.tr(ns, name), suspend=True))
     assert not tr["metadata"].get("annotations"), tr["metadata"].get("annotations")
     assert not tr["metadata"].get("finalizers")
     assert tr["metadata"]["labels"] == document["metadata"]["labels"]
@@ -396,7 +420,7 @@ def test_a_restart_converges_to_exactly_one_cronjob(plane: Any, api: Api, ns: st
     tr = wait_for("status", lambda: observed(api, ns, name))
     operator.stop()
     operator.start()  # and a restart with nothing to do
-    time.sleep(1)
+    wait_for("the resume", lambda: operator.reconciles("resume") >= 1)
     cronjobs = api.cronjobs(ns)
     assert [c["metadata"]["name"] for c in cronjobs] == [name]
     assert api.tr(ns, name)["status"]["observedGeneration"] == tr["metadata"]["generation"]

@@ -6,8 +6,6 @@ engine the tests write to; each test has its own namespace, table and operator.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.health_env import (  # noqa: F401  (fixtures)
@@ -15,6 +13,7 @@ from tests.health_env import (  # noqa: F401  (fixtures)
     UNREACHABLE_URL,
     Api,
     Target,
+    Writes,
     api,
     checked_and_ready,
     condition,
@@ -25,6 +24,7 @@ from tests.health_env import (  # noqa: F401  (fixtures)
     tablerefresh,
     target,
     wait_for,
+    writes,
 )
 from tests.operator_thread import OperatorThread
 
@@ -66,7 +66,7 @@ def test_a_fresh_table_is_ready_with_its_figures_and_metrics(
 
 
 def test_stale_data_flips_fresh_posts_one_event_moves_the_metric_and_recovers(
-    api: Api, namespace: str, target: Target, operator: OperatorThread
+    api: Api, namespace: str, target: Target, operator: OperatorThread, writes: Writes
 ) -> None:
     api.apply(tablerefresh(namespace, NAME, target))
     wait_for("Fresh=True", lambda: has(api, namespace, NAME, "Fresh", "True"))
@@ -82,7 +82,9 @@ def test_stale_data_flips_fresh_posts_one_event_moves_the_metric_and_recovers(
     ready = condition(tr, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "DataStale")
     assert 47.9 < tr["status"]["health"]["staleHours"] < 48.2
-    time.sleep(3)  # three more checks: still one Event, not one per check
+    checked = len(writes.of(namespace, NAME, "health"))
+    # Three more checks, written with their Events: still one Event, not one per check.
+    wait_for("three more checks", lambda: len(writes.of(namespace, NAME, "health")) >= checked + 3)
     stale_events = api.events(namespace, "DataStale")
     assert len(stale_events) == 1, stale_events
     (event,) = stale_events

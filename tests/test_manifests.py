@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tablerefresh.controller.render import render_cronjob
+from tablerefresh.controller.policy.cronjob import render_cronjob
 from tablerefresh.spec import parse_manifest
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,5 @@
-"""Run now: a Job from the CronJob's template, once per token, under the CronJob's concurrency rules."""
+"""Run now on the real API server: a Job from the CronJob's template, once per token, under the
+CronJob's concurrency rules (the Job itself and the rules are unit-tested in test_jobs.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,8 @@ from typing import Any
 
 import pytest
 
-from tablerefresh.controller.render import render_cronjob
-from tablerefresh.controller.runnow import INSTANTIATE_ANNOTATION, decide, job_from_cronjob, job_name
-from tablerefresh.spec import load_manifest
+from tablerefresh.controller.policy.jobs import job_name
 from tests.test_controller_kube import (  # noqa: F401  (fixtures)
-    EXAMPLE,
     Api,
     api,
     apply,
@@ -28,66 +26,7 @@ from tests.test_controller_kube import (  # noqa: F401  (fixtures)
     wait_for,
 )
 
-
-def rendered() -> dict[str, Any]:
-    cronjob = render_cronjob(load_manifest(EXAMPLE), owner_uid="0000-tr")
-    cronjob["metadata"]["uid"] = "1111-cj"
-    return cronjob
-
-
-def test_the_job_is_the_cronjob_template_owned_by_the_cronjob() -> None:
-    cronjob = rendered()
-    job = job_from_cronjob(cronjob, token="t1")
-    template = cronjob["spec"]["jobTemplate"]
-    assert job["spec"] == template["spec"]
-    assert job["metadata"]["labels"] == template["metadata"]["labels"]
-    assert job["metadata"]["annotations"][INSTANTIATE_ANNOTATION] == "manual"
-    (owner,) = job["metadata"]["ownerReferences"]
-    assert owner == {
-        "apiVersion": "batch/v1",
-        "kind": "CronJob",
-        "name": cronjob["metadata"]["name"],
-        "uid": "1111-cj",
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-    assert job["metadata"]["name"] == job_name(cronjob["metadata"]["name"], "t1")
-    assert len(job["metadata"]["name"]) <= 63
-    assert job_name("x", "t1") == job_name("x", "t1") != job_name("x", "t2")
-
-
-def test_a_dedupe_job_is_the_same_job_with_its_own_command() -> None:
-    cronjob = rendered()
-    job = job_from_cronjob(cronjob, token="t1", args=["dedupe", "--slice-only"], purpose="dedupe")
-    (container,) = job["spec"]["template"]["spec"]["containers"]
-    (template,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-    assert container["args"] == ["dedupe", "--slice-only"]
-    assert {**container, "args": template["args"]} == template  # same image, env, security context
-    assert template["args"][0] == "refresh"  # the CronJob's own template is untouched
-    assert job["metadata"]["name"] != job_name(cronjob["metadata"]["name"], "t1")
-
-
-def test_the_job_is_a_valid_kubernetes_job() -> None:
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
-    kubernetes_validate.validate(job_from_cronjob(rendered(), token="t1"), "1.36", strict=True)
-
-
-def _job(name: str, done: str | None) -> dict[str, Any]:
-    conditions = [{"type": done, "status": "True"}] if done else []
-    return {"metadata": {"name": name}, "status": {"conditions": conditions}}
-
-
-def test_concurrency_rules_as_the_cronjob_controller_applies_them() -> None:
-    finished = [_job("a", "Complete"), _job("b", "Failed")]
-    assert decide("Forbid", finished).create
-    running = [*finished, _job("c", None)]
-    forbid = decide("Forbid", running)
-    assert not forbid.create and "c is still running" in forbid.reason
-    replace = decide("Replace", running)
-    assert replace.create and replace.delete == ["c"]
-
-
-# -- against the real API server -------------------------------------------------------------
+pytestmark = pytest.mark.kube
 
 
 def _jobs(api: Api, namespace: str) -> list[dict[str, Any]]:
@@ -124,8 +63,11 @@ def test_the_annotation_runs_once_per_token_and_keeps_forbid(plane: Any, api: Ap
     (job,) = _jobs(api, ns)
     assert job["metadata"]["name"] == job_name(cronjob["metadata"]["name"], "first")
     assert job["metadata"]["ownerReferences"][0]["uid"] == cronjob["metadata"]["uid"]
-    # More events on the object (a label, a resync) do not run the same token again.
+    # More events on the object (a label, a resync) do not run the same token again. kopf runs the
+    # event's run-now handler before its update handler, so a counted update means it was handled.
+    updates = operator.reconciles("update")
     plane.kubectl("label", "-n", ns, "tr/pm-trade-fifo-roi-unified", "touched=yes")
+    wait_for("the labelled object handled", lambda: operator.reconciles("update") > updates)
     assert len(_jobs(api, ns)) == 1
 
     _annotate(plane, ns, "second")  # the first Job still runs: Forbid refuses

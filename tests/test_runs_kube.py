@@ -10,17 +10,17 @@ termination message.
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from tablerefresh.controller.samples import parse_time
+from tablerefresh.controller.policy.status import parse_time
 from tablerefresh.dataplane.runs import Outcome, RunRecord
 from tests.health_env import (  # noqa: F401  (fixtures)
     Api,
     Target,
+    Writes,
     api,
     checked_and_ready,
     condition,
@@ -31,6 +31,7 @@ from tests.health_env import (  # noqa: F401  (fixtures)
     tablerefresh,
     target,
     wait_for,
+    writes,
 )
 from tests.operator_thread import OperatorThread
 
@@ -175,7 +176,7 @@ def last_run_of(api: Api, ns: str, job: str) -> dict[str, Any] | None:
 
 
 def test_a_successful_run_records_the_figures_from_its_summary(
-    api: Api, namespace: str, ready: Cluster, controlplane: Any, operator: OperatorThread
+    api: Api, namespace: str, ready: Cluster, controlplane: Any, operator: OperatorThread, writes: Writes
 ) -> None:
     started = T0
     job = ready.start_job("29000000", started)
@@ -243,10 +244,11 @@ def test_a_successful_run_records_the_figures_from_its_summary(
     # A restart records nothing twice: the Job is listed again, and status.lastRun already has it.
     before = api.tr(namespace, NAME)["status"]
     operator.stop()
+    runs_before = len(writes.of(namespace, NAME, "runs"))
     operator.start()
-    assert operator.controller is not None
-    wait_for("the Job listed again", lambda: operator.controller.runs.has_jobs(namespace, NAME))  # type: ignore[union-attr]
-    time.sleep(1)
+    # The Job listed again and its runs brought up to date: a runs write that changed nothing.
+    wait_for("the Job listed again", lambda: len(writes.of(namespace, NAME, "runs")) > runs_before)
+    assert set(writes.of(namespace, NAME, "runs")[runs_before:]) == {"unchanged, 0 event(s)"}
     after = api.tr(namespace, NAME)["status"]
     assert after["lastRun"] == before["lastRun"]
     assert condition({"status": after}, "LastRunSucceeded") == condition({"status": before}, "LastRunSucceeded")

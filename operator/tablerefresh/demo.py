@@ -19,8 +19,8 @@ from typing import Any, TextIO
 import yaml
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.controller.conditions import format_time, merge
-from tablerefresh.controller.judge import judge
+from tablerefresh.controller.policy.checks import judge
+from tablerefresh.controller.policy.status import format_time, merge
 from tablerefresh.dataplane.connection import connect
 from tablerefresh.dataplane.health import measure
 from tablerefresh.dataplane.refresh import Refresh, RunOptions

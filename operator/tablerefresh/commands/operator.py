@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tablerefresh.controller.run import NAMESPACES_ENV, Options, ScopeError, resolve_scope, run_operator
+    from tablerefresh.controller.runtime.wiring import NAMESPACES_ENV, Options, ScopeError, resolve_scope, run_operator
 
     try:
         scope = resolve_scope(args.namespace, args.all_namespaces, os.environ.get(NAMESPACES_ENV))

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from tablerefresh.controller.render import render_cronjob
+    from tablerefresh.controller.policy.cronjob import render_cronjob
     from tablerefresh.spec import ManifestError, load_manifest
 
     try:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tablerefresh.controller.kube import KubeError, load_config
-from tablerefresh.controller.render import TERMINATION_LOG
-from tablerefresh.controller.runnow import RunNow, RunNowRefused, new_token
+from tablerefresh.controller.kube import ApiKube, KubeError, load_config
+from tablerefresh.controller.policy.cronjob import TERMINATION_LOG
+from tablerefresh.controller.policy.jobs import new_token
+from tablerefresh.controller.runtime.workers import RunNowRefused, run_now
 from tablerefresh.dataplane.errors import ExitCode
 
 
@@ -28,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         # --dedupe: the same Job with the dedupe command line; otherwise the template's own.
         command = ["dedupe", "--summary-file", TERMINATION_LOG, *(["--slice-only"] if args.slice_only else [])]
-        job = RunNow().run(
+        job = run_now(
+            ApiKube(),
             namespace,
             name,
             args.token or new_token(),

@@ -1,14 +1,28 @@
 """The control plane: TableRefresh -> CronJob, status, health. No refresh SQL here.
 
-Pure: ``openapi`` and ``crd`` (the CRD from the models), ``render`` (the CronJob), ``conditions``
-and ``outcome`` (status and Events from what a reconcile found), ``status`` (the status models),
-``healthcheck`` and ``judge`` (what to check, a result -> status.health and conditions), ``jobs`` (a
-Job and its Pods -> status.lastRun), ``transitions`` (Events once per condition transition),
-``samples`` (metric values from the status).
-Effects: ``kube`` (the API calls), ``reconcile`` (read, render, apply, write status),
-``runtime`` (triggers, one writer per object at a time, periodic resync), ``handlers`` (kopf
-wiring), ``settings`` (kopf state in status), ``run`` (scope and start-up), ``metrics``,
-``scheduler`` and ``probe`` (when health checks run, and one run), ``recorder`` (the Job watch),
-``writer`` and ``written`` (a status writer's apply under its own field manager, and what every
-writer last applied, so Ready is always computed from the newest conditions), ``runnow``.
+Three layers, each a folder or a module, each importing only the ones above it in this list:
+
+- ``policy/`` (pure: plain data in, plain data out; no API calls, no clock, no threads)
+  - ``status``: every condition type, Ready, who writes which status fields, and the one rule of a
+    status write: when lastTransitionTime moves, whether to write, which Events to post.
+  - ``cronjob``: names and labels, the CronJob a TableRefresh renders to, the reconciler's conditions
+    and fields, a schedule's period.
+  - ``checks``: what a health check checks; its result -> ``status.health`` and conditions.
+  - ``jobs``: the Job run-now starts; ended Jobs -> ``status.lastRun``, ``LastRunSucceeded``, ``status.active``.
+- ``kube`` (the Kubernetes client): every API call the controller makes, behind ``Kube``.
+- ``runtime/`` (kopf wiring, scheduling, the per-object workers)
+  - ``wiring``: kopf's handlers and settings, the namespaces to watch, start-up.
+  - ``controller``: one record per object, created on first sight and dropped in one place, and the
+    triggers that set its workers going.
+  - ``workers``: reconcile, a health check (``Prober``), recording runs, run now; each top-down.
+  - ``status_writer``: the only status write; reconcile, health check, Job watch and run-now all use it.
+  - ``scheduler``: when health checks run, and how many at once.
+  - ``metrics``: the Prometheus series, set from the status.
+
+Beside them, ``crd``: the status models and the CRD generated from the models (``tablerefresh crd``).
+
+Who sets Ready? Every source, through ``runtime.status_writer``, by ``policy.status.summarize_ready``.
+When is an Event posted? When a status write changes a condition: ``policy.status.condition_events``.
+What happens when a Job ends? ``runtime.controller.Controller.job_changed`` -> ``runtime.workers.record_runs``
+-> ``policy.jobs.runs_update``.
 """

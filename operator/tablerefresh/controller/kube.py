@@ -1,7 +1,8 @@
-"""The few Kubernetes API calls the reconciler makes, behind a small interface.
+"""The Kubernetes client: every API call the controller makes, behind one small interface (``Kube``).
 
 Objects travel as plain dicts (the wire JSON), not the client's generated models: what is
-rendered is what is sent, and tests can stand in a fake with the same methods.
+rendered is what is sent, and tests can stand in a fake with the same methods. Every failure is a
+:class:`KubeError` carrying the HTTP status and the API server's own message.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tablerefresh import spec as api
-from tablerefresh.controller.conditions import format_time
-from tablerefresh.controller.naming import FIELD_MANAGER
+from tablerefresh.controller.policy.cronjob import FIELD_MANAGER
+from tablerefresh.controller.policy.status import format_time
 
 APPLY = "application/apply-patch+yaml"  # server-side apply; JSON is valid YAML
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
@@ -44,16 +45,21 @@ class KubeError(Exception):
 
 
 class Kube(Protocol):
-    def get_cronjob(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-    def apply_cronjob(self, body: Mapping[str, Any]) -> dict[str, Any]: ...
-    def secret_exists(self, namespace: str, name: str) -> bool: ...
+    # The TableRefresh: read it, write its status (runtime.status_writer is the only caller), tell of it.
     def get_tablerefresh(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def apply_status(
         self, namespace: str, name: str, status: Mapping[str, Any], manager: str = FIELD_MANAGER
     ) -> None: ...
     def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
+    # What it owns and uses.
+    def get_cronjob(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def apply_cronjob(self, body: Mapping[str, Any]) -> dict[str, Any]: ...
+    def secret_exists(self, namespace: str, name: str) -> bool: ...
     def read_secret(self, namespace: str, name: str) -> dict[str, str] | None: ...
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
+    def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
+    def create_job(self, body: Mapping[str, Any]) -> None: ...
+    def delete_job(self, namespace: str, name: str) -> None: ...
 
 
 def _error(exc: ApiException) -> KubeError:
@@ -153,6 +159,33 @@ class ApiKube:
         )
         return list((found or {}).get("items") or [])
 
+    def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        found = self._request(
+            lambda: self._batch.list_namespaced_job(
+                namespace, label_selector=label_selector, _preload_content=False, _request_timeout=TIMEOUT
+            )
+        )
+        return list((found or {}).get("items") or [])
+
+    def create_job(self, body: Mapping[str, Any]) -> None:
+        namespace = body["metadata"]["namespace"]
+        self._request(
+            lambda: self._batch.create_namespaced_job(
+                namespace,
+                dict(body),  # type: ignore[arg-type]  # the wire JSON, as everywhere in the controller
+                _preload_content=False,
+                _request_timeout=TIMEOUT,
+            )
+        )
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and, in the background, its Pods (as the CronJob controller's Replace does)."""
+        self._request(
+            lambda: self._batch.delete_namespaced_job(
+                name, namespace, propagation_policy="Background", _preload_content=False, _request_timeout=TIMEOUT
+            )
+        )
+
     def get_tablerefresh(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._request(
             lambda: self._custom.get_namespaced_custom_object(
@@ -164,8 +197,8 @@ class ApiKube:
     def apply_status(self, namespace: str, name: str, status: Mapping[str, Any], manager: str = FIELD_MANAGER) -> None:
         """Server-side apply of the status fields ``manager`` owns; other writers' fields stay.
 
-        Each writer (the reconciler; the health check and the Job watch) uses its own manager, so
-        a field one stops setting is removed without touching the others'.
+        Each source (see ``policy.status``) uses its own manager, so a field one stops setting is
+        removed without touching the others'.
         """
         body = {
             "apiVersion": api.API_VERSION,

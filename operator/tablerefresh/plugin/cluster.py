@@ -10,7 +10,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tablerefresh.controller.naming import NAME_LABEL, cronjob_name, name_label_value
+from tablerefresh.controller.policy.cronjob import NAME_LABEL, cronjob_name, name_label_value
 from tablerefresh.spec import GROUP, PLURAL, VERSION
 
 TIMEOUT = (5.0, 30.0)

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from tablerefresh.controller.jobs import finished, outcome_of
+from tablerefresh.controller.policy.jobs import ended_run, finished
 from tablerefresh.plugin.words import ago, count, duration, parse_time
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
@@ -47,7 +47,7 @@ def runs(
             out[name] = {"jobName": name, "startTime": start, "outcome": "Running"}
             continue
         mine = [p for p in pods if (p["metadata"].get("labels") or {}).get(JOB_NAME_LABEL) == name]
-        out[name] = outcome_of(job, end, mine).last_run
+        out[name] = ended_run(job, end, mine).last_run
     for name, run in recorded.items():  # runs whose Jobs the history limits already deleted
         out.setdefault(name, run)
     ordered = sorted(out.values(), key=lambda r: str(r.get("startTime") or r.get("completionTime") or ""))

@@ -92,12 +92,13 @@ def run(args: argparse.Namespace, now: datetime) -> int:
 
 def _run_now(cluster: Cluster, namespace: str, name: str, output: str) -> int:
     # The controller's own run-now: the Job the CronJob controller would make, under its policy.
-    from tablerefresh.controller.kube import KubeError
-    from tablerefresh.controller.runnow import RunNow, RunNowRefused, new_token
+    from tablerefresh.controller.kube import ApiKube, KubeError
+    from tablerefresh.controller.policy.jobs import new_token
+    from tablerefresh.controller.runtime.workers import RunNowRefused, run_now
 
     cluster.tablerefresh(namespace, name)  # a clear "not found" before anything else
     try:
-        job = RunNow(cluster.api_client).run(namespace, name, new_token())
+        job = run_now(ApiKube(cluster.api_client), namespace, name, new_token())
     except RunNowRefused as exc:
         raise PluginError(f"refused: {exc}") from exc
     except KubeError as exc:

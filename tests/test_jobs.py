@@ -1,26 +1,32 @@
-"""Run outcomes without an API server: a Job and its Pods -> status.lastRun, and the Job watch's
-bookkeeping (owner chain, status.active, each Job recorded once) on a fake."""
+"""Refresh Jobs (policy.jobs), without an API server: the Job run-now makes and when it may, and a
+Job that ended and its Pods -> status.lastRun."""
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from tablerefresh.controller.jobs import (
+import pytest
+
+from tablerefresh.controller.policy.cronjob import render_cronjob
+from tablerefresh.controller.policy.jobs import (
+    INSTANTIATE_ANNOTATION,
     active_refs,
+    admit_run,
+    ended_run,
     finished,
+    job_from_cronjob,
+    job_name,
+    last_run_condition,
     newer_than_recorded,
-    observation,
-    outcome_of,
     summary_of,
 )
-from tablerefresh.controller.recorder import RunRecorder
-from tablerefresh.controller.writer import StatusWriter
-from tablerefresh.controller.written import Written
 from tablerefresh.dataplane.runs import Outcome, RunRecord
-from tests.test_controller import T0, tr_body
+from tablerefresh.spec import load_manifest
+from tests.controller_fakes import T0
+from tests.kube_support import ROOT
+
+EXAMPLE = ROOT / "examples" / "polymarket" / "tablerefresh.yaml"
 
 CRONJOB_UID = "cj-uid"
 
@@ -120,7 +126,7 @@ def test_a_success_takes_its_figures_from_the_summary() -> None:
     done = job("trades-1", end="Complete")
     end = finished(done)
     assert end is not None
-    result = outcome_of(done, end, [pod(terminated(0, "Completed", line))])
+    result = ended_run(done, end, [pod(terminated(0, "Completed", line))])
     assert result.succeeded and result.finished_at == T0
     assert result.last_run == {
         "jobName": "trades-1",
@@ -135,11 +141,11 @@ def test_a_success_takes_its_figures_from_the_summary() -> None:
         "sliceRowsAfter": 6,
         "duplicates": 0,
     }
-    ok = observation(result.last_run)
+    ok = last_run_condition(result.last_run)
     assert (ok.status, ok.reason) == ("True", "RefreshSucceeded")
     assert ok.message == "Job trades-1 succeeded in 42.5s: 10 -> 12 rows"
     # Without a summary (an old image): the Job's word and its times.
-    bare = outcome_of(done, end, [])
+    bare = ended_run(done, end, [])
     assert bare.succeeded and bare.last_run["durationSeconds"] == 60 and "rowsAfter" not in bare.last_run
 
 
@@ -147,7 +153,7 @@ def failed_run(container: dict[str, Any] | None, reason: str = "BackoffLimitExce
     failed = job("trades-1", end="Failed", reason=reason, message=message)
     end = finished(failed)
     assert end is not None
-    return outcome_of(failed, end, [pod(container)] if container is not None else [])
+    return ended_run(failed, end, [pod(container)] if container is not None else [])
 
 
 def test_a_failure_before_any_summary_keeps_the_kubernetes_reason() -> None:
@@ -171,7 +177,7 @@ def test_a_failure_before_any_summary_keeps_the_kubernetes_reason() -> None:
     odd = failed_run(None, "not a CamelCase reason!")
     assert odd.last_run["reason"] == "RefreshFailed"  # a condition reason must match the API's pattern
 
-    bad = observation(oom.last_run)
+    bad = last_run_condition(oom.last_run)
     assert (bad.status, bad.reason) == ("False", "OOMKilled")
     assert bad.message.startswith("Job trades-1 failed in 60.0s: the refresh container was killed")
 
@@ -183,7 +189,7 @@ def test_a_run_that_refused_to_swap_is_aborted_with_the_refresh_reason() -> None
     aborted = failed_run(terminated(4, "Error", line))
     assert (aborted.last_run["outcome"], aborted.last_run["reason"]) == ("Aborted", "VerificationFailed")
     assert aborted.last_run["error"] == "the slice shrank by 80%" and aborted.last_run["rowsBefore"] == 9
-    assert "was aborted" in observation(aborted.last_run).message
+    assert "was aborted" in last_run_condition(aborted.last_run).message
 
     skipped = failed_run(terminated(3, "Error", summary_line(outcome=Outcome.SKIPPED, reason="LockHeld", exit_code=3)))
     assert (skipped.last_run["outcome"], skipped.last_run["reason"]) == ("Aborted", "LockHeld")
@@ -196,88 +202,62 @@ def test_a_run_that_refused_to_swap_is_aborted_with_the_refresh_reason() -> None
     assert not late.succeeded and late.last_run["reason"] == "OOMKilled"
 
 
-# The Job watch on a fake.
+# Run now.
 
 
-class FakeKube:
-    def __init__(self) -> None:
-        self.pods: dict[str, list[dict[str, Any]]] = {}
-        self.statuses: list[dict[str, Any]] = []
-        self.events: list[tuple[str, str]] = []
-        self.listed: list[str] = []
-
-    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        self.listed.append(label_selector)
-        return self.pods.get(label_selector.split("=")[1], [])
-
-    def apply_status(self, namespace: str, name: str, status: Mapping[str, Any], manager: str = "x") -> None:
-        self.statuses.append(copy.deepcopy(dict(status)))
-
-    def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-        self.events.append((type_, reason))
+def rendered() -> dict[str, Any]:
+    cronjob = render_cronjob(load_manifest(EXAMPLE), owner_uid="0000-tr")
+    cronjob["metadata"]["uid"] = "1111-cj"
+    return cronjob
 
 
-def recorder() -> tuple[RunRecorder, FakeKube, Written]:
-    kube = FakeKube()
-    written = Written()
-    clock = lambda: datetime(2026, 1, 1, 13, tzinfo=UTC)  # noqa: E731
-    return RunRecorder(kube, StatusWriter(kube, written, "tablerefresh-runs", clock=clock)), kube, written  # type: ignore[arg-type]
+def test_the_job_is_the_cronjob_template_owned_by_the_cronjob() -> None:
+    cronjob = rendered()
+    job = job_from_cronjob(cronjob, token="t1")
+    template = cronjob["spec"]["jobTemplate"]
+    assert job["spec"] == template["spec"]
+    assert job["metadata"]["labels"] == template["metadata"]["labels"]
+    assert job["metadata"]["annotations"][INSTANTIATE_ANNOTATION] == "manual"
+    (owner,) = job["metadata"]["ownerReferences"]
+    assert owner == {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "name": cronjob["metadata"]["name"],
+        "uid": "1111-cj",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    assert job["metadata"]["name"] == job_name(cronjob["metadata"]["name"], "t1")
+    assert len(job["metadata"]["name"]) <= 63
+    assert job_name("x", "t1") == job_name("x", "t1") != job_name("x", "t2")
 
 
-def test_the_watch_keeps_trimmed_jobs_of_the_owner_chain_only() -> None:
-    runs, _, _ = recorder()
-    tr = tr_body()
-    tr["status"] = {"cronJobRef": {"uid": CRONJOB_UID}}
-    assert runs.job_event("ADDED", {"metadata": {"name": "x", "namespace": "ns"}}) is None  # no CronJob owner
-    assert runs.job_event("ADDED", job("trades-1")) == ("ns", "trades")
-    stranger = job("trades-2")
-    stranger["metadata"]["ownerReferences"][0]["uid"] = "another-cronjob"  # a CronJob of the same name, not ours
-    runs.job_event("ADDED", stranger)
-    relabelled = job("trades-3")
-    relabelled["metadata"]["labels"]["tablerefresh.dev/name"] = "other"
-    runs.job_event("ADDED", relabelled)
-    kept = runs.jobs_of(tr, tr["status"])
-    assert [j["metadata"]["name"] for j in kept] == ["trades-1"]
-    assert "spec" not in kept[0]  # not the pod template with the whole manifest
-    runs.job_event("DELETED", job("trades-1"))
-    assert runs.jobs_of(tr, tr["status"]) == []
+def test_a_dedupe_job_is_the_same_job_with_its_own_command() -> None:
+    cronjob = rendered()
+    job = job_from_cronjob(cronjob, token="t1", args=["dedupe", "--slice-only"], purpose="dedupe")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    (template,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["dedupe", "--slice-only"]
+    assert {**container, "args": template["args"]} == template  # same image, env, security context
+    assert template["args"][0] == "refresh"  # the CronJob's own template is untouched
+    assert job["metadata"]["name"] != job_name(cronjob["metadata"]["name"], "t1")
 
 
-def test_sync_records_the_newest_ended_job_once_and_counts_the_others() -> None:
-    runs, kube, written = recorder()
-    tr = tr_body()
-    assert runs.sync(tr) is None  # no Job ever: nothing to write
-    runs.job_event("ADDED", job("trades-1"))
-    assert runs.sync(tr) == []
-    assert [a["name"] for a in kube.statuses[-1]["active"]] == ["trades-1"]
-    assert [c["type"] for c in kube.statuses[-1]["conditions"]] == ["Ready"]
+def test_the_job_is_a_valid_kubernetes_job() -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    kubernetes_validate.validate(job_from_cronjob(rendered(), token="t1"), "1.36", strict=True)
 
-    # Two Jobs ended while nobody looked: both counted, the newer recorded.
-    runs.job_event("MODIFIED", job("trades-1", end="Failed", at=T0, reason="BackoffLimitExceeded"))
-    line = summary_line(outcome=Outcome.SUCCEEDED, rows_after=5)
-    kube.pods["trades-2"] = [pod(terminated(0, "Completed", line))]
-    runs.job_event("ADDED", job("trades-2", end="Complete", at=T0 + timedelta(minutes=5)))
-    assert runs.sync(tr) == [False, True]
-    assert kube.listed == ["batch.kubernetes.io/job-name=trades-2"]
-    status = kube.statuses[-1]
-    assert status["lastRun"]["jobName"] == "trades-2" and status["lastRun"]["rowsAfter"] == 5
-    assert status["lastSuccessfulRunTime"] == "2026-01-01T12:05:00Z"
-    assert status["active"] == []
-    assert kube.events == []  # LastRunSucceeded appeared True: nothing turned bad
 
-    # Again (another event, a resync, a restart): nothing new, nothing written.
-    writes = len(kube.statuses)
-    assert runs.sync(tr) == []
-    tr_after_restart = {**tr, "status": written.overlay(tr["metadata"]["uid"], {})}
-    fresh, kube2, _ = recorder()
-    fresh.job_event(None, job("trades-1", end="Failed", at=T0))
-    fresh.job_event(None, job("trades-2", end="Complete", at=T0 + timedelta(minutes=5)))
-    assert fresh.sync(tr_after_restart) == [] and kube2.statuses == [] and len(kube.statuses) == writes
+def _job(name: str, done: str | None) -> dict[str, Any]:
+    conditions = [{"type": done, "status": "True"}] if done else []
+    return {"metadata": {"name": name}, "status": {"conditions": conditions}}
 
-    # A failure after the success: recorded, lastSuccessfulRunTime kept, one Warning.
-    runs.job_event("ADDED", job("trades-3", end="Failed", at=T0 + timedelta(minutes=10), reason="DeadlineExceeded"))
-    assert runs.sync(tr) == [False]
-    status = kube.statuses[-1]
-    assert status["lastRun"]["reason"] == "DeadlineExceeded"
-    assert status["lastSuccessfulRunTime"] == "2026-01-01T12:05:00Z"
-    assert kube.events == [("Warning", "RefreshFailed")]
+
+def test_concurrency_rules_as_the_cronjob_controller_applies_them() -> None:
+    done = [_job("a", "Complete"), _job("b", "Failed")]
+    assert admit_run("Forbid", done).create
+    running = [*done, _job("c", None)]
+    forbid = admit_run("Forbid", running)
+    assert not forbid.create and "c is still running" in forbid.reason
+    replace = admit_run("Replace", running)
+    assert replace.create and replace.delete == ["c"]

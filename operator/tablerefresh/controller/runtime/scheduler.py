@@ -10,6 +10,8 @@
   ends (the probe's socket timeouts see to that), so hung threads can never exceed the limits.
 
 The blocking probe runs in a thread pool of its own, leaving the default one to the reconciler.
+What the scheduler remembers of an object (:class:`Due`) is kept by the caller, in the object's
+record, and goes with it; the scheduler itself keeps nothing per object.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from tablerefresh.controller.store import Key
+from tablerefresh.controller.policy.cronjob import Key
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,15 @@ class Schedulable(Protocol):
     def server(self) -> str: ...
 
 
+@dataclass
+class Due:
+    """The scheduler's memory of one object: when its last check started, for which generation."""
+
+    started: float | None = None
+    generation: int | None = None
+    in_flight: bool = False
+
+
 C = TypeVar("C", bound=Schedulable)
 R = TypeVar("R")
 
@@ -45,7 +57,7 @@ R = TypeVar("R")
 class Scheduler(Generic[C, R]):
     def __init__(
         self,
-        targets: Callable[[], Iterable[C]],
+        targets: Callable[[], Iterable[tuple[C, Due]]],
         probe: Callable[[C], R],
         record: Callable[[C, R], Awaitable[None]],
         timed_out: Callable[[C, float], R],
@@ -68,8 +80,7 @@ class Scheduler(Generic[C, R]):
         self._limit = asyncio.Semaphore(concurrency)
         self._servers: dict[str, asyncio.Semaphore] = {}
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="health")
-        self._started: dict[Key, tuple[float, int]] = {}  # key -> (monotonic start, generation checked)
-        self._in_flight: set[Key] = set()
+        self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self.checks = 0  # started, for the benchmark
@@ -78,11 +89,8 @@ class Scheduler(Generic[C, R]):
         """Something changed (an object came or its spec did): look again now, not at the next due time."""
         self._wake.set()
 
-    def forget(self, key: Key) -> None:
-        self._started.pop(key, None)
-
     def in_flight(self) -> int:
-        return len(self._in_flight)
+        return self._running
 
     async def run_forever(self) -> None:
         try:
@@ -102,26 +110,27 @@ class Scheduler(Generic[C, R]):
         """Start every check that is due; return when the next one will be."""
         now = self._clock()
         wake_at = now + self._max_sleep
-        for check in self._targets():
-            if check.key in self._in_flight:
+        for check, due in self._targets():
+            if due.in_flight:
                 continue
-            started = self._started.get(check.key)
-            due = now if started is None or started[1] != check.generation else started[0] + check.interval
-            if due <= now:
-                self._start(check, now)
-                due = now + check.interval
-            wake_at = min(wake_at, due)
+            started = due.started
+            # Never checked, or checked for an older spec: now.
+            at = now if started is None or due.generation != check.generation else started + check.interval
+            if at <= now:
+                self._start(check, due, now)
+                at = now + check.interval
+            wake_at = min(wake_at, at)
         return wake_at
 
-    def _start(self, check: C, now: float) -> None:
-        self._started[check.key] = (now, check.generation)
-        self._in_flight.add(check.key)
+    def _start(self, check: C, due: Due, now: float) -> None:
+        due.started, due.generation, due.in_flight = now, check.generation, True
+        self._running += 1
         self.checks += 1
-        task = asyncio.create_task(self._run(check), name=f"health {check.key[0]}/{check.key[1]}")
+        task = asyncio.create_task(self._run(check, due), name=f"health {check.key[0]}/{check.key[1]}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, check: C) -> None:
+    async def _run(self, check: C, due: Due) -> None:
         try:
             result = await self._measure(check)
             if result is not None:
@@ -131,7 +140,8 @@ class Scheduler(Generic[C, R]):
         except Exception:
             log.exception("health check of %s/%s failed", *check.key)
         finally:
-            self._in_flight.discard(check.key)
+            due.in_flight = False
+            self._running -= 1
             self._wake.set()  # its next due time may already have passed
 
     async def _measure(self, check: C) -> R | None:

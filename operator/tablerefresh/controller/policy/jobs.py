@@ -1,24 +1,30 @@
-"""A refresh Job and its Pods -> ``status.lastRun``, ``LastRunSucceeded`` and ``status.active``. Pure.
+"""Refresh Jobs: the one run-now starts, and what the ones that end say. Pure.
 
-The figures come from the refresh's JSON summary (``RunRecord.summary()``), which the Job's container
-writes to its termination message. A Job that failed before it could write one (OOMKilled, an image
-that cannot be pulled, a deadline) is still recorded, with the Kubernetes reason.
+- Run now: :func:`job_from_cronjob` makes the Job the CronJob controller would make from the
+  CronJob's template, named after a token so a request makes one Job however often it is repeated;
+  :func:`admit_run` applies the CronJob's concurrencyPolicy (Forbid refuses while a Job runs,
+  Replace deletes it first).
+- Ended Jobs: a Job and its Pods -> ``status.lastRun``, ``LastRunSucceeded`` and ``status.active``
+  (:func:`runs_update`). The figures come from the refresh's JSON summary (``RunRecord.summary()``),
+  which the Job's container writes to its termination message. A Job that failed before it could
+  write one (OOMKilled, an image that cannot be pulled, a deadline) is still recorded, with the
+  Kubernetes reason. Each Job is recorded once: an old Job listed again after a restart changes nothing.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from tablerefresh.controller.conditions import Observation, format_time
-from tablerefresh.controller.render import CONTAINER_NAME
-from tablerefresh.controller.samples import parse_time
+from tablerefresh.controller.policy.cronjob import CONTAINER_NAME, NAME_LABEL, controller_owner, name_label_value
+from tablerefresh.controller.policy.status import LAST_RUN_SUCCEEDED, Observation, format_time, parse_time
 
-LAST_RUN_SUCCEEDED = "LastRunSucceeded"
 SUCCEEDED, FAILED, ABORTED = "Succeeded", "Failed", "Aborted"
 # The refresh's own outcome when the swap ran and a later step failed: the target holds new data.
 FAILED_AFTER_SWAP = "FailedAfterSwap"
@@ -60,21 +66,107 @@ class Finished:
 
 
 @dataclass(frozen=True)
-class RunOutcome:
+class EndedRun:
     last_run: dict[str, Any]  # status.lastRun, camelCase
     succeeded: bool
     finished_at: datetime
 
 
-# The Job itself.
+# Run now.
+
+ANNOTATION = "tablerefresh.dev/run-now"
+TOKEN_ANNOTATION = "tablerefresh.dev/run-now-token"
+# What `kubectl create job --from=cronjob/...` and the CronJob controller's manual runs carry.
+INSTANTIATE_ANNOTATION = "cronjob.kubernetes.io/instantiate"
+
+
+@dataclass(frozen=True)
+class Admission:
+    create: bool
+    delete: list[str]
+    reason: str
+
+
+def job_name(cronjob: str, token: str, purpose: str = "now") -> str:
+    """<cronjob>-<purpose>-<hash of token>: at most 63 characters (CronJob names are kept to 52)."""
+    suffix = f"-{purpose[:3]}-{hashlib.sha256(token.encode()).hexdigest()[:6]}"
+    return cronjob + suffix
+
+
+def is_active(job: Mapping[str, Any]) -> bool:
+    """Neither complete nor failed yet."""
+    conditions = job.get("status", {}).get("conditions") or []
+    return not any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
+
+
+def admit_run(concurrency_policy: str, jobs: Sequence[Mapping[str, Any]]) -> Admission:
+    """What the CronJob controller would do about a new run, given the Jobs it owns."""
+    active = sorted(j["metadata"]["name"] for j in jobs if is_active(j))
+    if not active:
+        return Admission(True, [], "no Job is running")
+    if concurrency_policy == "Replace":
+        return Admission(True, active, f"concurrencyPolicy Replace: replacing {', '.join(active)}")
+    return Admission(False, [], f"concurrencyPolicy {concurrency_policy}: Job {', '.join(active)} is still running")
+
+
+def job_from_cronjob(
+    cronjob: Mapping[str, Any], *, token: str, args: list[str] | None = None, purpose: str = "now"
+) -> dict[str, Any]:
+    """The Job the CronJob controller would create from this CronJob's template, owned by it.
+
+    ``args`` replaces the container's arguments: a one-off ``dedupe`` runs with the refresh's image,
+    environment, credentials and security context, and its own command line.
+    """
+    meta = cronjob["metadata"]
+    template = copy.deepcopy(dict(cronjob["spec"]["jobTemplate"]))
+    if args is not None:
+        template["spec"]["template"]["spec"]["containers"][0]["args"] = args
+    template_meta = template.get("metadata") or {}
+    annotations = {
+        **(template_meta.get("annotations") or {}),
+        INSTANTIATE_ANNOTATION: "manual",
+        TOKEN_ANNOTATION: token,
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(meta["name"], token, purpose),
+            "namespace": meta["namespace"],
+            "labels": dict(template_meta.get("labels") or {}),
+            "annotations": annotations,
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "CronJob",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": template["spec"],
+    }
+
+
+def new_token(now: datetime | None = None) -> str:
+    return f"{(now or datetime.now(UTC)):%Y%m%dT%H%M%S%fZ}"
+
+
+def pending_token(body: Mapping[str, Any], status: Mapping[str, Any]) -> str | None:
+    """The annotation's token when it has not been handled yet (``status.runNow`` has the last one)."""
+    token = (body.get("metadata", {}).get("annotations") or {}).get(ANNOTATION)
+    handled = (status.get("runNow") or {}).get("token")
+    return str(token) if token and token != handled else None
+
+
+# A Job that ran.
 
 
 def cronjob_owner(job: Mapping[str, Any]) -> dict[str, Any] | None:
     """The CronJob that controls this Job (the first link of Job -> CronJob -> TableRefresh)."""
-    for ref in job.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("kind") == "CronJob":
-            return dict(ref)
-    return None
+    return controller_owner(job, kind="CronJob")
 
 
 def finished(job: Mapping[str, Any]) -> Finished | None:
@@ -184,10 +276,10 @@ def kubernetes_failure(end: Finished, pod: Mapping[str, Any] | None) -> tuple[st
     return _reason(end.reason, "RefreshFailed"), job_words or "the Job failed"
 
 
-# The record.
+# status.lastRun.
 
 
-def outcome_of(job: Mapping[str, Any], end: Finished, pods: Sequence[Mapping[str, Any]]) -> RunOutcome:
+def ended_run(job: Mapping[str, Any], end: Finished, pods: Sequence[Mapping[str, Any]]) -> EndedRun:
     """``status.lastRun`` for an ended Job: the summary's figures if the refresh wrote one, else the
     Kubernetes reason. Times are the Job's; the duration is the refresh's own when it reported one."""
     pod = _latest(pods)
@@ -226,10 +318,10 @@ def outcome_of(job: Mapping[str, Any], end: Finished, pods: Sequence[Mapping[str
     else:  # nothing written, or the refresh said it succeeded and Kubernetes failed the Job anyway
         reason, error = kubernetes_failure(end, pod)
         record.update(outcome=FAILED, reason=reason, error=error[:32768])
-    return RunOutcome(last_run=record, succeeded=succeeded, finished_at=end.at)
+    return EndedRun(last_run=record, succeeded=succeeded, finished_at=end.at)
 
 
-def observation(last_run: Mapping[str, Any]) -> Observation:
+def last_run_condition(last_run: Mapping[str, Any]) -> Observation:
     """``LastRunSucceeded`` from ``status.lastRun``, in words ``kubectl describe`` can show."""
     job = last_run.get("jobName")
     duration = last_run.get("durationSeconds")
@@ -245,3 +337,65 @@ def observation(last_run: Mapping[str, Any]) -> Observation:
     reason = str(last_run.get("reason") or "RefreshFailed")
     error = str(last_run.get("error") or "")
     return Observation(LAST_RUN_SUCCEEDED, "False", reason, f"Job {job} {verb}{took}: {error}"[:32768])
+
+
+# A TableRefresh's runs.
+
+
+@dataclass(frozen=True)
+class RunsUpdate:
+    fields: dict[str, Any]  # status.active, and status.lastRun and lastSuccessfulRunTime once known
+    conditions: list[Observation]  # LastRunSucceeded, once there is a run
+    results: list[bool]  # whether each Job that ended since the last record succeeded, oldest first
+
+
+def jobs_of(tr: Mapping[str, Any], jobs: Iterable[Mapping[str, Any]], status: Mapping[str, Any]) -> list[Any]:
+    """The TableRefresh's Jobs: controlled by its CronJob (the uid in status.cronJobRef, once known)
+    and labelled with its name."""
+    cronjob_uid = (status.get("cronJobRef") or {}).get("uid")
+    label = name_label_value(str(tr["metadata"]["name"]))
+    return [
+        j
+        for j in jobs
+        if (j["metadata"].get("labels") or {}).get(NAME_LABEL) == label
+        and (cronjob_uid is None or (cronjob_owner(j) or {}).get("uid") == cronjob_uid)
+    ]
+
+
+def newly_ended(jobs: Iterable[Mapping[str, Any]], last_run: Mapping[str, Any] | None) -> list[tuple[Any, Finished]]:
+    """The Jobs that ended after the one ``status.lastRun`` records, oldest first."""
+    ended = []
+    for job in jobs:
+        end = finished(job)
+        if end is not None and newer_than_recorded(job, end, last_run):
+            ended.append((job, end))
+    return sorted(ended, key=lambda pair: (pair[1].at, str(pair[0]["metadata"]["name"])))
+
+
+def runs_update(
+    jobs: Sequence[Mapping[str, Any]],
+    status: Mapping[str, Any],
+    ended: Sequence[tuple[Mapping[str, Any], Finished]],
+    pods: Sequence[Mapping[str, Any]],
+) -> RunsUpdate:
+    """status.active, status.lastRun and LastRunSucceeded from the Jobs; ``pods`` are the newest ended
+    Job's. Older Jobs that also ended meanwhile (the operator was down) are counted, not recorded."""
+    last_run: Mapping[str, Any] | None = status.get("lastRun")
+    results = [end.succeeded for _, end in ended]
+    last_success = parse_time(status.get("lastSuccessfulRunTime"))
+    if ended:
+        job, end = ended[-1]
+        run = ended_run(job, end, pods)
+        last_run = run.last_run
+        results[-1] = run.succeeded
+        successes = [e.at for (_, e), ok in zip(ended, results, strict=True) if ok]
+        last_success = max([*successes, *([last_success] if last_success else [])], default=None)
+
+    fields: dict[str, Any] = {"active": active_refs(jobs)}
+    conditions: list[Observation] = []
+    if last_run:
+        fields["lastRun"] = dict(last_run)
+        conditions.append(last_run_condition(last_run))
+    if last_success is not None:
+        fields["lastSuccessfulRunTime"] = format_time(last_success)
+    return RunsUpdate(fields, conditions, results)

@@ -1,17 +1,25 @@
-"""render_cronjob is pure: these tests build models in memory and inspect dicts, no API server."""
+"""policy.cronjob is pure: these tests build models in memory and inspect dicts, no API server.
+The CronJob (render_cronjob), whose CronJob is ours to overwrite, and a schedule's period."""
 
 from __future__ import annotations
 
 import copy
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tablerefresh.controller.naming import CRONJOB_NAME_MAX, cronjob_name, name_label_value
-from tablerefresh.controller.render import render_cronjob
+from tablerefresh.controller.policy.cronjob import (
+    CRONJOB_NAME_MAX,
+    cronjob_name,
+    foreign_owner,
+    name_label_value,
+    render_cronjob,
+    schedule_period_seconds,
+)
 from tablerefresh.spec import TableRefresh, parse_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -273,3 +281,45 @@ def test_render_command_names_the_bad_field(tmp_path: Path, capsys: pytest.Captu
     manifest.write_text(yaml.safe_dump(document))
     assert main(["render", "-f", str(manifest)]) == 2
     assert "spec.strategy" in capsys.readouterr().err
+
+
+# Whose CronJob it is.
+
+
+def test_foreign_cronjobs_are_not_taken_over() -> None:
+    assert foreign_owner(None, "t") is None
+    ours = {"metadata": {"name": "t", "ownerReferences": [{"kind": "TableRefresh", "name": "t", "controller": True}]}}
+    assert foreign_owner(ours, "t") is None
+    theirs = {"metadata": {"name": "t", "ownerReferences": [{"kind": "Deployment", "name": "x", "controller": True}]}}
+    assert "Deployment x" in (foreign_owner(theirs, "t") or "")
+    assert foreign_owner({"metadata": {"name": "t"}}, "t") is not None
+    stripped = {
+        "metadata": {
+            "name": "t",
+            "labels": {"app.kubernetes.io/managed-by": "tablerefresh"},
+            "managedFields": [{"manager": "tablerefresh"}],
+        }
+    }
+    assert foreign_owner(stripped, "t") is None
+
+
+# The schedule.
+
+
+def test_schedule_period_is_the_longest_gap() -> None:
+    assert schedule_period_seconds("*/15 * * * *") == 900
+    assert schedule_period_seconds("0 9 * * 1-5") == 72 * 3600  # Friday to Monday
+    assert schedule_period_seconds("@daily", "Europe/Berlin") == 24 * 3600
+    assert schedule_period_seconds("0 2 * * *", "Not/AZone") == 24 * 3600
+
+
+def test_schedule_period_of_every_form_kubernetes_accepts() -> None:
+    assert schedule_period_seconds("? * * * *") == 60
+    assert schedule_period_seconds("+5 * * * *") == 3600
+    assert schedule_period_seconds("@every 90m") == 90 * 60
+    assert schedule_period_seconds("@every 500ms") == 1  # robfig runs it every second
+    assert schedule_period_seconds("0 9 * * MON-fri") == 72 * 3600
+    assert schedule_period_seconds("0 0 1-31 * 1") == 24 * 3600  # no star: a day matches either field
+    assert schedule_period_seconds("0 0 29 2 *") == (datetime(2032, 2, 29) - datetime(2028, 2, 29)).total_seconds()
+    assert schedule_period_seconds("0 0 30 2 *") is None  # valid, never fires: no period
+    assert schedule_period_seconds(", * * * *") is None

@@ -1,0 +1,315 @@
+"""The controller at run time: one record per TableRefresh, and what sets its workers going.
+
+A :class:`Record` holds everything the controller remembers about one object. It is created when
+the object is first seen (:meth:`Controller.seen`) and dropped in one place, :meth:`Controller.drop`,
+when the object goes; nothing about an object is kept anywhere else.
+
+Triggers, all on the event loop: kopf's resume/create/update handlers and the periodic resync
+(reconcile), events on the CronJobs we own (drift: reconcile), the Job watch (record runs), the
+run-now annotation, and the health scheduler. Each worker (``workers``) runs in a thread holding
+the object's lock, so no two write its status at once; after each, the object's metrics are set
+from its status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tablerefresh.controller.kube import Kube, KubeError
+from tablerefresh.controller.policy.checks import Check, Failure, HealthResult, check_of, health_fields
+from tablerefresh.controller.policy.checks import health_observations as health_conditions
+from tablerefresh.controller.policy.cronjob import Key, controller_owner, cronjob_name, key_of
+from tablerefresh.controller.policy.jobs import cronjob_owner, trim
+from tablerefresh.controller.policy.status import HEALTH_CHECK
+from tablerefresh.controller.runtime import metrics
+from tablerefresh.controller.runtime.scheduler import Due, Scheduler
+from tablerefresh.controller.runtime.status_writer import StatusMemory, StatusWriter
+from tablerefresh.controller.runtime.workers import Prober, handle_run_now, reconcile, record_runs
+from tablerefresh.dataplane.connection import redact
+
+log = logging.getLogger(__name__)
+
+Group = tuple[str, str]  # a CronJob's namespace and name: what groups Jobs by owner
+
+
+@dataclass(eq=False)
+class Record:
+    """Everything the controller remembers about one TableRefresh, from first sight until it goes."""
+
+    key: Key
+    uid: str
+    body: dict[str, Any]  # the latest copy from the watch
+    series: metrics.ObjectSeries
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one worker at a time
+    status: StatusMemory = field(default_factory=StatusMemory)  # what each source wrote, last known statuses
+    check: Check | None = None  # its health check; rebuilt when the generation changes
+    due: Due = field(default_factory=Due)  # when its health check last started
+    health_failing: bool = False  # whether its last health check failed (logged on change only)
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # its CronJob's Jobs by name, trimmed
+    cronjob_version: str | None = None  # the CronJob's resourceVersion after our last apply: its echo
+
+
+class Controller:
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        resync_seconds: float = 60.0,
+        concurrency: int = 8,
+        health_concurrency: int = 8,
+        health_timeout: float = 30.0,
+    ) -> None:
+        self.kube = kube
+        self.writer = StatusWriter(kube)
+        self.records: dict[Key, Record] = {}
+        # Jobs whose TableRefresh is not (or no longer) known: both watches start at once, so a Job
+        # may come first. A record takes its own when it is created; a deleted Job goes from here.
+        self.unclaimed_jobs: dict[Group, dict[str, dict[str, Any]]] = {}
+        self.resync_seconds = resync_seconds
+        self._limit = asyncio.Semaphore(concurrency)
+        self.prober = Prober(kube, timeout=health_timeout)
+        self.health = Scheduler(
+            self._due_checks,
+            self._probe,
+            self._record_health,
+            self._timed_out,
+            concurrency=health_concurrency,
+            timeout=health_timeout,
+        )
+        self._background: set[asyncio.Task[None]] = set()
+
+    # Records, fed by the TableRefresh watch.
+
+    def seen(self, body: Mapping[str, Any]) -> Record:
+        """The watch delivered the object: keep it, creating its record on first sight."""
+        key = key_of(body)
+        meta = body["metadata"]
+        uid = str(meta.get("uid"))
+        record = self.records.get(key)
+        if record is not None and record.uid != uid:  # deleted and created again, the deletion unseen
+            self.drop(key)
+            record = None
+        first = record is None
+        if record is None:
+            record = Record(key, uid, dict(body), metrics.ObjectSeries(key))
+            record.jobs = self.unclaimed_jobs.pop((key[0], cronjob_name(key[1])), {})
+            self.records[key] = record
+            metrics.OBJECTS.set(len(self.records))
+        else:
+            record.body = dict(body)
+        check = record.check
+        if check is None or check.generation != meta.get("generation"):
+            record.check = check_of(body)
+            if record.check is not None:
+                self.health.poke()  # a new object or a new spec: check it now
+        self._publish(record)
+        if first and record.jobs:  # its Jobs were listed before it
+            self._spawn(self._record_runs_logged(record), f"runs {key[0]}/{key[1]}")
+        return record
+
+    def gone(self, body: Mapping[str, Any]) -> None:
+        self.drop(key_of(body))
+
+    def drop(self, key: Key) -> None:
+        """Forget the object: its record, and with it everything the controller knew of it."""
+        record = self.records.pop(key, None)
+        if record is not None:
+            record.series.remove()
+        metrics.OBJECTS.set(len(self.records))
+
+    def _current(self, record: Record) -> bool:
+        """Whether the record is still the object's (not dropped while a worker ran)."""
+        return self.records.get(record.key) is record
+
+    def _publish(self, record: Record) -> None:
+        """Set the object's metrics from its status, as every source has left it."""
+        status = self.writer.current(record.status, record.body)
+        check = record.check
+        spec = record.body.get("spec") or {}
+        table = check.table if check else str((spec.get("target") or {}).get("table") or "")
+        record.series.publish(table, metrics.samples(status, check.spec if check else None))
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # Reconciling.
+
+    async def reconcile(self, body: Mapping[str, Any], *, trigger: str) -> None:
+        """Reconcile one object, never two reconciles of the same object at once.
+
+        Raises KubeError for failures worth retrying; the caller decides how (kopf retries its
+        handlers, the resync just tries again next round).
+        """
+        record = self.records.get(key_of(body))
+        if record is None or record.uid != body["metadata"].get("uid"):
+            record = self.seen(body)
+        async with record.lock, self._limit:
+            if not self._current(record):
+                return  # deleted while it waited
+            started = time.monotonic()
+            result = "error"
+            try:
+                # The record is at least as fresh as a handler's body (kopf feeds the watch first).
+                facts = await asyncio.to_thread(reconcile, self.kube, self.writer, record.status, record.body)
+                result = "ok"
+            finally:
+                metrics.RECONCILES.labels(trigger, result).inc()
+                metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+            version = ((facts.cronjob if facts else None) or {}).get("metadata", {}).get("resourceVersion")
+            if version:
+                record.cronjob_version = str(version)
+        self._publish(record)
+
+    async def owned_changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A CronJob we own changed or went away: put it back as its TableRefresh says."""
+        owner = controller_owner(body)
+        if owner is None or event_type is None:  # None: the initial listing; resume covers it
+            return
+        record = self.records.get((str(body["metadata"]["namespace"]), str(owner["name"])))
+        if record is None:
+            return
+        version = body["metadata"].get("resourceVersion")
+        if event_type != "DELETED" and version is not None and version == record.cronjob_version:
+            return  # the event of our own apply
+        tr: Mapping[str, Any] = record.body
+        if event_type == "DELETED":
+            # Deleted by hand, or by garbage collection because the TableRefresh is going:
+            # ask the API server, not the record, which of the two.
+            found = await asyncio.to_thread(self.kube.get_tablerefresh, *record.key)
+            if found is None or found["metadata"].get("deletionTimestamp"):
+                return
+            tr = found
+        await self.reconcile(tr, trigger="cronjob")
+
+    async def resync_forever(self) -> None:
+        """Reconcile everything every ``resync_seconds``: the backstop for whatever no event says
+        (the Job watch's writes included: a failed one is tried again here)."""
+        while True:
+            await asyncio.sleep(self.resync_seconds)
+            records = list(self.records.values())
+            results = await asyncio.gather(
+                *(self.reconcile(r.body, trigger="resync") for r in records), return_exceptions=True
+            )
+            _report("resync", [r.key for r in records], results)
+            with_jobs = [r for r in records if r.jobs]
+            results = await asyncio.gather(*(self._record_runs(r) for r in with_jobs), return_exceptions=True)
+            _report("run outcomes", [r.key for r in with_jobs], results)
+
+    # The health check.
+
+    async def check_health_forever(self) -> None:
+        """Check every object on its own interval (see ``scheduler``) until cancelled."""
+        await self.health.run_forever()
+
+    def _due_checks(self) -> Iterator[tuple[Check, Due]]:
+        return ((r.check, r.due) for r in self.records.values() if r.check is not None)
+
+    def _probe(self, check: Check) -> HealthResult:
+        started = time.monotonic()
+        try:
+            return self.prober(check)
+        finally:
+            metrics.HEALTH_CHECK_SECONDS.observe(time.monotonic() - started)
+
+    @staticmethod
+    def _timed_out(check: Check, seconds: float) -> HealthResult:
+        url = redact(check.spec.clickhouse.url)
+        error = f"ClickHouse at {url} did not answer the health query within {seconds:g}s"
+        return HealthResult(datetime.now(UTC), failure=Failure.UNREACHABLE, error=error)
+
+    async def _record_health(self, check: Check, result: HealthResult) -> None:
+        record = self.records.get(check.key)
+        if record is None or record.uid != check.uid:
+            return  # deleted, or deleted and created again, while it was measured
+        async with record.lock:
+            if not self._current(record):
+                return
+            fields = health_fields(result)
+            conditions = health_conditions(result, check.spec)
+            await asyncio.to_thread(self.writer.write, record.status, record.body, HEALTH_CHECK, fields, conditions)
+        if not result.ok:
+            record.series.count_health_error()
+        # Logged when it starts and stops failing, not at every interval while it fails.
+        if not result.ok and not record.health_failing:
+            record.health_failing = True
+            log.warning("%s/%s: health check failed: %s", *check.key, result.error)
+        elif result.ok and record.health_failing:
+            record.health_failing = False
+            log.info("%s/%s: health check works again", *check.key)
+        self._publish(record)
+
+    # Run outcomes.
+
+    async def job_changed(self, event_type: str | None, job: Mapping[str, Any]) -> None:
+        """A Job of ours started, changed or ended: keep it, and bring its TableRefresh's runs up to date."""
+        owner = cronjob_owner(job)
+        if owner is None:
+            return
+        meta = job["metadata"]
+        group = (str(meta["namespace"]), str(owner["name"]))
+        record = self._owner_of_cronjob(group)
+        jobs = record.jobs if record is not None else self.unclaimed_jobs.setdefault(group, {})
+        if event_type == "DELETED":
+            jobs.pop(str(meta["name"]), None)
+        else:
+            jobs[str(meta["name"])] = trim(job)
+        if record is None:
+            if not jobs:
+                del self.unclaimed_jobs[group]
+            return
+        await self._record_runs(record)
+
+    def _owner_of_cronjob(self, group: Group) -> Record | None:
+        """The record of the TableRefresh whose CronJob has this name (the name is the TableRefresh's,
+        unless shortened)."""
+        namespace, cronjob = group
+        record = self.records.get(group)
+        if record is not None:
+            return record
+        for key, record in self.records.items():
+            if key[0] == namespace and cronjob_name(key[1]) == cronjob:
+                return record
+        return None
+
+    async def _record_runs_logged(self, record: Record) -> None:
+        try:
+            await self._record_runs(record)
+        except Exception as exc:  # the resync tries again
+            _report("run outcomes", [record.key], [exc])
+
+    async def _record_runs(self, record: Record) -> None:
+        async with record.lock:
+            if not self._current(record) or record.body["metadata"].get("deletionTimestamp"):
+                return
+            jobs = list(record.jobs.values())  # the watch changes them on the loop meanwhile
+            results = await asyncio.to_thread(record_runs, self.kube, self.writer, record.status, record.body, jobs)
+        for succeeded in results or []:
+            record.series.count_run("succeeded" if succeeded else "failed")
+        self._publish(record)
+
+    # Run now.
+
+    async def run_now(self, body: Mapping[str, Any]) -> None:
+        """The run-now annotation is on the object: handle its token, once. Raises KubeError."""
+        record = self.records.get(key_of(body))
+        if record is None or record.uid != body["metadata"].get("uid"):
+            record = self.seen(body)
+        async with record.lock:
+            if self._current(record):
+                await asyncio.to_thread(handle_run_now, self.kube, self.writer, record.status, record.body)
+
+
+def _report(what: str, keys: list[Key], results: list[Any]) -> None:
+    for key, result in zip(keys, results, strict=True):
+        if isinstance(result, KubeError):
+            log.warning("%s of %s/%s failed: %s", what, *key, result)
+        elif isinstance(result, Exception):
+            log.error("%s of %s/%s failed", what, *key, exc_info=result)

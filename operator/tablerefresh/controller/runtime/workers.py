@@ -1,0 +1,304 @@
+"""The per-object workers: what the controller does for one TableRefresh, each read top-down like the
+kubebuilder CronJob tutorial: read what exists, compute what should (``policy``, pure), apply it,
+write the status (through the ``StatusWriter``).
+
+- :func:`reconcile`: the TableRefresh -> its CronJob, CronJobReady and CredentialsFound.
+- :class:`Prober`: one health check: credentials from the Secret, connect, measure.
+- :func:`record_runs`: its Jobs -> status.active, status.lastRun and LastRunSucceeded.
+- :func:`run_now` and :func:`handle_run_now`: a Job now, from the CronJob's template.
+
+All are blocking: the runtime runs them in worker threads, holding the object's lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
+
+from tablerefresh.controller.kube import Kube, KubeError
+from tablerefresh.controller.policy.checks import Check, Failure, HealthResult
+from tablerefresh.controller.policy.cronjob import (
+    JOB_NAME_LABEL,
+    NAME_LABEL,
+    Facts,
+    Secret,
+    cronjob_name,
+    foreign_owner,
+    name_label_value,
+    parse,
+    reconciler_conditions,
+    reconciler_events,
+    reconciler_fields,
+    render_cronjob,
+)
+from tablerefresh.controller.policy.jobs import (
+    admit_run,
+    job_from_cronjob,
+    jobs_of,
+    newly_ended,
+    pending_token,
+    runs_update,
+)
+from tablerefresh.controller.policy.status import (
+    JOB_WATCH,
+    READY,
+    RECONCILER,
+    RUN_NOW,
+    Event,
+    format_time,
+)
+from tablerefresh.controller.runtime.status_writer import StatusMemory, StatusWriter
+from tablerefresh.dataplane.connection import connect, redact
+from tablerefresh.dataplane.errors import RefreshError, Unreachable
+from tablerefresh.dataplane.failures import one_line
+from tablerefresh.dataplane.health import measure
+from tablerefresh.spec import TableRefresh
+
+log = logging.getLogger(__name__)
+
+
+# Reconcile. Level-based: the input is the whole object as it is now, never a diff, so a reconcile
+# after a restart, a missed event or a hand edit converges to the same single CronJob.
+
+
+def reconcile(kube: Kube, writer: StatusWriter, memory: StatusMemory, body: Mapping[str, Any]) -> Facts | None:
+    """Reconcile one TableRefresh; None when there is nothing to do (it is being deleted, or is gone).
+
+    Raises KubeError for failures worth retrying; the caller decides how.
+    """
+    meta = body["metadata"]
+    if meta.get("deletionTimestamp"):
+        return None  # garbage collection takes the CronJob with it
+    facts = _observe_and_apply(kube, body)
+    fields = reconciler_fields(writer.current(memory, body), facts)
+    written = writer.write(
+        memory, body, RECONCILER, fields, reconciler_conditions(facts), events=reconciler_events(facts)
+    )
+    if written is None:
+        return None  # deleted meanwhile
+    if written.changed:
+        ready = next(c for c in written.status["conditions"] if c["type"] == READY)
+        log.info(
+            "%s/%s: generation %s, Ready=%s (%s)",
+            meta["namespace"],
+            meta["name"],
+            facts.generation,
+            ready["status"],
+            ready["reason"],
+        )
+    return facts
+
+
+def _observe_and_apply(kube: Kube, body: Mapping[str, Any]) -> Facts:
+    meta = body["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    generation = int(meta.get("generation") or 0)
+    target = cronjob_name(name)
+
+    # Read.
+    tr = parse(body)
+    if isinstance(tr, str):
+        return Facts(generation=generation, cronjob_name=target, spec_error=tr)
+    existing = kube.get_cronjob(namespace, target)
+    secret, secret_name = _check_secret(kube, tr)
+    conflict = foreign_owner(existing, name)
+    if conflict is not None:
+        return Facts(generation, target, conflict=conflict, secret=secret, secret_name=secret_name)
+
+    # Compute what should exist (pure), then apply it.
+    desired = render_cronjob(tr, owner_uid=uid)
+    try:
+        applied = kube.apply_cronjob(desired)
+    except KubeError as exc:
+        if exc.transient:
+            raise
+        return Facts(generation, target, apply_error=str(exc), secret=secret, secret_name=secret_name)
+    return Facts(
+        generation,
+        target,
+        secret=secret,
+        secret_name=secret_name,
+        created=existing is None,
+        cronjob=applied,
+    )
+
+
+def _check_secret(kube: Kube, tr: TableRefresh) -> tuple[Secret, str | None]:
+    ref = tr.spec.clickhouse.credentials_secret
+    if ref is None:
+        return Secret.NOT_CONFIGURED, None
+    try:
+        found = kube.secret_exists(tr.metadata.namespace, ref.name)
+    except KubeError as exc:
+        log.warning("%s/%s: cannot check Secret %s: %s", tr.metadata.namespace, tr.metadata.name, ref.name, exc)
+        return Secret.UNCHECKED, ref.name
+    return (Secret.FOUND if found else Secret.MISSING), ref.name
+
+
+# A health check. Never raises: every way it can fail becomes a HealthResult saying which
+# (unreachable, query failed, no credentials), so the caller always has a status to write.
+
+Connect = Callable[..., Client]
+
+
+class CredentialsError(Exception):
+    pass
+
+
+class Prober:
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        timeout: float = 30.0,
+        connector: Connect = connect,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._kube = kube
+        self._timeout = timeout
+        self._connect = connector
+        self._clock = clock
+
+    def __call__(self, check: Check) -> HealthResult:
+        now = self._clock()
+        try:
+            username, password = self._credentials(check)
+        except CredentialsError as exc:
+            return HealthResult(now, failure=Failure.CREDENTIALS, error=str(exc))
+        spec = check.spec
+        try:
+            client = self._connect(
+                spec.clickhouse.url,
+                database=spec.clickhouse.database,
+                settings=spec.clickhouse.settings,
+                username=username,
+                password=password,
+                connect_timeout=min(10.0, self._timeout),
+                send_receive_timeout=self._timeout,
+            )
+        except Unreachable as exc:
+            return HealthResult(now, failure=Failure.UNREACHABLE, error=str(exc))
+        except RefreshError as exc:  # e.g. an unsupported URL scheme
+            return HealthResult(now, failure=Failure.QUERY, error=str(exc))
+        try:
+            return HealthResult(now, report=measure(client, spec, now=now))
+        except OperationalError as exc:  # the connection broke off: the network, not the query
+            return HealthResult(now, failure=Failure.UNREACHABLE, error=_describe(exc, spec.clickhouse.url))
+        except ClickHouseError as exc:
+            return HealthResult(now, failure=Failure.QUERY, error=one_line(exc))
+        except Exception as exc:  # a bug must not stop the other checks
+            log.exception("%s/%s: health check failed", *check.key)
+            return HealthResult(now, failure=Failure.QUERY, error=f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            client.close()
+
+    def _credentials(self, check: Check) -> tuple[str | None, str | None]:
+        ref = check.spec.clickhouse.credentials_secret
+        if ref is None:
+            return None, None
+        try:
+            data = self._kube.read_secret(check.key[0], ref.name)
+        except KubeError as exc:
+            raise CredentialsError(f"cannot read Secret {ref.name}: {exc}") from exc
+        if data is None:
+            raise CredentialsError(f"Secret {ref.name} does not exist in this namespace")
+        missing = [k for k in (ref.username_key, ref.password_key) if k not in data]
+        if missing:
+            raise CredentialsError(f"Secret {ref.name} has no key {', '.join(missing)}")
+        return data[ref.username_key], data[ref.password_key]
+
+
+def _describe(exc: BaseException, url: str) -> str:
+    return f"lost the connection to ClickHouse at {redact(url)}: {one_line(exc)}"
+
+
+# The Job watch's record of runs.
+
+
+def record_runs(
+    kube: Kube,
+    writer: StatusWriter,
+    memory: StatusMemory,
+    body: Mapping[str, Any],
+    jobs: Iterable[Mapping[str, Any]],
+) -> list[bool] | None:
+    """Bring status.active, status.lastRun and LastRunSucceeded up to date with the Jobs the watch
+    has seen (``jobs``: the ones of this TableRefresh's CronJob).
+
+    Returns whether each newly ended Job succeeded (for the run counters), oldest first; None when
+    there is nothing to write (no Jobs ever seen) or the object is gone.
+    """
+    current = writer.current(memory, body)
+    mine = jobs_of(body, jobs, current)
+    if not mine and not current.get("active") and not current.get("lastRun"):
+        return None
+    ended = newly_ended(mine, current.get("lastRun"))
+    pods = []
+    if ended:
+        newest = str(ended[-1][0]["metadata"]["name"])
+        pods = kube.list_pods(str(body["metadata"]["namespace"]), f"{JOB_NAME_LABEL}={newest}")
+    update = runs_update(mine, current, ended, pods)
+    if writer.write(memory, body, JOB_WATCH, update.fields, update.conditions) is None:
+        return None
+    if ended:
+        run = update.fields["lastRun"]
+        outcome = str(run.get("outcome", "")).lower() + (f" ({run['reason']})" if run.get("reason") else "")
+        log.info("%s/%s: Job %s %s", body["metadata"]["namespace"], body["metadata"]["name"], run["jobName"], outcome)
+    return update.results
+
+
+# Run now.
+
+
+class RunNowRefused(Exception):
+    """The CronJob's concurrencyPolicy forbids a run now; the message names the running Job."""
+
+
+def run_now(
+    kube: Kube, namespace: str, tablerefresh: str, token: str, *, args: list[str] | None = None, purpose: str = "now"
+) -> str:
+    """Create (or find) the Job for ``token`` from the CronJob's template, as the CronJob controller
+    would, under its concurrencyPolicy; returns its name. Raises RunNowRefused or KubeError."""
+    cronjob = kube.get_cronjob(namespace, cronjob_name(tablerefresh))
+    if cronjob is None:
+        raise KubeError(404, f"CronJob {cronjob_name(tablerefresh)} not found in {namespace}")
+    job = job_from_cronjob(cronjob, token=token, args=args, purpose=purpose)
+    existing = kube.list_jobs(namespace, f"{NAME_LABEL}={name_label_value(tablerefresh)}")
+    if any(j["metadata"]["name"] == job["metadata"]["name"] for j in existing):
+        return str(job["metadata"]["name"])  # this token was handled already
+    admission = admit_run(cronjob["spec"].get("concurrencyPolicy", "Forbid"), existing)
+    if not admission.create:
+        raise RunNowRefused(admission.reason)
+    for name in admission.delete:
+        kube.delete_job(namespace, name)
+    try:
+        kube.create_job(job)
+    except KubeError as exc:
+        if exc.status != 409:  # 409: created by a concurrent request for the same token
+            raise
+    return str(job["metadata"]["name"])
+
+
+def handle_run_now(
+    kube: Kube, writer: StatusWriter, memory: StatusMemory, body: Mapping[str, Any], now: datetime | None = None
+) -> None:
+    """The annotation ``tablerefresh.dev/run-now: <token>``: create the Job for a new token, then
+    record the token in status.runNow so that it is handled once."""
+    token = pending_token(body, writer.current(memory, body))
+    if token is None:
+        return
+    meta = body["metadata"]
+    record: dict[str, Any] = {"token": token, "requestedAt": format_time(now or datetime.now(UTC))}
+    try:
+        record["jobName"] = run_now(kube, meta["namespace"], meta["name"], token)
+        record["message"] = f"created Job {record['jobName']}"
+        event = Event("Normal", "RunNow", f"run-now {token}: created Job {record['jobName']}")
+    except RunNowRefused as exc:
+        record["message"] = f"refused: {exc}"
+        event = Event("Warning", "RunNowRefused", f"run-now {token} refused: {exc}")
+    writer.write(memory, body, RUN_NOW, {"runNow": record}, events=[event])
