@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 Group = tuple[str, str]  # a CronJob's namespace and name: what groups Jobs by owner
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # hundreds of them: no __dict__ each
 class Record:
     """Everything the controller remembers about one TableRefresh, from first sight until it goes."""
 

@@ -115,6 +115,8 @@ class ObjectSeries:
     Used on the event loop only.
     """
 
+    __slots__ = ("key", "table", "types")
+
     def __init__(self, key: Key) -> None:
         self.key = key
         self.table: str | None = None

@@ -41,7 +41,7 @@ class Schedulable(Protocol):
     def server(self) -> str: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class Due:
     """The scheduler's memory of one object: when its last check started, for which generation."""
 

@@ -25,7 +25,7 @@ from tablerefresh.controller.policy.status import Event, Observation, Source, St
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(slots=True)
 class StatusMemory:
     """What the writer remembers of one object's status (kept in its record, gone with it).
 
