@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane.audit import verify_sample
 from tablerefresh.dataplane.errors import ExitCode
 from tablerefresh.dataplane.incremental import FULL, INCREMENTAL
 from tablerefresh.dataplane.plan import plan
 from tablerefresh.dataplane.refresh import Refresh, RunOptions
 from tablerefresh.dataplane.runs import RUNS_TABLE, Outcome, RunRecord
+from tablerefresh.dataplane.spot_check import verify_sample
 from tablerefresh.spec import TableRefreshSpec
 from tests import refresh_fixtures as fx
 from tests.test_operations import cli, write_manifest

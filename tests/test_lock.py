@@ -19,6 +19,9 @@ from tests import refresh_fixtures as fx
 
 Connect = Callable[[], Client]
 TTL = 2.0
+# Long enough that a winner whose heartbeat is starved on a loaded machine is not taken for dead
+# during the round (seen in CI with 1 s): that takeover would be a second, legitimate win.
+CONTENDED_TTL = 4.0
 
 
 def stale_lock(ch: Client, database: str, owner: str = "crashed-run@host:1", ttl: float = TTL) -> None:
@@ -51,7 +54,7 @@ def lock(
 
 def test_contenders_for_a_stale_lock_one_wins_and_nothing_is_left(ch: Client, connect: Connect, database: str) -> None:
     def contend(owner: str, start: threading.Barrier, won: list[TableLock], refused: list[str]) -> None:
-        contender = lock(connect, database, owner, ttl=1.0)
+        contender = lock(connect, database, owner, ttl=CONTENDED_TTL)
         start.wait()
         try:
             contender.acquire()
@@ -59,8 +62,8 @@ def test_contenders_for_a_stale_lock_one_wins_and_nothing_is_left(ch: Client, co
         except LockHeld as exc:
             refused.append(str(exc))
 
-    for round_ in range(6):
-        stale_lock(ch, database, ttl=1.0)
+    for round_ in range(4):
+        stale_lock(ch, database, ttl=CONTENDED_TTL)
         start = threading.Barrier(3)
         won: list[TableLock] = []
         refused: list[str] = []

@@ -11,11 +11,11 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 
 from tablerefresh.commands._target import add_target_arguments, emit_json, guarded, open_target
-from tablerefresh.dataplane.audit import verify_sample
 from tablerefresh.dataplane.errors import ExitCode
 from tablerefresh.dataplane.operation import new_run_id, owner_of
 from tablerefresh.dataplane.refresh import Refresh, RunOptions
 from tablerefresh.dataplane.source import source_query
+from tablerefresh.dataplane.spot_check import verify_sample
 
 DEFAULT_SAMPLE = 1000
 

@@ -50,7 +50,7 @@ from tablerefresh.dataplane.incremental import RunKind, choose, definition_hash
 from tablerefresh.dataplane.lock import TableLock
 from tablerefresh.dataplane.runs import Outcome, RunRecord, write_run
 from tablerefresh.dataplane.scope import Scope
-from tablerefresh.dataplane.swap import PartitionChange, PartitionCounts, swap_plan, swap_statement
+from tablerefresh.dataplane.swap import PartitionChange, PartitionCounts, mismatched, swap_plan, swap_statement
 from tablerefresh.dataplane.verify import StagingFacts, staging_problems
 from tablerefresh.spec import Strategy, TableRefreshSpec, parse_duration
 
@@ -576,11 +576,7 @@ class Refresh:
             staged = catalog.partition_rows(self.client, staging)
             self.record.rows_before = sum(c.rows for c in before.values())
             self.record.partitions = [c.partition for c in changes]
-            moved = [
-                f"{c.partition}: {c.new_rows} -> {staged.get(c.partition, 0)}"
-                for c in changes
-                if staged.get(c.partition, 0) != c.new_rows
-            ]
+            moved = mismatched(changes, staged)
             if moved:
                 raise VerificationFailed(
                     f"rows outside the slice changed in {self.record.target} while the run built staging "
@@ -616,14 +612,11 @@ class Refresh:
             after = catalog.partition_rows(
                 self.client, tq, "_partition_id IN {replace:Array(String)}", {"replace": self.record.partitions}
             )
-            wrong = [
-                f"{c.partition}: {after.get(c.partition, 0)} != {c.new_rows}"
-                for c in changes
-                if after.get(c.partition, 0) != c.new_rows
-            ]
+            wrong = mismatched(changes, after)
             if wrong:
                 raise FailedAfterSwap(
-                    f"after the swap {self.record.target} does not hold the staged rows ({', '.join(wrong)}); "
+                    f"after the swap {self.record.target} does not hold the staged rows "
+                    f"(expected -> found: {', '.join(wrong)}); "
                     "the swap ran, the target is changed"
                 )
             self.record.duplicates = staged_duplicates

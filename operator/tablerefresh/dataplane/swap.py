@@ -90,3 +90,12 @@ def swap_statement(target: str, staging: str, changes: list[PartitionChange]) ->
         for c in changes
     )
     return f"ALTER TABLE {target} {commands}"
+
+
+def mismatched(changes: list[PartitionChange], counted: Mapping[str, int]) -> list[str]:
+    """``partition: expected -> counted`` for each partition whose rows are not what its change expects."""
+    return [
+        f"{c.partition}: {c.new_rows} -> {counted.get(c.partition, 0)}"
+        for c in changes
+        if counted.get(c.partition, 0) != c.new_rows
+    ]
