@@ -41,6 +41,7 @@ OPERATOR_METRICS = {
     "tablerefresh_schedule_period_seconds": set(),
     "tablerefresh_runs_total": {"result"},
     "tablerefresh_health_check_errors_total": set(),
+    "tablerefresh_audit_failing_rows": {"audit"},
 }
 OBJECT_LABELS = {"namespace", "name", "table"}
 # The alerts the issue asks for, and the extra ones.
@@ -51,6 +52,8 @@ REQUIRED_ALERTS = {
     "TableRefreshNoRecentSuccess",  # last success older than two schedule periods
     "TableRefreshNotReady",  # Ready false for 15 minutes
     "TableRefreshRefreshFailed",  # refresh failed
+    "TableRefreshLastRunFailed",  # the last run failed, and none has succeeded since
+    "TableRefreshAuditFailing",  # an audit counts bad rows in the table
 }
 EXTRA_ALERTS = {
     "TableRefreshMutationStuck",
@@ -226,7 +229,7 @@ def test_rules_use_only_the_operator_metrics_and_its_labels() -> None:
         used |= set(re.findall(r"\btablerefresh_[a-z_]+\b", text)) - {"tablerefresh_metrics"}
         for grouping in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", text):
             labels = {label.strip() for label in grouping.split(",")}
-            assert labels <= OBJECT_LABELS | {"type"}, (rule["alert"], labels)
+            assert labels <= OBJECT_LABELS | {"type", "audit"}, (rule["alert"], labels)
         for matcher in re.findall(r"\{([^}]*)\}", rule["expr"]):
             for label in re.findall(r"([a-z_]+)\s*!?=~?", matcher):
                 allowed = OBJECT_LABELS | {"type", "result", "job"}

@@ -251,6 +251,19 @@ def test_ready_false_shows_even_before_the_first_check(tmp_path: Path) -> None:
     assert health(with_status(base(), missing, checked=False), tmp_path) == ("Degraded", missing["message"])
 
 
+def test_a_failed_run_stays_degraded_while_the_next_job_runs(tmp_path: Path) -> None:
+    """argo-cd #24429: a CronJob shows Healthy again once the next Job starts. Ready stays False after a
+    failed run until one succeeds, so the TableRefresh stays Degraded, with the run's error."""
+    error = "Job trades-29000001 was aborted in 3.0s: audit no-negative-tokens: 12 failing row(s), at most 0 allowed"
+    failed = {"status": "False", "reason": "AuditFailed", "message": error}
+    obj = with_status(base(), failed)
+    obj["status"]["conditions"].append(condition("LastRunSucceeded", "False", "AuditFailed", error))
+    obj["status"]["active"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": "trades-29000002"}]
+    assert health(obj, tmp_path) == ("Degraded", f"{error} (Job trades-29000002 is running)")
+    del obj["status"]["active"]
+    assert health(obj, tmp_path) == ("Degraded", error)
+
+
 def test_degraded_message_falls_back_to_the_reason(tmp_path: Path) -> None:
     assert health(with_status(base(), {"status": "False", "reason": "RefreshFailed"}), tmp_path) == (
         "Degraded",

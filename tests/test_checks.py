@@ -17,6 +17,7 @@ from tablerefresh.controller.policy.checks import (
     server_of,
 )
 from tablerefresh.controller.policy.status import Observation
+from tablerefresh.dataplane.audits import AuditResult
 from tablerefresh.dataplane.health import HealthReport
 from tablerefresh.spec import TableRefreshSpec
 from tests.controller_fakes import T0, UID, tr_body
@@ -72,7 +73,7 @@ def test_a_check_that_could_not_measure_leaves_every_health_condition_unknown(
     result = HealthResult(T0, failure=failure, error="it broke")
     judged = by_type(health_observations(result, SPEC))
     assert judged.pop("ClickHouseReachable").status == reachable
-    assert set(judged) == {"Fresh", "DuplicateFree", "Complete", "NoStuckMutations"}
+    assert set(judged) == {"Fresh", "DuplicateFree", "Complete", "NoStuckMutations", "AuditsPassing"}
     assert all(o.status == "Unknown" and o.reason == reason for o in judged.values())
     # Only when it was tried and why: old figures beside a new checkedAt would pass for current.
     assert health_fields(result) == {"health": {"checkedAt": "2026-01-01T12:00:00Z", "error": "it broke"}}
@@ -93,3 +94,22 @@ def test_server_of_groups_by_host_not_by_credentials_or_database() -> None:
     assert server_of("https://u:p@ch.example:8443/db") == server_of("https://ch.example:8443/other")
     assert server_of("clickhouse://a:8123") != server_of("clickhouse://b:8123")
     assert server_of("chdb:///var/lib/x") == "chdb:///var/lib/x"
+
+
+def test_audits_are_judged_against_their_own_limits() -> None:
+    none = by_type(health_observations(HealthResult(T0, report=report()), SPEC))["AuditsPassing"]
+    assert (none.status, none.reason) == ("True", "NoAudits")
+    passing = AuditResult("held-within-tokens", 3, 5)
+    failing = AuditResult("no-negative-tokens", 12, 0)
+    result = HealthResult(T0, report=report(audits=(passing, failing)))
+    judged = by_type(health_observations(result, SPEC))["AuditsPassing"]
+    assert (judged.status, judged.reason) == ("False", "AuditFailed")
+    assert "no-negative-tokens: 12 failing row(s), at most 0 allowed" in judged.message
+    assert "held-within-tokens" not in judged.message
+    assert health_fields(result)["health"]["audits"] == [
+        {"name": "held-within-tokens", "failingRows": 3, "maxFailingRows": 5, "passed": True},
+        {"name": "no-negative-tokens", "failingRows": 12, "maxFailingRows": 0, "passed": False},
+    ]
+    ok = by_type(health_observations(HealthResult(T0, report=report(audits=(passing,))), SPEC))["AuditsPassing"]
+    assert (ok.status, ok.reason) == ("True", "AuditsPassed")
+    assert "audits" not in health_fields(HealthResult(T0, report=report()))["health"]

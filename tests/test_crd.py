@@ -83,7 +83,10 @@ def test_names_scope_and_subresource() -> None:
 def test_printer_columns() -> None:
     columns = build_crd()["spec"]["versions"][0]["additionalPrinterColumns"]
     default_columns = [c["name"] for c in columns if not c.get("priority")]
-    assert default_columns == ["Schedule", "Suspend", "Ready", "Stale(h)", "Dups", "Last Run", "Age"]
+    assert default_columns == [
+        *("Schedule", "Suspend", "Ready", "Stale(h)", "Dups"),
+        *("Last Run", "Last Success", "Last Failure", "Age"),
+    ]
 
 
 def test_schema_is_structural() -> None:
@@ -107,6 +110,8 @@ def test_status_declares_every_field_the_controller_and_health_check_write() -> 
         "cronJobRef",
         "lastScheduleTime",
         "lastSuccessfulRunTime",
+        "lastFailureTime",
+        "recentRuns",
         "active",
         "health",
         "lastRun",
@@ -123,6 +128,7 @@ def test_status_declares_every_field_the_controller_and_health_check_write() -> 
         "tableDuplicates",
         "pendingMutations",
         "oldestMutationAgeSeconds",
+        "audits",
         "error",
     }
     assert set(status["lastRun"]["properties"]) == {
@@ -141,6 +147,8 @@ def test_status_declares_every_field_the_controller_and_health_check_write() -> 
         "kind",
         "changedKeys",
         "sampleDifferences",
+        "audits",
+        "evidenceTable",
         "error",
     }
     assert set(status["kopf"]["properties"]) == {"progress", "dummy", "diffbase"}

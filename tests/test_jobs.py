@@ -19,6 +19,8 @@ from tablerefresh.controller.policy.jobs import (
     job_name,
     last_run_condition,
     newer_than_recorded,
+    newly_ended,
+    runs_update,
     summary_of,
 )
 from tablerefresh.dataplane.runs import Outcome, RunRecord
@@ -261,3 +263,64 @@ def test_concurrency_rules_as_the_cronjob_controller_applies_them() -> None:
     assert not forbid.create and "c is still running" in forbid.reason
     replace = admit_run("Replace", running)
     assert replace.create and replace.delete == ["c"]
+
+
+# A failed audit, and the runs a TableRefresh keeps.
+
+
+def test_a_failed_audit_is_aborted_with_the_audit_its_count_and_the_evidence_table() -> None:
+    audits = [
+        {"name": "no-negative-tokens", "failingRows": 12, "maxFailingRows": 0, "passed": False},
+        {"name": "held-within-tokens", "failingRows": 0, "maxFailingRows": 0, "passed": True},
+    ]
+    line = summary_line(
+        outcome=Outcome.FAILED,
+        reason="AuditFailed",
+        error="audit no-negative-tokens: 12 failing row(s), at most 0 allowed; db.trades was not changed",
+        exit_code=8,
+        audits=audits,
+        evidence_table="_tablerefresh_failed_ab12_20260101T120000_trades-1",
+    )
+    run = failed_run(terminated(8, "Error", line))
+    assert (run.last_run["outcome"], run.last_run["reason"]) == ("Aborted", "AuditFailed")
+    assert run.last_run["audits"] == audits
+    assert run.last_run["evidenceTable"] == "_tablerefresh_failed_ab12_20260101T120000_trades-1"
+    said = last_run_condition(run.last_run)
+    assert (said.status, said.reason) == ("False", "AuditFailed")
+    assert "no-negative-tokens: 12 failing row(s)" in said.message
+
+
+def test_recent_runs_and_the_last_failure_after_a_mix_of_outcomes() -> None:
+    """Newest first, at most five; lastFailureTime and lastSuccessfulRunTime each the latest of its kind,
+    including Jobs that ended together while the operator was away."""
+    status: dict[str, Any] = {}
+    outcomes = ["Complete", "Failed", "Complete", "Failed", "Failed", "Complete", "Failed"]
+    for i, end in enumerate(outcomes):
+        ended_job = job(f"trades-{i}", end=end, at=T0 + timedelta(minutes=i), reason="BackoffLimitExceeded")
+        ended = newly_ended([ended_job], status.get("lastRun"))
+        update = runs_update([ended_job], status, ended, [])
+        status = {**status, **update.fields}
+    recent = status["recentRuns"]
+    assert [r["id"] for r in recent] == ["trades-6", "trades-5", "trades-4", "trades-3", "trades-2"]
+    assert [r["outcome"] for r in recent] == ["Failed", "Succeeded", "Failed", "Failed", "Succeeded"]
+    assert recent[0]["reason"] == "BackoffLimitExceeded" and "reason" not in recent[1]
+    assert recent[0]["finished"] == stamp(T0 + timedelta(minutes=6)) and recent[0]["durationSeconds"] == 60.0
+    assert status["lastFailureTime"] == stamp(T0 + timedelta(minutes=6))
+    assert status["lastSuccessfulRunTime"] == stamp(T0 + timedelta(minutes=5))
+
+    # Three Jobs that ended while the operator was down: all listed, the newest recorded in full.
+    later = [
+        job(f"trades-{i}", end=end, at=T0 + timedelta(minutes=i))
+        for i, end in ((7, "Failed"), (8, "Complete"), (9, "Complete"))
+    ]
+    update = runs_update(later, status, newly_ended(later, status["lastRun"]), [])
+    assert [r["id"] for r in update.fields["recentRuns"]] == [
+        "trades-9",
+        "trades-8",
+        "trades-7",
+        "trades-6",
+        "trades-5",
+    ]
+    assert [r["outcome"] for r in update.fields["recentRuns"]][:3] == ["Succeeded", "Succeeded", "Failed"]
+    assert update.fields["lastFailureTime"] == stamp(T0 + timedelta(minutes=7))
+    assert update.fields["lastSuccessfulRunTime"] == stamp(T0 + timedelta(minutes=9))

@@ -65,3 +65,29 @@ def test_object_metrics_start_counters_at_zero_and_remove_everything() -> None:
     assert value("tablerefresh_slice_rows", "t2") is None
     assert value("tablerefresh_condition", "t2", type="Ready") is None
     assert value("tablerefresh_runs_total", "t2", result="succeeded") is None
+
+
+def test_each_audit_has_a_series_of_its_failing_rows_removed_when_it_goes() -> None:
+    key = ("metrics-ns", "audited")
+    series = ObjectSeries(key)
+
+    def rows(audit: str) -> float | None:
+        got: float | None = REGISTRY.get_sample_value(
+            "tablerefresh_audit_failing_rows", {"namespace": key[0], "name": key[1], "table": "t", "audit": audit}
+        )
+        return got
+
+    audits = [
+        {"name": "no-negative-tokens", "failingRows": 12, "maxFailingRows": 0, "passed": False},
+        {"name": "held-within-tokens", "failingRows": 0, "maxFailingRows": 0, "passed": True},
+    ]
+    series.publish("t", samples({"health": {"checkedAt": "2026-01-01T12:00:00Z", "audits": audits}}, SPEC))
+    assert (rows("no-negative-tokens"), rows("held-within-tokens")) == (12, 0)
+    # The spec dropped one audit: its series goes; a check that could not measure leaves none.
+    series.publish("t", samples({"health": {"checkedAt": "2026-01-01T12:05:00Z", "audits": audits[1:]}}, SPEC))
+    assert (rows("no-negative-tokens"), rows("held-within-tokens")) == (None, 0)
+    series.publish("t", samples({"health": {"checkedAt": "2026-01-01T12:10:00Z", "error": "x"}}, SPEC))
+    assert rows("held-within-tokens") is None
+    series.publish("t", samples({"health": {"audits": audits}}, SPEC))
+    series.remove()
+    assert rows("no-negative-tokens") is None

@@ -131,6 +131,12 @@ def test_invalid_spec_conflict_and_rejected_apply_each_name_their_reason() -> No
         assert condition(outcome.status, "CronJobReady")["reason"] == reason
         assert condition(outcome.status, "Ready")["status"] == "False"
         assert "cronJobRef" not in outcome.status
+        # kstatus: none of these resolves itself; each needs a person, and the reconciler is done.
+        assert (condition(outcome.status, "Stalled")["status"], condition(outcome.status, "Stalled")["reason"]) == (
+            "True",
+            reason,
+        )
+        assert condition(outcome.status, "Reconciling")["status"] == "False"
 
 
 def test_status_carries_the_cronjob_ref_and_its_last_schedule_time() -> None:
@@ -167,8 +173,13 @@ def test_events_once_per_transition_with_the_issue_reasons() -> None:
         ("NoStuckMutations", "MutationStuck"),
         ("LastRunSucceeded", "RefreshFailed"),
         ("ClickHouseReachable", "ClickHouseUnreachable"),
+        ("AuditsPassing", "AuditFailed"),
     ]:
         assert [e.reason for e in condition_events([cond(kind, "True")], [cond(kind, "False")], {})] == [reason]
+    # A run that failed an audit says so in its Warning's reason.
+    audit = {**cond("LastRunSucceeded", "False", "audit x: 3 failing row(s)"), "reason": "AuditFailed"}
+    (event,) = condition_events([cond("LastRunSucceeded", "True")], [audit], {})
+    assert (event.type, event.reason, event.message) == ("Warning", "AuditFailed", "audit x: 3 failing row(s)")
     assert condition_events([], [cond("CronJobReady", "False")], {}) == []  # speaks through Ready
 
 

@@ -40,7 +40,7 @@ class Reconciler:
         return reconcile(self.kube, self.writer, self.memory, body)
 
 
-def test_reconcile_applies_the_cronjob_and_writes_status_once() -> None:
+def test_reconcile_says_reconciling_applies_the_cronjob_and_writes_status() -> None:
     kube = FakeKube()
     reconciler = Reconciler(kube, clock=lambda: T0)
     body = tr_body()
@@ -48,13 +48,25 @@ def test_reconcile_applies_the_cronjob_and_writes_status_once() -> None:
     cronjob = kube.cronjobs[("ns", "trades")]
     assert cronjob["metadata"]["ownerReferences"][0]["uid"] == UID
     assert "app.kubernetes.io/instance" not in cronjob["metadata"]["labels"]
-    (status,) = kube.statuses
+    # kstatus: Reconciling True before it acts on the new generation, False once it has.
+    before, status = kube.statuses
+    assert "observedGeneration" not in before
+    assert (condition(before, "Reconciling")["status"], condition(before, "Reconciling")["observedGeneration"]) == (
+        "True",
+        3,
+    )
     assert status["observedGeneration"] == 3
     assert condition(status, "Ready")["status"] == "True"
+    assert condition(status, "Reconciling")["status"] == "False"
+    assert condition(status, "Stalled")["status"] == "False"
     assert kube.events == [("Normal", "CronJobCreated", "Created CronJob trades")]
     # Level-based: the same object again changes nothing but re-applies (a no-op on the server).
     reconciler.reconcile({**body, "status": status})
-    assert len(kube.statuses) == 1 and len(kube.events) == 1 and kube.applies == 2
+    assert len(kube.statuses) == 2 and len(kube.events) == 1 and kube.applies == 2
+    # A new generation: Reconciling again, first.
+    reconciler.reconcile({**body, "metadata": {**body["metadata"], "generation": 4}, "status": status})
+    assert [condition(s, "Reconciling")["status"] for s in kube.statuses[2:]] == ["True", "False"]
+    assert kube.statuses[2]["observedGeneration"] == 3 and kube.statuses[3]["observedGeneration"] == 4
 
 
 def test_reconcile_uses_what_it_wrote_when_the_watch_lags() -> None:
@@ -62,7 +74,7 @@ def test_reconcile_uses_what_it_wrote_when_the_watch_lags() -> None:
     reconciler = Reconciler(kube, clock=lambda: T0)
     reconciler.reconcile(tr_body())
     reconciler.reconcile(tr_body())  # status not yet seen on the object
-    assert len(kube.statuses) == 1
+    assert len(kube.statuses) == 2  # Reconciling, then the result; nothing more
 
 
 def test_reconcile_puts_back_a_deleted_cronjob() -> None:
@@ -79,9 +91,12 @@ def test_invalid_spec_applies_nothing() -> None:
     kube = FakeKube()
     Reconciler(kube, clock=lambda: T0).reconcile(tr_body(schedule="61 * * * *"))
     assert kube.applies == 0
-    ready = condition(kube.statuses[0], "Ready")
+    ready = condition(kube.statuses[-1], "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     assert "spec.schedule" in ready["message"]
+    stalled = condition(kube.statuses[-1], "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "InvalidSpec")
+    assert condition(kube.statuses[-1], "Reconciling")["status"] == "False"
     assert kube.events[0][:2] == ("Warning", "InvalidSpec")
 
 
@@ -90,7 +105,8 @@ def test_missing_secret_still_applies_the_cronjob_but_is_not_ready() -> None:
     kube.secrets.clear()
     Reconciler(kube, clock=lambda: T0).reconcile(tr_body())
     assert kube.applies == 1
-    assert condition(kube.statuses[0], "Ready")["reason"] == "SecretNotFound"
+    assert condition(kube.statuses[-1], "Ready")["reason"] == "SecretNotFound"
+    assert condition(kube.statuses[-1], "Stalled")["reason"] == "SecretNotFound"
     assert ("Warning", "SecretNotFound") in [e[:2] for e in kube.events]
 
 
@@ -98,10 +114,15 @@ def test_rejected_apply_is_a_condition_and_a_transient_one_is_raised() -> None:
     kube = FakeKube()
     kube.apply_error = KubeError(422, 'CronJob.batch "trades" is invalid: spec.timeZone: Invalid value')
     Reconciler(kube, clock=lambda: T0).reconcile(tr_body())
-    assert condition(kube.statuses[0], "CronJobReady")["reason"] == "ApplyFailed"
+    assert condition(kube.statuses[-1], "CronJobReady")["reason"] == "ApplyFailed"
+    assert condition(kube.statuses[-1], "Stalled")["status"] == "True"
     kube.apply_error = KubeError(503, "unavailable")
+    kube.statuses.clear()
     with pytest.raises(KubeError):
         Reconciler(kube, clock=lambda: T0).reconcile(tr_body())
+    # Retried later: what the object says meanwhile is that the controller has not caught up.
+    (said,) = kube.statuses
+    assert condition(said, "Reconciling")["status"] == "True"
 
 
 def test_an_object_being_deleted_is_left_to_garbage_collection() -> None:

@@ -13,6 +13,8 @@
 --   3. Degraded     Ready=False; the message is the condition's message (its reason if the message is
 --                   empty). Before "no check yet": a Ready=False set before any check (a missing Secret,
 --                   ClickHouse unreachable at the first check) must show, not spin as Progressing.
+--                   A failed run keeps Ready False until a run succeeds, so a Job that starts after it
+--                   does not turn this Progressing (argo-cd #24429): the message names the running Job.
 --   4. Progressing  no health check has run yet (status.health.checkedAt absent).
 --   5. Healthy      Ready=True.
 --   6. Progressing  Ready=Unknown or no Ready condition: the operator has not judged the object (never
@@ -69,6 +71,9 @@ local ready = ready_condition(status)
 if ready ~= nil and ready.status == "False" then
   hs.status = "Degraded"
   hs.message = condition_text(ready)
+  if status.active ~= nil and #status.active > 0 and status.active[1].name ~= nil then
+    hs.message = hs.message .. " (Job " .. status.active[1].name .. " is running)"
+  end
   return hs
 end
 

@@ -68,6 +68,15 @@ class ObjectRef(_StatusModel):
     uid: str | None = Field(None, max_length=64)
 
 
+class AuditStatus(_StatusModel):
+    """One audit's count of bad rows (spec.audits), in the last health check or the last run."""
+
+    name: str = Field(max_length=63)
+    failing_rows: int = Field(ge=0)
+    max_failing_rows: int | None = Field(None, ge=0)
+    passed: bool
+
+
 class HealthStatus(_StatusModel):
     """The last health check of the target table (filled by the health check)."""
 
@@ -81,6 +90,7 @@ class HealthStatus(_StatusModel):
     table_duplicates: int | None = Field(None, ge=0, description="Repeated unique keys in the whole table")
     pending_mutations: int | None = Field(None, ge=0)
     oldest_mutation_age_seconds: float | None = Field(None, ge=0)
+    audits: list[AuditStatus] = Field(default_factory=list, max_length=64, description="spec.audits on the table")
     error: str | None = Field(None, max_length=32768, description="Why the last check could not run")
 
 
@@ -108,7 +118,21 @@ class LastRunStatus(_StatusModel):
     sample_differences: int | None = Field(
         None, ge=0, description="Rows of a full run's sampled keys that the incremental runs had left different"
     )
+    audits: list[AuditStatus] = Field(default_factory=list, max_length=64, description="spec.audits on the staged rows")
+    evidence_table: str | None = Field(
+        None, max_length=253, description="Where a refused run's staged rows were kept (spec.keepFailedStaging)"
+    )
     error: str | None = Field(None, max_length=32768)
+
+
+class RecentRun(_StatusModel):
+    """One of the last runs, newest first in status.recentRuns."""
+
+    id: str = Field(max_length=253, description="The run id (the Job's name)")
+    outcome: str = Field(max_length=64)
+    reason: str | None = Field(None, max_length=1024)
+    finished: datetime
+    duration_seconds: float | None = Field(None, ge=0)
 
 
 class RunNowStatus(_StatusModel):
@@ -134,6 +158,8 @@ class TableRefreshStatus(_StatusModel):
     cron_job_ref: ObjectRef | None = None
     last_schedule_time: datetime | None = None
     last_successful_run_time: datetime | None = None
+    last_failure_time: datetime | None = Field(None, description="When the last run that did not succeed ended")
+    recent_runs: list[RecentRun] = Field(default_factory=list, max_length=5, description="The last runs, newest first")
     active: list[ObjectRef] = Field(default_factory=list, max_length=64)
     health: HealthStatus | None = None
     last_run: LastRunStatus | None = None
@@ -314,6 +340,7 @@ STATUS_EXTRAS: dict[tuple[str, ...], Schema] = {
     # Conditions merge by type, so several field managers can each own their own conditions.
     ("conditions",): {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     ("active",): {"x-kubernetes-list-type": "atomic"},
+    ("recentRuns",): {"x-kubernetes-list-type": "atomic"},
 }
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
@@ -323,10 +350,11 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Stale(h)", "type": "number", "jsonPath": ".status.health.staleHours"},
     {"name": "Dups", "type": "integer", "jsonPath": ".status.health.tableDuplicates"},
     {"name": "Last Run", "type": "string", "jsonPath": ".status.lastRun.outcome"},
+    {"name": "Last Success", "type": "date", "jsonPath": ".status.lastSuccessfulRunTime"},
+    {"name": "Last Failure", "type": "date", "jsonPath": ".status.lastFailureTime"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Reason", "type": "string", "priority": 1, "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
     {"name": "Last Schedule", "type": "date", "priority": 1, "jsonPath": ".status.lastScheduleTime"},
-    {"name": "Last Success", "type": "date", "priority": 1, "jsonPath": ".status.lastSuccessfulRunTime"},
 ]
 
 

@@ -36,7 +36,12 @@ class AuditResult:
         return f"audit {self.name}: {self.failing_rows} failing row(s), at most {self.max_failing_rows} allowed"
 
     def as_status(self) -> dict[str, Any]:
-        return {"name": self.name, "failingRows": self.failing_rows, "passed": self.passed}
+        return {
+            "name": self.name,
+            "failingRows": self.failing_rows,
+            "maxFailingRows": self.max_failing_rows,
+            "passed": self.passed,
+        }
 
 
 def check(client: Client, audits: list[Audit], table: str, params: dict[str, Any]) -> None:

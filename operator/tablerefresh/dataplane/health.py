@@ -44,6 +44,7 @@ class HealthReport:
             "tableDuplicates": self.table_duplicates,
             "pendingMutations": self.pending_mutations,
             "oldestMutationAgeSeconds": self.oldest_mutation_age_seconds,
+            "audits": [a.as_status() for a in self.audits] or None,
         }
 
 

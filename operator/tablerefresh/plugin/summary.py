@@ -14,21 +14,13 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
+from tablerefresh.controller.policy.status import READY_INPUTS
 from tablerefresh.plugin.words import ago, count, duration, hours, parse_time, until
 from tablerefresh.schedule import Every, ScheduleError, fire_times, parse
 from tablerefresh.spec import TableRefreshSpec
 
-# Conditions other than Ready, in the order a person asks about them.
-CONDITIONS = (
-    "CronJobReady",
-    "CredentialsFound",
-    "ClickHouseReachable",
-    "Fresh",
-    "DuplicateFree",
-    "Complete",
-    "NoStuckMutations",
-    "LastRunSucceeded",
-)
+# Conditions other than Ready, in the order a person asks about them: the order Ready reads them.
+CONDITIONS = READY_INPUTS
 
 
 def _condition(status: Mapping[str, Any], kind: str) -> dict[str, Any]:

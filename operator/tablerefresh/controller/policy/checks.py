@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from tablerefresh.controller.policy.cronjob import Key, key_of, parse
 from tablerefresh.controller.policy.status import (
+    AUDITS_PASSING,
     CLICKHOUSE_REACHABLE,
     COMPLETE,
     DUPLICATE_FREE,
@@ -128,6 +129,7 @@ def judge(report: HealthReport, spec: TableRefreshSpec) -> list[Observation]:
         _duplicate_free(report, spec),
         _complete(report, spec),
         _mutations(report, spec),
+        _audits(report),
     ]
 
 
@@ -188,3 +190,16 @@ def _mutations(report: HealthReport, spec: TableRefreshSpec) -> Observation:
     return Observation(
         NO_STUCK_MUTATIONS, "True", "NoStuckMutations", f"{report.pending_mutations} mutation(s) pending"
     )
+
+
+def _audits(report: HealthReport) -> Observation:
+    if not report.audits:
+        return Observation(AUDITS_PASSING, "True", "NoAudits", "spec.audits is empty")
+    failed = [a for a in report.audits if not a.passed]
+    if failed:
+        words = "; ".join(a.describe() for a in failed)
+        return Observation(
+            AUDITS_PASSING, "False", "AuditFailed", f"{len(failed)} of {len(report.audits)} failed: {words}"
+        )
+    names = ", ".join(a.name for a in report.audits)
+    return Observation(AUDITS_PASSING, "True", "AuditsPassed", f"{len(report.audits)} audit(s) passed: {names}")

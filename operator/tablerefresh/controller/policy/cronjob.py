@@ -26,7 +26,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import ValidationError
 
 from tablerefresh import spec as api
-from tablerefresh.controller.policy.status import CREDENTIALS_FOUND, CRONJOB_READY, Event, Observation
+from tablerefresh.controller.policy.status import (
+    CREDENTIALS_FOUND,
+    CRONJOB_READY,
+    RECONCILING,
+    STALLED,
+    Event,
+    Observation,
+    by_type,
+)
 from tablerefresh.schedule import Every, fire_times
 from tablerefresh.schedule import parse as parse_schedule
 
@@ -298,9 +306,12 @@ class Facts:
 
 
 def reconciler_conditions(facts: Facts) -> list[Observation]:
-    """CronJobReady and CredentialsFound, from the facts (only CronJobReady when the spec is invalid)."""
+    """CronJobReady, CredentialsFound (not when the spec is invalid), and kstatus's Reconciling and
+    Stalled: a reconcile that got this far has caught up with the spec; what is left either works
+    or needs a person."""
     if facts.spec_error is not None:
-        return [Observation(CRONJOB_READY, "False", "InvalidSpec", facts.spec_error)]
+        cronjob = Observation(CRONJOB_READY, "False", "InvalidSpec", facts.spec_error)
+        return [cronjob, _caught_up(facts), _stalled(cronjob, None)]
     if facts.conflict is not None:
         cronjob = Observation(CRONJOB_READY, "False", "CronJobConflict", facts.conflict)
     elif facts.apply_error is not None:
@@ -318,7 +329,38 @@ def reconciler_conditions(facts: Facts) -> list[Observation]:
         ),
         Secret.UNCHECKED: Observation(CREDENTIALS_FOUND, "Unknown", "SecretUnchecked", "could not check the Secret"),
     }[facts.secret]
-    return [cronjob, secret]
+    return [cronjob, secret, _caught_up(facts), _stalled(cronjob, secret)]
+
+
+def _caught_up(facts: Facts) -> Observation:
+    return Observation(RECONCILING, "False", "Reconciled", f"generation {facts.generation} is reconciled")
+
+
+def _stalled(cronjob: Observation, secret: Observation | None) -> Observation:
+    """Stalled when the spec cannot be acted on without a person: an invalid spec, a CronJob the
+    controller may not overwrite or the API server refuses, a missing Secret."""
+    for blocker in (cronjob, secret):
+        if blocker is not None and blocker.status == "False":
+            return Observation(STALLED, "True", blocker.reason, blocker.message)
+    return Observation(STALLED, "False", "Progressing", "nothing the controller needs from a person")
+
+
+def reconciling(current: Mapping[str, Any], generation: int) -> list[Observation] | None:
+    """What the reconciler writes before it acts on a generation it has not observed: its conditions
+    as they are, with Reconciling True. None when it has observed this generation already (or has
+    said so): a resync of an unchanged spec writes nothing first."""
+    conditions = by_type(current.get("conditions") or [])
+    said = conditions.get(RECONCILING) or {}
+    if current.get("observedGeneration") == generation or (
+        said.get("status") == "True" and said.get("observedGeneration") == generation
+    ):
+        return None
+    kept = [
+        Observation(kind, c["status"], str(c["reason"]), str(c.get("message") or ""))
+        for kind in (CRONJOB_READY, CREDENTIALS_FOUND, STALLED)
+        if (c := conditions.get(kind)) is not None
+    ]
+    return [*kept, Observation(RECONCILING, "True", "GenerationChanged", f"applying generation {generation}")]
 
 
 def _cronjob_status(cronjob: Mapping[str, Any] | None) -> dict[str, Any]:

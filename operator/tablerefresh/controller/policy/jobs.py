@@ -4,7 +4,8 @@
   CronJob's template, named after a token so a request makes one Job however often it is repeated;
   :func:`admit_run` applies the CronJob's concurrencyPolicy (Forbid refuses while a Job runs,
   Replace deletes it first).
-- Ended Jobs: a Job and its Pods -> ``status.lastRun``, ``LastRunSucceeded`` and ``status.active``
+- Ended Jobs: a Job and its Pods -> ``status.lastRun``, ``recentRuns``, ``lastFailureTime``,
+  ``LastRunSucceeded`` and ``status.active``
   (:func:`runs_update`). The figures come from the refresh's JSON summary (``RunRecord.summary()``),
   which the Job's container writes to its termination message. A Job that failed before it could
   write one (OOMKilled, an image that cannot be pulled, a deadline) is still recorded, with the
@@ -29,7 +30,7 @@ SUCCEEDED, FAILED, ABORTED = "Succeeded", "Failed", "Aborted"
 # The refresh's own outcome when the swap ran and a later step failed: the target holds new data.
 FAILED_AFTER_SWAP = "FailedAfterSwap"
 # Refresh reasons for a run that stopped itself before touching the target (see dataplane.errors).
-ABORT_REASONS = frozenset({"VerificationFailed", "MutationPending", "LockHeld", "LockLost"})
+ABORT_REASONS = frozenset({"VerificationFailed", "AuditFailed", "MutationPending", "LockHeld", "LockLost"})
 # A container stuck waiting for one of these never ran the refresh.
 WAITING_FAILURES = frozenset(
     {
@@ -303,6 +304,11 @@ def ended_run(job: Mapping[str, Any], end: Finished, pods: Sequence[Mapping[str,
                 record[figure] = value
         if summary.get("kind") in _RUN_KINDS:
             record["kind"] = summary["kind"]
+        audits = [a for a in summary.get("audits") or [] if _audit_ok(a)]
+        if audits:
+            record["audits"] = audits[:64]
+        if isinstance(summary.get("evidenceTable"), str) and summary["evidenceTable"]:
+            record["evidenceTable"] = summary["evidenceTable"][:253]
     said = str((summary or {}).get("outcome") or "")
     succeeded = end.succeeded and said in ("", SUCCEEDED)
     if succeeded:
@@ -319,6 +325,17 @@ def ended_run(job: Mapping[str, Any], end: Finished, pods: Sequence[Mapping[str,
         reason, error = kubernetes_failure(end, pod)
         record.update(outcome=FAILED, reason=reason, error=error[:32768])
     return EndedRun(last_run=record, succeeded=succeeded, finished_at=end.at)
+
+
+def _audit_ok(audit: Any) -> bool:
+    """An audit result as the summary writes it, safe to copy into the status."""
+    return (
+        isinstance(audit, dict)
+        and isinstance(audit.get("name"), str)
+        and isinstance(audit.get("failingRows"), int)
+        and audit["failingRows"] >= 0
+        and isinstance(audit.get("passed"), bool)
+    )
 
 
 def last_run_condition(last_run: Mapping[str, Any]) -> Observation:
@@ -342,9 +359,26 @@ def last_run_condition(last_run: Mapping[str, Any]) -> Observation:
 # A TableRefresh's runs.
 
 
+RECENT_RUNS = 5  # status.recentRuns keeps this many, newest first
+
+
+def recent_run(last_run: Mapping[str, Any]) -> dict[str, Any]:
+    """A run as ``status.recentRuns`` lists it."""
+    run: dict[str, Any] = {
+        "id": str(last_run.get("runId") or last_run.get("jobName")),
+        "outcome": str(last_run.get("outcome") or FAILED),
+        "finished": str(last_run["completionTime"]),
+    }
+    if last_run.get("reason"):
+        run["reason"] = str(last_run["reason"])
+    if isinstance(last_run.get("durationSeconds"), int | float):
+        run["durationSeconds"] = float(last_run["durationSeconds"])
+    return run
+
+
 @dataclass(frozen=True)
 class RunsUpdate:
-    fields: dict[str, Any]  # status.active, and status.lastRun and lastSuccessfulRunTime once known
+    fields: dict[str, Any]  # status.active; lastRun, recentRuns and the last success and failure once known
     conditions: list[Observation]  # LastRunSucceeded, once there is a run
     results: list[bool]  # whether each Job that ended since the last record succeeded, oldest first
 
@@ -378,24 +412,42 @@ def runs_update(
     ended: Sequence[tuple[Mapping[str, Any], Finished]],
     pods: Sequence[Mapping[str, Any]],
 ) -> RunsUpdate:
-    """status.active, status.lastRun and LastRunSucceeded from the Jobs; ``pods`` are the newest ended
-    Job's. Older Jobs that also ended meanwhile (the operator was down) are counted, not recorded."""
+    """status.active, lastRun, recentRuns, lastSuccessfulRunTime, lastFailureTime and LastRunSucceeded
+    from the Jobs; ``pods`` are the newest ended Job's. Older Jobs that also ended meanwhile (the
+    operator was down) are counted and listed in recentRuns with the Job's own outcome; only the
+    newest is recorded in full."""
     last_run: Mapping[str, Any] | None = status.get("lastRun")
     results = [end.succeeded for _, end in ended]
+    recent = [dict(r) for r in status.get("recentRuns") or []]
+    if last_run and not recent and last_run.get("completionTime"):
+        recent = [recent_run(last_run)]  # recorded before recentRuns existed
     last_success = parse_time(status.get("lastSuccessfulRunTime"))
+    last_failure = parse_time(status.get("lastFailureTime"))
     if ended:
         job, end = ended[-1]
         run = ended_run(job, end, pods)
         last_run = run.last_run
         results[-1] = run.succeeded
-        successes = [e.at for (_, e), ok in zip(ended, results, strict=True) if ok]
+        for (older, older_end), ok in zip(ended[:-1], results, strict=False):
+            name = str(older["metadata"]["name"])
+            outcome = {"runId": name, "completionTime": format_time(older_end.at)}
+            recent.insert(0, recent_run({**outcome, "outcome": SUCCEEDED if ok else FAILED}))
+        recent.insert(0, recent_run(last_run))
+        moments = [e.at for _, e in ended]
+        successes = [at for at, ok in zip(moments, results, strict=True) if ok]
+        failures = [at for at, ok in zip(moments, results, strict=True) if not ok]
         last_success = max([*successes, *([last_success] if last_success else [])], default=None)
+        last_failure = max([*failures, *([last_failure] if last_failure else [])], default=None)
 
     fields: dict[str, Any] = {"active": active_refs(jobs)}
     conditions: list[Observation] = []
     if last_run:
         fields["lastRun"] = dict(last_run)
         conditions.append(last_run_condition(last_run))
+    if recent:
+        fields["recentRuns"] = recent[:RECENT_RUNS]
     if last_success is not None:
         fields["lastSuccessfulRunTime"] = format_time(last_success)
+    if last_failure is not None:
+        fields["lastFailureTime"] = format_time(last_failure)
     return RunsUpdate(fields, conditions, results)

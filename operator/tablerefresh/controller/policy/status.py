@@ -32,11 +32,16 @@ FRESH = "Fresh"
 DUPLICATE_FREE = "DuplicateFree"
 COMPLETE = "Complete"
 NO_STUCK_MUTATIONS = "NoStuckMutations"
-HEALTH_CONDITIONS = (FRESH, DUPLICATE_FREE, COMPLETE, NO_STUCK_MUTATIONS)
+AUDITS_PASSING = "AuditsPassing"
+HEALTH_CONDITIONS = (FRESH, DUPLICATE_FREE, COMPLETE, NO_STUCK_MUTATIONS, AUDITS_PASSING)
 # The Job watch's:
 LAST_RUN_SUCCEEDED = "LastRunSucceeded"
 # Their summary, which every source recomputes:
 READY = "Ready"
+# kstatus's abnormal-true conditions (sigs.k8s.io/cli-utils/pkg/kstatus), the reconciler's: True
+# while it has not caught up with the spec, and True when the spec cannot be acted on without a person.
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
 
 # What Ready summarizes, in the order that picks its reason; absent ones are skipped.
 READY_INPUTS: tuple[str, ...] = (
@@ -47,6 +52,7 @@ READY_INPUTS: tuple[str, ...] = (
     DUPLICATE_FREE,
     COMPLETE,
     NO_STUCK_MUTATIONS,
+    AUDITS_PASSING,
     LAST_RUN_SUCCEEDED,
 )
 
@@ -80,7 +86,11 @@ class Source:
 
 RECONCILER = Source("reconcile", "tablerefresh", frozenset({"observedGeneration", "cronJobRef", "lastScheduleTime"}))
 HEALTH_CHECK = Source("health", "tablerefresh-health", frozenset({"health"}))
-JOB_WATCH = Source("runs", "tablerefresh-runs", frozenset({"active", "lastRun", "lastSuccessfulRunTime"}))
+JOB_WATCH = Source(
+    "runs",
+    "tablerefresh-runs",
+    frozenset({"active", "lastRun", "recentRuns", "lastSuccessfulRunTime", "lastFailureTime"}),
+)
 RUN_NOW = Source("run-now", "tablerefresh-run-now", frozenset({"runNow"}), conditions=False)
 
 # Events. The conditions with Events of their own: the Warning reason when one turns False, the
@@ -90,6 +100,7 @@ WARNING_REASONS: dict[str, str] = {
     DUPLICATE_FREE: "DuplicatesDetected",
     COMPLETE: "SliceTooSmall",
     NO_STUCK_MUTATIONS: "MutationStuck",
+    AUDITS_PASSING: "AuditFailed",
     LAST_RUN_SUCCEEDED: "RefreshFailed",
     CLICKHOUSE_REACHABLE: "ClickHouseUnreachable",
 }
@@ -98,9 +109,12 @@ RECOVERIES: dict[str, tuple[str, str]] = {
     DUPLICATE_FREE: ("DuplicatesResolved", "Duplicates are back under the threshold"),
     COMPLETE: ("SliceComplete", "The slice is complete again"),
     NO_STUCK_MUTATIONS: ("MutationsClear", "No mutation is stuck any more"),
+    AUDITS_PASSING: ("AuditsPassing", "Every audit passes again"),
     LAST_RUN_SUCCEEDED: ("RefreshSucceeded", "A refresh succeeded again"),
     CLICKHOUSE_REACHABLE: ("ClickHouseReachable", "ClickHouse is reachable again"),
 }
+# A failed run whose reason has a Warning of its own, instead of RefreshFailed.
+RUN_WARNING_REASONS = frozenset({"AuditFailed"})
 # The reconciler's conditions speak through Ready instead (see condition_events).
 THROUGH_READY = frozenset({CRONJOB_READY, CREDENTIALS_FOUND})
 
@@ -246,7 +260,10 @@ def condition_events(
             continue
         message = str(condition.get("message") or "")
         if status == "False":
-            out.append(Event("Warning", WARNING_REASONS[kind], message or kind))
+            reason = str(condition.get("reason"))
+            if kind != LAST_RUN_SUCCEEDED or reason not in RUN_WARNING_REASONS:
+                reason = WARNING_REASONS[kind]
+            out.append(Event("Warning", reason, message or kind))
         elif status == "True" and was == "False":
             reason, words = RECOVERIES[kind]
             out.append(Event("Normal", reason, f"{words}: {message}" if message else words))

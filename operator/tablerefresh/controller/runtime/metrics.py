@@ -11,7 +11,7 @@ happened. Each object's series are an :class:`ObjectSeries` in its record, remov
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -67,6 +67,11 @@ GAUGES: dict[str, Gauge] = {
 CONDITION = Gauge(
     "tablerefresh_condition", "1 when the condition is True, 0 when False or Unknown", (*OBJECT_LABELS, "type")
 )
+AUDIT_FAILING_ROWS = Gauge(
+    "tablerefresh_audit_failing_rows",
+    "Bad rows each spec.audits query counted in the table at the last health check (status.health.audits)",
+    (*OBJECT_LABELS, "audit"),
+)
 RUNS = Counter("tablerefresh_runs", "Refresh Jobs finished, by result (succeeded, failed)", (*OBJECT_LABELS, "result"))
 HEALTH_CHECK_ERRORS = Counter(
     "tablerefresh_health_check_errors",
@@ -80,6 +85,7 @@ RESULTS = ("succeeded", "failed")
 class Samples:
     gauges: dict[str, float | None]  # metric name -> value; None: no series
     conditions: dict[str, float]  # condition type -> 1 True, 0 otherwise
+    audits: dict[str, float] = field(default_factory=dict)  # audit name -> failing rows at the last check
 
 
 def _number(value: Any) -> float | None:
@@ -106,7 +112,12 @@ def samples(status: Mapping[str, Any], spec: TableRefreshSpec | None) -> Samples
         ),
     }
     conditions = {str(c.get("type")): 1.0 if c.get("status") == "True" else 0.0 for c in status.get("conditions") or []}
-    return Samples(gauges=gauges, conditions=conditions)
+    audits = {
+        str(a["name"]): float(a["failingRows"])
+        for a in health.get("audits") or []
+        if a.get("name") and _number(a.get("failingRows")) is not None
+    }
+    return Samples(gauges=gauges, conditions=conditions, audits=audits)
 
 
 class ObjectSeries:
@@ -115,12 +126,13 @@ class ObjectSeries:
     Used on the event loop only.
     """
 
-    __slots__ = ("key", "table", "types")
+    __slots__ = ("audits", "key", "table", "types")
 
     def __init__(self, key: Key) -> None:
         self.key = key
         self.table: str | None = None
         self.types: set[str] = set()  # condition types exported, to remove them by name
+        self.audits: set[str] = set()  # audit names exported, likewise
 
     def publish(self, table: str, values: Samples) -> None:
         namespace, name = self.key
@@ -139,6 +151,11 @@ class ObjectSeries:
         for kind, value in values.conditions.items():
             CONDITION.labels(namespace, name, table, kind).set(value)
         self.types.update(values.conditions)
+        for audit in self.audits - values.audits.keys():  # gone from the spec, or no figures now
+            AUDIT_FAILING_ROWS.remove(namespace, name, table, audit)
+        for audit, rows in values.audits.items():
+            AUDIT_FAILING_ROWS.labels(namespace, name, table, audit).set(rows)
+        self.audits = set(values.audits)
 
     def count_run(self, result: str) -> None:
         if self.table is not None:
@@ -157,10 +174,12 @@ class ObjectSeries:
             gauge.remove(*labels)
         for kind in self.types:
             CONDITION.remove(*labels, kind)
+        for audit in self.audits:
+            AUDIT_FAILING_ROWS.remove(*labels, audit)
         for result in RESULTS:
             RUNS.remove(*labels, result)
         HEALTH_CHECK_ERRORS.remove(*labels)
-        self.table, self.types = None, set()
+        self.table, self.types, self.audits = None, set(), set()
 
 
 def serve(port: int) -> None:

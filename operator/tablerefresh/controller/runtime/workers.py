@@ -34,6 +34,7 @@ from tablerefresh.controller.policy.cronjob import (
     reconciler_conditions,
     reconciler_events,
     reconciler_fields,
+    reconciling,
     render_cronjob,
 )
 from tablerefresh.controller.policy.jobs import (
@@ -74,6 +75,12 @@ def reconcile(kube: Kube, writer: StatusWriter, memory: StatusMemory, body: Mapp
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
         return None  # garbage collection takes the CronJob with it
+    current = writer.current(memory, body)
+    pending = reconciling(current, int(meta.get("generation") or 0))
+    if pending is not None:  # a new generation: say so before acting on it (kstatus's Reconciling)
+        kept = {k: current[k] for k in RECONCILER.fields if k in current}
+        if writer.write(memory, body, RECONCILER, kept, pending) is None:
+            return None
     facts = _observe_and_apply(kube, body)
     fields = reconciler_fields(writer.current(memory, body), facts)
     written = writer.write(
