@@ -14,16 +14,16 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from tablerefresh.controller.policy.cronjob import render_cronjob
+from tablerefresh.controller.policy.cronjob import cronjob_name, render_cronjob
 from tablerefresh.spec import load_manifest, parse_manifest
 from tests.kube_support import CRD_FILE, GROUP, PLURAL, VERSION, install_crd, wait_for  # noqa: F401
 from tests.test_crd_invalid import CASES, Invalid
@@ -34,9 +34,6 @@ PLUGIN = "tests.controlplane.pytest_plugin"
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "polymarket" / "tablerefresh.yaml"
 ARGO_LABEL = "app.kubernetes.io/instance"
-
-
-
 
 
 def free_port() -> int:
@@ -281,7 +278,10 @@ def test_kubectl_get_tr_shows_the_columns(plane: Any, api: Api, ns: str, operato
     assert ready is not None
     out = plane.kubectl("get", "tr", "-n", ns).stdout
     header, row = out.splitlines()[:2]
-    assert header.split() == ["NAME", "SCHEDULE", "SUSPEND", "READY", "STALE(H)", "DUPS", "LAST", "RUN", "AGE"]
+    assert header.split() == [
+        *("NAME", "SCHEDULE", "SUSPEND", "READY", "STALE(H)", "DUPS"),
+        *("LAST", "RUN", "LAST", "SUCCESS", "LAST", "FAILURE", "AGE"),
+    ]
     assert row.split()[:8] == [name, "0", "*/6", "*", "*", "*", "false", ready["status"]]
     wide = plane.kubectl("get", "tablerefreshes", "-n", ns, "-o", "wide").stdout
     assert "REASON" in wide.splitlines()[0] and ready["reason"] in wide
@@ -484,3 +484,110 @@ def test_the_reference_example_is_accepted_as_it_is(plane: Any, crd: None, ns: s
     document["metadata"]["namespace"] = ns
     plane.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(document))
     load_manifest(EXAMPLE)
+
+
+# kstatus: Reconciling and Stalled.
+
+
+def versions_until(
+    api: Api, ns: str, name: str, since: str, until: Callable[[dict[str, Any]], bool], timeout: int = 30
+) -> list[dict[str, Any]]:
+    """Every version of the object after resourceVersion ``since``, as a watch delivers them, up to the
+    first for which ``until`` holds: the states in between, however briefly they lasted."""
+    seen: list[dict[str, Any]] = []
+    stream = watch.Watch()
+    for event in stream.stream(
+        api.custom.list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        ns,
+        PLURAL,
+        field_selector=f"metadata.name={name}",
+        resource_version=since,
+        timeout_seconds=timeout,
+    ):
+        seen.append(event["object"])
+        if until(event["object"]):
+            stream.stop()
+            return seen
+    raise AssertionError(f"not reached within {timeout}s; statuses seen: {[t.get('status') for t in seen]}")
+
+
+def caught_up(generation: int) -> Callable[[dict[str, Any]], bool]:
+    def done(tr: dict[str, Any]) -> bool:
+        said = condition(tr, "Reconciling") or {}
+        return (tr.get("status") or {}).get("observedGeneration") == generation and said.get("status") == "False"
+
+    return done
+
+
+def test_reconciling_is_true_until_the_controller_has_applied_a_new_generation(
+    plane: Any, api: Api, ns: str, operator: Operator
+) -> None:
+    create_secret(plane, ns)
+    document = example(ns)
+    name = document["metadata"]["name"]
+    for generation, schedule in ((1, "0 */6 * * *"), (2, "30 */6 * * *")):
+        document["spec"]["schedule"] = schedule
+        applied = plane.kubectl("apply", "--server-side", "-o", "json", "-f", "-", input=json.dumps(document))
+        since = json.loads(applied.stdout)["metadata"]["resourceVersion"]
+        seen = versions_until(api, ns, name, since, caught_up(generation))
+        saying = [t for t in seen if (condition(t, "Reconciling") or {}).get("status") == "True"]
+        assert saying, [t.get("status") for t in seen]
+        # Said before the CronJob had this generation's schedule, while observedGeneration was behind.
+        first = saying[0]
+        assert (condition(first, "Reconciling") or {})["observedGeneration"] == generation
+        assert (first["status"].get("observedGeneration") or 0) < generation
+        done = seen[-1]
+        assert (condition(done, "Stalled") or {})["status"] == "False"
+        assert (condition(done, "CronJobReady") or {})["status"] == "True"
+        assert (api.cronjob(ns, name) or {})["spec"]["schedule"] == schedule
+
+
+def test_stalled_names_what_a_person_must_fix_and_clears_once_it_is_fixed(
+    plane: Any, api: Api, ns: str, operator: Operator
+) -> None:
+    def stalled(name: str, status: str, reason: str | None = None) -> dict[str, Any] | None:
+        tr = api.tr(ns, name)
+        said = condition(tr, "Stalled") or {}
+        return tr if said.get("status") == status and reason in (None, said.get("reason")) else None
+
+    # A missing Secret.
+    document = example(ns)
+    name = document["metadata"]["name"]
+    apply(plane, document)
+    tr = wait_for("Stalled=True", lambda: stalled(name, "True", "SecretNotFound"))
+    assert "clickhouse-credentials" in (condition(tr, "Stalled") or {})["message"]
+    assert (condition(tr, "Reconciling") or {})["status"] == "False"  # nothing left it can do alone
+    create_secret(plane, ns)
+    wait_for("Stalled=False", lambda: stalled(name, "False"), timeout=20)  # the resync (5 s) notices
+
+    # A CronJob of the same name that the controller does not own.
+    other = example(ns)
+    other["metadata"]["name"] = "other"
+    foreign = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": cronjob_name("other"), "namespace": ns},
+        "spec": {
+            "schedule": "0 0 * * *",
+            "jobTemplate": {
+                "spec": {
+                    "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "x", "image": "busybox"}]}}
+                }
+            },
+        },
+    }
+    api.batch.create_namespaced_cron_job(ns, foreign)
+    apply(plane, other)
+    tr = wait_for("Stalled=True", lambda: stalled("other", "True", "CronJobConflict"))
+    assert cronjob_name("other") in (condition(tr, "Stalled") or {})["message"]
+    api.batch.delete_namespaced_cron_job(cronjob_name("other"), ns)
+    wait_for("Stalled=False", lambda: stalled("other", "False"), timeout=20)
+
+    # A spec the schema lets through and the model refuses.
+    api.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL, "other", {"spec": {"mutations": {"maxPending": "0m"}}}
+    )
+    tr = wait_for("Stalled=True", lambda: stalled("other", "True", "InvalidSpec"))
+    assert "spec.mutations.maxPending" in (condition(tr, "Stalled") or {})["message"]

@@ -74,8 +74,10 @@ def test_stale_data_flips_fresh_posts_one_event_moves_the_metric_and_recovers(
     assert fresh_seconds is not None and fresh_seconds < 600
 
     # Two days older: over maxStaleHours (1).
-    target.command(f"ALTER TABLE {target.database}.{TABLE} UPDATE entry_time = entry_time - INTERVAL 2 DAY WHERE 1",
-                   mutations_sync=1)
+    target.command(
+        f"ALTER TABLE {target.database}.{TABLE} UPDATE entry_time = entry_time - INTERVAL 2 DAY WHERE 1",
+        mutations_sync=1,
+    )
     tr = wait_for("Fresh=False", lambda: has(api, namespace, NAME, "Fresh", "False"))
     fresh = condition(tr, "Fresh")
     assert fresh["reason"] == "DataStale" and "over maxStaleHours 1" in fresh["message"]
@@ -99,7 +101,7 @@ def test_stale_data_flips_fresh_posts_one_event_moves_the_metric_and_recovers(
     # kubectl describe tr says it in plain words: the condition, and the Event.
     described = api.plane.kubectl("describe", "tr", "-n", namespace, NAME).stdout
     assert "Reason:                DataStale" in described
-    events = described[described.index("Events:"):]
+    events = described[described.index("Events:") :]
     assert "Warning  DataStale" in events and "over maxStaleHours 1" in events
 
     # Fixed: new rows.
@@ -193,7 +195,59 @@ def test_deleting_the_object_removes_its_series(
     api.plane.kubectl("delete", "tr", NAME, "-n", namespace, "--timeout=10s")
     wait_for(
         "the series to go",
-        lambda: sample("tablerefresh_condition", namespace, NAME, type="Ready") is None
-        and sample("tablerefresh_runs_total", namespace, NAME, result="failed") is None
-        and sample("tablerefresh_slice_rows", namespace, NAME) is None,
+        lambda: (
+            sample("tablerefresh_condition", namespace, NAME, type="Ready") is None
+            and sample("tablerefresh_runs_total", namespace, NAME, result="failed") is None
+            and sample("tablerefresh_slice_rows", namespace, NAME) is None
+        ),
     )
+
+
+def test_a_failing_audit_on_the_table_makes_audits_passing_false_with_its_count(
+    api: Api, namespace: str, target: Target, operator: OperatorThread
+) -> None:
+    late_ids = {"name": "no-late-ids", "query": "SELECT countIf(id >= 90) FROM {table:Identifier}"}
+    api.apply(tablerefresh(namespace, NAME, target, audits=[late_ids]))
+    tr = wait_for("AuditsPassing=False", lambda: has(api, namespace, NAME, "AuditsPassing", "False"))
+    audits = condition(tr, "AuditsPassing")
+    assert audits["reason"] == "AuditFailed"
+    assert "no-late-ids: 10 failing row(s), at most 0 allowed" in audits["message"]
+    assert tr["status"]["health"]["audits"] == [
+        {"name": "no-late-ids", "failingRows": 10, "maxFailingRows": 0, "passed": False}
+    ]
+    assert (condition(tr, "Ready")["status"], condition(tr, "Ready")["reason"]) == ("False", "AuditFailed")
+    (event,) = wait_for("the AuditFailed Event", lambda: api.events(namespace, "AuditFailed"))
+    assert event["type"] == "Warning" and "no-late-ids" in event["message"]
+    wait_for(
+        "the metric", lambda: sample("tablerefresh_audit_failing_rows", namespace, NAME, audit="no-late-ids") == 10
+    )
+    assert sample("tablerefresh_condition", namespace, NAME, type="AuditsPassing") == 0
+
+    # Allowing ten bad rows makes it pass, with one Normal Event.
+    api.patch_spec(namespace, NAME, {"audits": [{**late_ids, "maxFailingRows": 10}]})
+    tr = wait_for("AuditsPassing=True", lambda: checked_and_ready(api, namespace, NAME))
+    assert condition(tr, "AuditsPassing")["reason"] == "AuditsPassed"
+    (recovered,) = wait_for("the recovery Event", lambda: api.events(namespace, "AuditsPassing"))
+    assert recovered["type"] == "Normal"
+    assert len(api.events(namespace, "AuditFailed")) == 1
+
+
+def test_kubectl_wait_for_ready_returns_once_the_object_is_healthy(
+    api: Api, namespace: str, target: Target, operator: OperatorThread
+) -> None:
+    api.apply(tablerefresh(namespace, NAME, target))
+    waited = api.plane.kubectl(
+        "wait", "--for=condition=Ready", f"tablerefresh/{NAME}", "-n", namespace, "--timeout=60s", check=False
+    )
+    assert waited.returncode == 0, waited.stderr
+    assert f"tablerefresh.tablerefresh.dev/{NAME} condition met" in waited.stdout
+    assert condition(api.tr(namespace, NAME), "Ready")["status"] == "True"
+
+    # An object that is not healthy (stale data) makes it time out, once the check has said so.
+    target.command(f"TRUNCATE TABLE {target.database}.{TABLE}")
+    target.fill(100, age_seconds=5 * 3600)
+    wait_for("Ready=False", lambda: has(api, namespace, NAME, "Ready", "False"))
+    timed_out = api.plane.kubectl(
+        "wait", "--for=condition=Ready", f"tablerefresh/{NAME}", "-n", namespace, "--timeout=2s", check=False
+    )
+    assert timed_out.returncode != 0 and "timed out" in timed_out.stderr, timed_out

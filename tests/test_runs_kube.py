@@ -238,8 +238,13 @@ def test_a_successful_run_records_the_figures_from_its_summary(
     # kubectl get tr: every column filled.
     out = controlplane.kubectl("get", "tr", "-n", namespace).stdout.splitlines()
     header, row = out[0].split(), out[1].split()
-    assert header == ["NAME", "SCHEDULE", "SUSPEND", "READY", "STALE(H)", "DUPS", "LAST", "RUN", "AGE"]
+    assert header == [
+        *("NAME", "SCHEDULE", "SUSPEND", "READY", "STALE(H)", "DUPS"),
+        *("LAST", "RUN", "LAST", "SUCCESS", "LAST", "FAILURE", "AGE"),
+    ]
     assert row[7:11] == ["True", row[8], "0", "Succeeded"] and float(row[8]) < 0.1, out
+    line = out[1]
+    assert line[out[0].index("LAST FAILURE") : out[0].index("AGE")].strip() == "", out  # no failure yet
 
     # A restart records nothing twice: the Job is listed again, and status.lastRun already has it.
     before = api.tr(namespace, NAME)["status"]
@@ -345,3 +350,129 @@ def test_failures_post_one_event_and_a_success_recovers(api: Api, namespace: str
     assert recovered["type"] == "Normal"
     assert sample("tablerefresh_runs_total", namespace, NAME, result="failed") == 2
     assert sample("tablerefresh_runs_total", namespace, NAME, result="succeeded") == 1
+
+
+AUDITS = [
+    {"name": "no-negative-tokens", "failingRows": 12, "maxFailingRows": 0, "passed": False},
+    {"name": "held-within-tokens", "failingRows": 0, "maxFailingRows": 0, "passed": True},
+]
+EVIDENCE = "_tablerefresh_failed_0a1b2c3d_20260101T120000_trades-29000100"
+
+
+def test_after_a_failed_run_ready_stays_false_through_the_next_job_until_one_succeeds(
+    api: Api, namespace: str, ready: Cluster, writes: Writes
+) -> None:
+    started = T0
+    first = ready.start_job("29000100", started)
+    error = "audit no-negative-tokens: 12 failing row(s), at most 0 allowed; db.trades was not changed"
+    line = summary(
+        first["metadata"]["name"],
+        started,
+        8.0,
+        outcome=Outcome.FAILED,
+        reason="AuditFailed",
+        error=error,
+        exit_code=8,
+        rows_before=100,
+        rows_after=100,
+        audits=AUDITS,
+        evidence_table=EVIDENCE,
+    )
+    ready.pod(first, terminated(8, "Error", line, started, 8), "Failed")
+    ready.end(first, succeeded=False, at=started + timedelta(seconds=10), reason="BackoffLimitExceeded")
+    tr = wait_for("lastRun", lambda: last_run_of(api, namespace, first["metadata"]["name"]))
+    last = tr["status"]["lastRun"]
+    assert (last["outcome"], last["reason"], last["error"]) == ("Aborted", "AuditFailed", error)
+    assert last["audits"] == AUDITS and last["evidenceTable"] == EVIDENCE
+    ready_condition = condition(tr, "Ready")
+    assert (ready_condition["status"], ready_condition["reason"]) == ("False", "AuditFailed")
+    (event,) = wait_for("the AuditFailed Event", lambda: api.events(namespace, "AuditFailed"))
+    assert event["type"] == "Warning" and "no-negative-tokens: 12 failing row(s)" in event["message"]
+
+    # The next Job starts: Ready stays False, with the failed run's reason, through health checks.
+    second = ready.start_job("29000101", started + timedelta(minutes=10))
+    wait_for("status.active", lambda: (t := api.tr(namespace, NAME))["status"].get("active") and t)
+    checks = len(writes.of(namespace, NAME, "health"))
+    wait_for("two more health checks", lambda: len(writes.of(namespace, NAME, "health")) >= checks + 2)
+    tr = api.tr(namespace, NAME)
+    assert [a["name"] for a in tr["status"]["active"]] == [second["metadata"]["name"]]
+    assert (condition(tr, "Ready")["status"], condition(tr, "Ready")["reason"]) == ("False", "AuditFailed")
+    assert condition(tr, "Fresh")["status"] == "True"  # the data is fine; the run is what failed
+
+    # It succeeds: Ready turns True.
+    done = started + timedelta(minutes=11)
+    good = summary(second["metadata"]["name"], done, 30.0, outcome=Outcome.SUCCEEDED, exit_code=0)
+    ready.pod(second, terminated(0, "Completed", good, done, 30), "Succeeded")
+    ready.end(second, succeeded=True, at=done)
+    tr = wait_for("Ready=True", lambda: has(api, namespace, NAME, "Ready", "True"))
+    assert condition(tr, "LastRunSucceeded")["status"] == "True"
+    assert tr["status"]["lastFailureTime"] == stamp(started + timedelta(seconds=10))
+    assert tr["status"]["lastSuccessfulRunTime"] == stamp(done)
+
+
+def test_recent_runs_and_last_failure_time_after_a_mix_of_outcomes(
+    api: Api, namespace: str, ready: Cluster, controlplane: Any
+) -> None:
+    """Six runs: the five newest listed newest first, with outcome, reason, finish and duration."""
+    runs: list[tuple[str, str]] = []  # (job name, how it ended)
+    plan = ["ok", "oom", "ok", "aborted", "ok", "oom"]
+    for i, how in enumerate(plan):
+        started = T0 + timedelta(minutes=10 * i)
+        job = ready.start_job(f"2900020{i}", started)
+        if how == "ok":
+            line = summary(job["metadata"]["name"], started, 20.0, outcome=Outcome.SUCCEEDED, exit_code=0)
+            ready.pod(job, terminated(0, "Completed", line, started, 20), "Succeeded")
+            ready.end(job, succeeded=True, at=started + timedelta(seconds=21))
+        elif how == "aborted":
+            line = summary(
+                job["metadata"]["name"],
+                started,
+                5.0,
+                outcome=Outcome.FAILED,
+                reason="VerificationFailed",
+                error="the slice shrank by 80%",
+                exit_code=4,
+            )
+            ready.pod(job, terminated(4, "Error", line, started, 5), "Failed")
+            ready.end(job, succeeded=False, at=started + timedelta(seconds=6), reason="BackoffLimitExceeded")
+        else:
+            ready.pod(job, terminated(137, "OOMKilled", "", started, 30), "Failed")
+            ready.end(job, succeeded=False, at=started + timedelta(seconds=31), reason="BackoffLimitExceeded")
+        runs.append((job["metadata"]["name"], how))
+        wait_for("lastRun", lambda: last_run_of(api, namespace, job["metadata"]["name"]))  # noqa: B023
+
+    status = api.tr(namespace, NAME)["status"]
+    expected = []
+    for i, (name, how) in reversed(list(enumerate(runs))):
+        started = T0 + timedelta(minutes=10 * i)
+        entry: dict[str, Any] = {"id": name}
+        if how == "ok":
+            entry |= {
+                "outcome": "Succeeded",
+                "finished": stamp(started + timedelta(seconds=21)),
+                "durationSeconds": 20.0,
+            }
+        elif how == "aborted":
+            entry |= {
+                "outcome": "Aborted",
+                "reason": "VerificationFailed",
+                "finished": stamp(started + timedelta(seconds=6)),
+                "durationSeconds": 5.0,
+            }
+        else:
+            entry |= {
+                "outcome": "Failed",
+                "reason": "OOMKilled",
+                "finished": stamp(started + timedelta(seconds=31)),
+                "durationSeconds": 31.0,  # the Job's, start to end: the refresh reported nothing
+            }
+        expected.append(entry)
+    assert status["recentRuns"] == expected[:5]
+    assert status["lastFailureTime"] == stamp(T0 + timedelta(minutes=50, seconds=31))
+    assert status["lastSuccessfulRunTime"] == stamp(T0 + timedelta(minutes=40, seconds=21))
+
+    # kubectl get tr shows both.
+    header, row = controlplane.kubectl("get", "tr", "-n", namespace).stdout.splitlines()[:2]
+    assert "LAST SUCCESS" in header and "LAST FAILURE" in header
+    assert row.split()[10] == "Failed", row
+    assert row[header.index("LAST FAILURE") : header.index("AGE")].strip(), row
