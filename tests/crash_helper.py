@@ -11,7 +11,6 @@ import json
 import sys
 
 import clickhouse_connect
-import yaml
 
 from tests import refresh_fixtures as fx
 
@@ -20,20 +19,7 @@ def main(argv: list[str]) -> None:
     command, path, database = argv[:3]
     client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
     if command == "setup":
-        client.command(f"CREATE DATABASE {database}")
-        client.database = database
-        fx.create_tables(client, database)
-        fx.fill_source(client, database, rows=50_000)
-        spec = fx.spec(database).model_dump(by_alias=True, exclude_none=True, mode="json")
-        spec["clickhouse"]["url"] = f"chdb://{path}"
-        manifest = {
-            "apiVersion": "tablerefresh.dev/v1alpha1",
-            "kind": "TableRefresh",
-            "metadata": {"name": "crash", "namespace": "default"},
-            "spec": spec,
-        }
-        with open(argv[3], "w") as out:
-            yaml.safe_dump(manifest, out)
+        fx.set_up_engine(client, path, database, fx.spec(database), name="crash", rows=50_000, manifest=argv[3])
         client.close()
         return
     client.database = database

@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 
 import clickhouse_connect
-import yaml
 
 from tests import refresh_fixtures as fx
 
@@ -26,20 +25,8 @@ def main(argv: list[str]) -> None:
     command, path, database = argv[:3]
     client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
     if command == "setup":
-        client.command(f"CREATE DATABASE {database}")
-        client.database = database
-        fx.create_tables(client, database)
-        fx.fill_source(client, database, rows=20_000)
-        spec = fx.incremental_spec(database).model_dump(by_alias=True, exclude_none=True, mode="json")
-        spec["clickhouse"]["url"] = f"chdb://{path}"
-        manifest = {
-            "apiVersion": "tablerefresh.dev/v1alpha1",
-            "kind": "TableRefresh",
-            "metadata": {"name": "crash-incremental", "namespace": "default"},
-            "spec": spec,
-        }
-        with open(argv[3], "w") as out:
-            yaml.safe_dump(manifest, out)
+        spec = fx.incremental_spec(database)
+        fx.set_up_engine(client, path, database, spec, name="crash-incremental", rows=20_000, manifest=argv[3])
     elif command == "change":
         client.database = database
         update, which, resolving = CHANGES[argv[3]]

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import yaml
 from clickhouse_connect.driver.client import Client
 
 from tablerefresh.dataplane.refresh import Refresh, RunOptions
@@ -141,3 +142,24 @@ INCREMENTAL_SOURCE = (
 def incremental_spec(database: str, incremental: dict[str, Any] | None = None, **overrides: Any) -> TableRefreshSpec:
     section = {"key": ["id"], "changedKeysQuery": CHANGED_IDS, "lateness": "1s", **(incremental or {})}
     return spec(database, **{"source": {"query": INCREMENTAL_SOURCE}, "incremental": section, **overrides})
+
+
+def set_up_engine(
+    client: Client, path: str, database: str, spec: TableRefreshSpec, *, name: str, rows: int, manifest: str
+) -> None:
+    """For a crash helper: the database, its tables, ``rows`` of source, and at ``manifest`` the
+    TableRefresh for ``spec`` pointed at this engine (``chdb://path``)."""
+    client.command(f"CREATE DATABASE {database}")
+    client.database = database
+    create_tables(client, database)
+    fill_source(client, database, rows=rows)
+    body = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    body["clickhouse"]["url"] = f"chdb://{path}"
+    document = {
+        "apiVersion": "tablerefresh.dev/v1alpha1",
+        "kind": "TableRefresh",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": body,
+    }
+    with open(manifest, "w") as out:
+        yaml.safe_dump(document, out)
