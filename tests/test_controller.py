@@ -117,6 +117,28 @@ def test_drift_event_reconciles_the_owner_and_ignores_deletion_by_gc() -> None:
     asyncio.run(scenario())
 
 
+def test_a_secret_that_comes_or_goes_asks_for_a_health_check_at_once() -> None:
+    async def scenario() -> None:
+        kube = FakeKube()
+        del kube.secrets[("ns", "ch")]
+        controller = Controller(kube)
+        body = tr_body()
+        record = controller.seen(body)
+        await controller.reconcile(body, trigger="create")
+        assert not record.due.asked  # the first look, before any check failed: the new check is due anyway
+        await controller.reconcile(body, trigger="resync")
+        assert not record.due.asked  # still missing: nothing new to check
+        kube.secrets[("ns", "ch")] = {}
+        await controller.reconcile(body, trigger="resync")
+        assert record.due.asked  # it appeared
+        record.due.asked = False
+        del kube.secrets[("ns", "ch")]
+        await controller.reconcile(body, trigger="resync")
+        assert record.due.asked  # it went
+
+    asyncio.run(scenario())
+
+
 # Wiring and settings.
 
 

@@ -6,6 +6,8 @@ engine the tests write to; each test has its own namespace, table and operator.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.health_env import (  # noqa: F401  (fixtures)
@@ -21,6 +23,7 @@ from tests.health_env import (  # noqa: F401  (fixtures)
     has,
     operator,
     sample,
+    start_operator,
     tablerefresh,
     target,
     wait_for,
@@ -74,8 +77,10 @@ def test_stale_data_flips_fresh_posts_one_event_moves_the_metric_and_recovers(
     assert fresh_seconds is not None and fresh_seconds < 600
 
     # Two days older: over maxStaleHours (1).
-    target.command(f"ALTER TABLE {target.database}.{TABLE} UPDATE entry_time = entry_time - INTERVAL 2 DAY WHERE 1",
-                   mutations_sync=1)
+    target.command(
+        f"ALTER TABLE {target.database}.{TABLE} UPDATE entry_time = entry_time - INTERVAL 2 DAY WHERE 1",
+        mutations_sync=1,
+    )
     tr = wait_for("Fresh=False", lambda: has(api, namespace, NAME, "Fresh", "False"))
     fresh = condition(tr, "Fresh")
     assert fresh["reason"] == "DataStale" and "over maxStaleHours 1" in fresh["message"]
@@ -99,7 +104,7 @@ def test_stale_data_flips_fresh_posts_one_event_moves_the_metric_and_recovers(
     # kubectl describe tr says it in plain words: the condition, and the Event.
     described = api.plane.kubectl("describe", "tr", "-n", namespace, NAME).stdout
     assert "Reason:                DataStale" in described
-    events = described[described.index("Events:"):]
+    events = described[described.index("Events:") :]
     assert "Warning  DataStale" in events and "over maxStaleHours 1" in events
 
     # Fixed: new rows.
@@ -184,6 +189,43 @@ def test_clickhouse_unreachable_is_a_condition_not_a_crash(
     assert not api.events(namespace, "DataFresh") and not api.events(namespace, "DataStale")
 
 
+def test_a_secret_created_late_clears_every_condition_naming_it_within_one_resync(
+    api: Api, namespace: str, target: Target, controlplane: Any, crd: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The health interval is an hour and the resync two seconds: only the reconciler, which reads
+    the Secret on every resync, can have the health conditions checked again in time."""
+    operator = start_operator(controlplane, namespace, monkeypatch, resync_seconds=2.0)
+    try:
+        secret = "late-credentials"
+        clickhouse = {"url": target.url, "database": target.database, "credentialsSecret": {"name": secret}}
+        api.apply(tablerefresh(namespace, NAME, target, clickhouse=clickhouse, healthCheck={"interval": "1h"}))
+
+        def naming(tr: dict[str, Any]) -> list[str]:
+            """The conditions that give the missing Secret as their cause."""
+            missing = f"Secret {secret} does not exist"
+            return [c["type"] for c in tr.get("status", {}).get("conditions", []) if missing in c.get("message", "")]
+
+        before = wait_for(
+            "the health check to name the missing Secret",
+            lambda: "ClickHouseReachable" in (n := naming(api.tr(namespace, NAME))) and n,
+        )
+        assert {"Ready", "CredentialsFound", "ClickHouseReachable"} <= set(before), before
+
+        controlplane.kubectl(
+            "create", "secret", "generic", secret, "-n", namespace,
+            "--from-literal=username=u", "--from-literal=password=p",
+        )  # fmt: skip
+        tr = wait_for(
+            "every condition to stop naming the Secret",
+            lambda: (t := checked_and_ready(api, namespace, NAME)) and not naming(t) and t,
+        )
+        for kind in ("CredentialsFound", "ClickHouseReachable", "Fresh", "DuplicateFree", "Complete"):
+            assert condition(tr, kind)["status"] == "True", (kind, tr["status"]["conditions"])
+        assert "error" not in tr["status"]["health"]
+    finally:
+        operator.stop()
+
+
 def test_deleting_the_object_removes_its_series(
     api: Api, namespace: str, target: Target, operator: OperatorThread
 ) -> None:
@@ -193,7 +235,9 @@ def test_deleting_the_object_removes_its_series(
     api.plane.kubectl("delete", "tr", NAME, "-n", namespace, "--timeout=10s")
     wait_for(
         "the series to go",
-        lambda: sample("tablerefresh_condition", namespace, NAME, type="Ready") is None
-        and sample("tablerefresh_runs_total", namespace, NAME, result="failed") is None
-        and sample("tablerefresh_slice_rows", namespace, NAME) is None,
+        lambda: (
+            sample("tablerefresh_condition", namespace, NAME, type="Ready") is None
+            and sample("tablerefresh_runs_total", namespace, NAME, result="failed") is None
+            and sample("tablerefresh_slice_rows", namespace, NAME) is None
+        ),
     )
