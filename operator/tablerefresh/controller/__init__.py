@@ -18,6 +18,7 @@ Three layers, each a folder or a module, each importing only the ones above it i
   - ``status_writer``: the only status write; reconcile, health check, Job watch and run-now all use it.
   - ``scheduler``: when health checks run, and how many at once.
   - ``metrics``: the Prometheus series, set from the status.
+  - ``diffbase``: kopf's record of the last handled spec, as a digest in ``status.kopf.digest``.
 
 Beside them, ``crd``: the status models and the CRD generated from the models (``tablerefresh crd``).
 

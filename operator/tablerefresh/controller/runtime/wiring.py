@@ -21,6 +21,7 @@ from tablerefresh.controller.policy.cronjob import MANAGED_BY, MANAGED_BY_LABEL
 from tablerefresh.controller.policy.jobs import ANNOTATION as RUN_NOW_ANNOTATION
 from tablerefresh.controller.runtime import metrics
 from tablerefresh.controller.runtime.controller import Controller
+from tablerefresh.controller.runtime.diffbase import DigestDiffBaseStorage
 from tablerefresh.spec import GROUP, PLURAL, VERSION
 
 RETRY_DELAY = 5.0
@@ -114,12 +115,13 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
 
 def operator_settings(*, standalone: bool, workers: int = 16) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
-    # kopf's handler progress and last-handled spec live in status, declared in the CRD, so the
-    # controller never annotates a TableRefresh (a GitOps tool would see it as drift).
+    # kopf's handler progress and the digest of the last handled spec live in status, declared in
+    # the CRD, so the controller never annotates a TableRefresh (a GitOps tool would see it as drift).
+    # A digest, not a copy of the spec: kubectl describe shows the spec once (see ``diffbase``).
     settings.persistence.progress_storage = kopf.StatusProgressStorage(
         field="status.kopf.progress", touch_field="status.kopf.dummy"
     )
-    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
+    settings.persistence.diffbase_storage = DigestDiffBaseStorage()
     # No handler needs a finalizer (no on.delete, no daemons or timers), so kopf adds none; the
     # name is ours in case a future handler does, never kopf's default.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
