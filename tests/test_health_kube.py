@@ -73,6 +73,8 @@ def test_stale_data_flips_fresh_posts_one_event_moves_the_metric_and_recovers(
 ) -> None:
     api.apply(tablerefresh(namespace, NAME, target))
     wait_for("Fresh=True", lambda: has(api, namespace, NAME, "Fresh", "True"))
+    # The metrics are set once the status write returns: a moment after the status shows it.
+    wait_for("the staleness metric", lambda: sample("tablerefresh_staleness_seconds", namespace, NAME) is not None)
     fresh_seconds = sample("tablerefresh_staleness_seconds", namespace, NAME)
     assert fresh_seconds is not None and fresh_seconds < 600
 
