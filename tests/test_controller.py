@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 import kopf
 import pytest
+from kopf._cogs.structs import diffs
+from kopf._core.intents.causes import detect_changing_cause
 from prometheus_client import REGISTRY
 
 from tablerefresh.controller.policy.jobs import jobs_of
 from tablerefresh.controller.runtime.controller import Controller
-from tablerefresh.controller.runtime.wiring import Scope, ScopeError, operator_settings, register, resolve_scope
+from tablerefresh.controller.runtime.wiring import (
+    DigestDiffBaseStorage,
+    Scope,
+    ScopeError,
+    operator_settings,
+    register,
+    resolve_scope,
+)
 from tests.controller_fakes import UID, FakeKube, tr_body
 from tests.test_jobs import CRONJOB_UID, job
 
@@ -117,6 +128,28 @@ def test_drift_event_reconciles_the_owner_and_ignores_deletion_by_gc() -> None:
     asyncio.run(scenario())
 
 
+def test_a_secret_that_comes_or_goes_asks_for_a_health_check_at_once() -> None:
+    async def scenario() -> None:
+        kube = FakeKube()
+        del kube.secrets[("ns", "ch")]
+        controller = Controller(kube)
+        body = tr_body()
+        record = controller.seen(body)
+        await controller.reconcile(body, trigger="create")
+        assert not record.due.asked  # the first look, before any check failed: the new check is due anyway
+        await controller.reconcile(body, trigger="resync")
+        assert not record.due.asked  # still missing: nothing new to check
+        kube.secrets[("ns", "ch")] = {}
+        await controller.reconcile(body, trigger="resync")
+        assert record.due.asked  # it appeared
+        record.due.asked = False
+        del kube.secrets[("ns", "ch")]
+        await controller.reconcile(body, trigger="resync")
+        assert record.due.asked  # it went
+
+    asyncio.run(scenario())
+
+
 # Wiring and settings.
 
 
@@ -134,13 +167,69 @@ def test_scope_from_flags_or_env() -> None:
 def test_kopf_keeps_its_state_in_status_not_annotations() -> None:
     settings = operator_settings(standalone=True)
     progress = settings.persistence.progress_storage
-    diffbase = settings.persistence.diffbase_storage
     assert isinstance(progress, kopf.StatusProgressStorage)
-    assert isinstance(diffbase, kopf.StatusDiffBaseStorage)
+    assert isinstance(settings.persistence.diffbase_storage, DigestDiffBaseStorage)
     assert progress.field == ("status", "kopf", "progress")
     assert progress.touch_field == ("status", "kopf", "dummy")
-    assert diffbase.field == ("status", "kopf", "diffbase")
     assert settings.peering.standalone is True
+
+
+def changing_cause(storage: DigestDiffBaseStorage, body: dict[str, Any]) -> str:
+    """What kopf makes of the object with this diff base (``kopf._core.reactor.processing``), after
+    a restart: create, update or resume."""
+    old = storage.fetch(body=kopf.Body(body))
+    new = storage.build(body=kopf.Body(body))
+    cause = detect_changing_cause(
+        finalizer="x", raw_event={"type": "MODIFIED", "object": body}, body=kopf.Body(body),
+        old=old, new=new, diff=diffs.diff(old, new), initial=True,
+        logger=None, indices=None, memo=None, resource=None, patch=kopf.Patch(),  # carried along, unused
+    )  # fmt: skip
+    return str(cause.reason)
+
+
+def handled(storage: DigestDiffBaseStorage, body: dict[str, Any]) -> dict[str, Any]:
+    """The object once kopf has stored its diff base (the status patch applied)."""
+    patch = kopf.Patch()
+    storage.store(body=kopf.Body(body), patch=patch, essence=storage.build(body=kopf.Body(body)))
+    kopf_status = {
+        k: v for k, v in {**body.get("status", {}).get("kopf", {}), **patch["status"]["kopf"]}.items() if v is not None
+    }
+    return {**body, "status": {**body.get("status", {}), "kopf": kopf_status}}
+
+
+def test_the_diff_base_is_a_digest_that_tells_spec_changes_from_status_writes() -> None:
+    storage = DigestDiffBaseStorage()
+    body = tr_body(source={"query": "SELECT " + ", ".join(f"c{i}" for i in range(500))})
+    assert changing_cause(storage, body) == "create"  # never handled
+
+    body = handled(storage, body)
+    assert set(body["status"]["kopf"]) == {"digest"}
+    assert len(json.dumps(body["status"])) < 200  # not a copy of the spec's long query
+    assert changing_cause(storage, body) == "resume"  # a restart: no create, no update
+    body["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    body["status"]["kopf"]["dummy"] = "touched"
+    assert changing_cause(storage, body) == "resume"  # a status write is no change
+
+    for changed in (
+        {**body, "spec": {**body["spec"], "suspend": True}},
+        {**body, "metadata": {**body["metadata"], "labels": {"team": "b"}}},
+        {**body, "metadata": {**body["metadata"], "annotations": {"tablerefresh.dev/run-now": "1"}}},
+    ):
+        assert changing_cause(storage, changed) == "update"
+        assert changing_cause(storage, handled(storage, changed)) == "resume"
+
+
+def test_an_object_handled_with_the_whole_spec_in_status_is_updated_once_and_loses_it() -> None:
+    storage = DigestDiffBaseStorage()
+    body = tr_body()
+    legacy = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
+    patch = kopf.Patch()
+    legacy.store(body=kopf.Body(body), patch=patch, essence=legacy.build(body=kopf.Body(body)))
+    body = {**body, "status": patch["status"]}
+    assert changing_cause(storage, body) == "update"  # not a create
+    body = handled(storage, body)
+    assert set(body["status"]["kopf"]) == {"digest"}
+    assert changing_cause(storage, body) == "resume"
 
 
 def test_no_handler_makes_kopf_add_a_finalizer() -> None:

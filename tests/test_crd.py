@@ -151,7 +151,7 @@ def test_status_declares_every_field_the_controller_and_health_check_write() -> 
         "evidenceTable",
         "error",
     }
-    assert set(status["kopf"]["properties"]) == {"progress", "dummy", "diffbase"}
+    assert set(status["kopf"]["properties"]) == {"progress", "dummy", "digest", "diffbase"}
     conditions = status["conditions"]
     assert conditions["x-kubernetes-list-type"] == "map"
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]

@@ -6,6 +6,8 @@ engine the tests write to; each test has its own namespace, table and operator.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.health_env import (  # noqa: F401  (fixtures)
@@ -21,6 +23,7 @@ from tests.health_env import (  # noqa: F401  (fixtures)
     has,
     operator,
     sample,
+    start_operator,
     tablerefresh,
     target,
     wait_for,
@@ -70,6 +73,8 @@ def test_stale_data_flips_fresh_posts_one_event_moves_the_metric_and_recovers(
 ) -> None:
     api.apply(tablerefresh(namespace, NAME, target))
     wait_for("Fresh=True", lambda: has(api, namespace, NAME, "Fresh", "True"))
+    # The metrics are set once the status write returns: a moment after the status shows it.
+    wait_for("the staleness metric", lambda: sample("tablerefresh_staleness_seconds", namespace, NAME) is not None)
     fresh_seconds = sample("tablerefresh_staleness_seconds", namespace, NAME)
     assert fresh_seconds is not None and fresh_seconds < 600
 
@@ -184,6 +189,43 @@ def test_clickhouse_unreachable_is_a_condition_not_a_crash(
     wait_for("the Normal event", lambda: api.events(namespace, "ClickHouseReachable"))
     # The data conditions went Unknown and came back True: no Event claims they had been bad.
     assert not api.events(namespace, "DataFresh") and not api.events(namespace, "DataStale")
+
+
+def test_a_secret_created_late_clears_every_condition_naming_it_within_one_resync(
+    api: Api, namespace: str, target: Target, controlplane: Any, crd: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The health interval is an hour and the resync two seconds: only the reconciler, which reads
+    the Secret on every resync, can have the health conditions checked again in time."""
+    operator = start_operator(controlplane, namespace, monkeypatch, resync_seconds=2.0)
+    try:
+        secret = "late-credentials"
+        clickhouse = {"url": target.url, "database": target.database, "credentialsSecret": {"name": secret}}
+        api.apply(tablerefresh(namespace, NAME, target, clickhouse=clickhouse, healthCheck={"interval": "1h"}))
+
+        def naming(tr: dict[str, Any]) -> list[str]:
+            """The conditions that give the missing Secret as their cause."""
+            missing = f"Secret {secret} does not exist"
+            return [c["type"] for c in tr.get("status", {}).get("conditions", []) if missing in c.get("message", "")]
+
+        before = wait_for(
+            "the health check to name the missing Secret",
+            lambda: "ClickHouseReachable" in (n := naming(api.tr(namespace, NAME))) and n,
+        )
+        assert {"Ready", "CredentialsFound", "ClickHouseReachable"} <= set(before), before
+
+        controlplane.kubectl(
+            "create", "secret", "generic", secret, "-n", namespace,
+            "--from-literal=username=u", "--from-literal=password=p",
+        )  # fmt: skip
+        tr = wait_for(
+            "every condition to stop naming the Secret",
+            lambda: (t := checked_and_ready(api, namespace, NAME)) and not naming(t) and t,
+        )
+        for kind in ("CredentialsFound", "ClickHouseReachable", "Fresh", "DuplicateFree", "Complete"):
+            assert condition(tr, kind)["status"] == "True", (kind, tr["status"]["conditions"])
+        assert "error" not in tr["status"]["health"]
+    finally:
+        operator.stop()
 
 
 def test_deleting_the_object_removes_its_series(

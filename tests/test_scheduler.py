@@ -130,3 +130,36 @@ def test_a_new_generation_is_checked_at_once() -> None:
 
     virtual_time.run(main)
     assert calls == [1, 2]
+
+
+def test_a_check_asked_for_runs_at_once_and_again_after_one_in_flight() -> None:
+    """An hour's interval: only ``check_now`` can start the second and third checks. The third is
+    asked for while the second is in flight (it may have read what just changed), so it follows it."""
+    started: list[float] = []
+    target = Target("o", interval=3600)
+
+    async def main(loop: VirtualTimeLoop) -> None:
+        def probe(t: Target) -> str:
+            started.append(loop.time())
+            loop.sleep_in_thread(0.5)
+            return "ok"
+
+        async def record(t: Target, r: Any) -> None:
+            pass
+
+        scheduler: Scheduler[Target, Any] = Scheduler(
+            lambda: [(target, target.due)], probe, record, lambda t, s: "x", clock=loop.time
+        )
+        task = asyncio.create_task(scheduler.run_forever())
+        await asyncio.sleep(1.0)  # the first check, at once, and done
+        scheduler.check_now(target.due)
+        await asyncio.sleep(0.1)  # the second is in flight
+        scheduler.check_now(target.due)
+        await asyncio.sleep(2.0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    virtual_time.run(main)
+    assert len(started) == 3, started
+    first, second, third = started
+    assert second - first < 1.2 and third - second >= 0.5  # asked for, and not while the other ran

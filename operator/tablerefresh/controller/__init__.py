@@ -11,7 +11,7 @@ Three layers, each a folder or a module, each importing only the ones above it i
   - ``jobs``: the Job run-now starts; ended Jobs -> ``status.lastRun``, ``LastRunSucceeded``, ``status.active``.
 - ``kube`` (the Kubernetes client): every API call the controller makes, behind ``Kube``.
 - ``runtime/`` (kopf wiring, scheduling, the per-object workers)
-  - ``wiring``: kopf's handlers and settings, the namespaces to watch, start-up.
+  - ``wiring``: kopf's handlers and settings (its diff base kept as a digest), the namespaces to watch, start-up.
   - ``controller``: one record per object, created on first sight and dropped in one place, and the
     triggers that set its workers going.
   - ``workers``: reconcile, a health check (``Prober``), recording runs, run now; each top-down.

@@ -145,11 +145,14 @@ class RunNowStatus(_StatusModel):
 
 
 class KopfStatus(_StatusModel):
-    """kopf's handler progress and last-handled spec, kept here instead of annotations."""
+    """kopf's handler progress and the digest of the last handled spec, kept here instead of annotations."""
 
     progress: dict[str, Any] | None = Field(None, json_schema_extra=PRESERVE_UNKNOWN)
     dummy: str | None = Field(None, description="kopf's touch field, to re-trigger delayed handlers")
-    diffbase: str | None = Field(None, description="The last handled spec, JSON-encoded")
+    digest: str | None = Field(None, description="sha256 of the last handled spec, labels and annotations")
+    diffbase: str | None = Field(
+        None, description="The last handled spec, JSON-encoded, by operators before the digest; removed once read"
+    )
 
 
 class TableRefreshStatus(_StatusModel):

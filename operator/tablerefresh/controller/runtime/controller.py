@@ -24,7 +24,7 @@ from typing import Any
 from tablerefresh.controller.kube import Kube, KubeError
 from tablerefresh.controller.policy.checks import Check, Failure, HealthResult, check_of, health_fields
 from tablerefresh.controller.policy.checks import health_observations as health_conditions
-from tablerefresh.controller.policy.cronjob import Key, controller_owner, cronjob_name, key_of
+from tablerefresh.controller.policy.cronjob import Key, Secret, controller_owner, cronjob_name, key_of
 from tablerefresh.controller.policy.jobs import cronjob_owner, trim
 from tablerefresh.controller.policy.status import HEALTH_CHECK
 from tablerefresh.controller.runtime import metrics
@@ -51,6 +51,7 @@ class Record:
     check: Check | None = None  # its health check; rebuilt when the generation changes
     due: Due = field(default_factory=Due)  # when its health check last started
     health_failing: bool = False  # whether its last health check failed (logged on change only)
+    secret: Secret | None = None  # what the last reconcile found of its credentials Secret
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # its CronJob's Jobs by name, trimmed
     cronjob_version: str | None = None  # the CronJob's resourceVersion after our last apply: its echo
 
@@ -166,7 +167,18 @@ class Controller:
             version = ((facts.cronjob if facts else None) or {}).get("metadata", {}).get("resourceVersion")
             if version:
                 record.cronjob_version = str(version)
+            if facts is not None:
+                self._secret_seen(record, facts.secret)
         self._publish(record)
+
+    def _secret_seen(self, record: Record, secret: Secret) -> None:
+        """The reconciler looked at the object's Secret. When it came or went, the health check reads
+        it too, and its conditions (and Ready) may name a cause that is gone: check again now, not
+        an interval later. The first look counts as a change when the last check failed."""
+        before, record.secret = record.secret, secret
+        changed = secret != before if before is not None else record.health_failing
+        if changed and record.check is not None:
+            self.health.check_now(record.due)
 
     async def owned_changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A CronJob we own changed or went away: put it back as its TableRefresh says."""

@@ -1,6 +1,7 @@
 """When health checks run, and how many at once.
 
-- Each object is checked every ``interval`` of its own, and again at once when its spec changes.
+- Each object is checked every ``interval`` of its own, and again at once when its spec changes or
+  when the caller asks (:meth:`Scheduler.check_now`: the reconciler, when the Secret it names came or went).
 - At most one check per object is in flight: a check slower than its interval delays the next one
   instead of piling up behind it.
 - At most ``concurrency`` checks run at all, and at most ``per_server`` (half of them by default)
@@ -43,11 +44,13 @@ class Schedulable(Protocol):
 
 @dataclass(slots=True)
 class Due:
-    """The scheduler's memory of one object: when its last check started, for which generation."""
+    """The scheduler's memory of one object: when its last check started, for which generation, and
+    whether a check was asked for since (one in flight then runs again as soon as it ends)."""
 
     started: float | None = None
     generation: int | None = None
     in_flight: bool = False
+    asked: bool = False
 
 
 C = TypeVar("C", bound=Schedulable)
@@ -89,6 +92,12 @@ class Scheduler(Generic[C, R]):
         """Something changed (an object came or its spec did): look again now, not at the next due time."""
         self._wake.set()
 
+    def check_now(self, due: Due) -> None:
+        """Check this object now, not at its next due time; if a check is in flight (it may have read
+        what just changed), once more when it ends."""
+        due.asked = True
+        self._wake.set()
+
     def in_flight(self) -> int:
         return self._running
 
@@ -114,8 +123,9 @@ class Scheduler(Generic[C, R]):
             if due.in_flight:
                 continue
             started = due.started
-            # Never checked, or checked for an older spec: now.
-            at = now if started is None or due.generation != check.generation else started + check.interval
+            # Never checked, checked for an older spec, or asked for: now.
+            stale = started is None or due.generation != check.generation or due.asked
+            at = now if stale or started is None else started + check.interval
             if at <= now:
                 self._start(check, due, now)
                 at = now + check.interval
@@ -123,7 +133,7 @@ class Scheduler(Generic[C, R]):
         return wake_at
 
     def _start(self, check: C, due: Due, now: float) -> None:
-        due.started, due.generation, due.in_flight = now, check.generation, True
+        due.started, due.generation, due.in_flight, due.asked = now, check.generation, True, False
         self._running += 1
         self.checks += 1
         task = asyncio.create_task(self._run(check, due), name=f"health {check.key[0]}/{check.key[1]}")

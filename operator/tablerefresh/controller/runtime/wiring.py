@@ -1,6 +1,7 @@
-"""kopf wiring: which events call which controller method, kopf's settings, and starting the operator.
+"""kopf wiring: which events call which controller method, kopf's settings (its diff base kept as a
+digest: :class:`DigestDiffBaseStorage`), and starting the operator.
 
-No logic of its own. No handler here makes kopf add a finalizer (no on.delete, no daemons, no
+No logic of its own besides the diff base. No handler here makes kopf add a finalizer (no on.delete, no daemons, no
 timers): deleting a TableRefresh never waits for the operator, and its CronJob goes by garbage
 collection.
 """
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -25,6 +28,62 @@ from tablerefresh.spec import GROUP, PLURAL, VERSION
 
 RETRY_DELAY = 5.0
 NAMESPACES_ENV = "TABLEREFRESH_NAMESPACES"
+
+
+# kopf's diff base.
+
+# kopf's diff base as a digest: what kopf needs to tell a change from a status write, without a copy
+# of the whole spec in ``status`` (where ``kubectl describe`` showed the source query twice).
+#
+# kopf keeps the "essence" of the object it last handled (spec, labels, annotations) and compares the
+# current one with it: none stored means a create, a difference an update, none a resume or nothing.
+# The controller never reads the diff: reconcile is level-based, the whole object in. So the essence
+# itself need not be kept, only its digest, in ``status.kopf.digest``:
+#
+# - the digest matches the current essence: :meth:`fetch` returns the current essence, kopf sees no
+#   change (a status write, a restart: resume);
+# - it does not (the spec, a label or an annotation changed): an empty essence, kopf sees an update;
+# - no digest: nothing was handled yet, a create. An object last handled by an operator that kept the
+#   whole essence (``status.kopf.diffbase``) is updated once, which writes its digest and removes that.
+#
+# The essence is built as kopf builds it, without extra fields: no handler here watches a field of
+# the status (kopf adds those to the essence), so kopf's and :meth:`fetch`'s essences are the same.
+
+FIELD = "digest"
+LEGACY_FIELD = "diffbase"  # the whole essence, JSON-encoded, as kopf.StatusDiffBaseStorage kept it
+
+
+def digest(essence: Mapping[str, Any]) -> str:
+    encoded = json.dumps(essence, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def _kopf_status(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    return cast(Mapping[str, Any], (body.get("status") or {}).get("kopf") or {})
+
+
+class DigestDiffBaseStorage(kopf.DiffBaseStorage):
+    """The digest of the last handled essence, in ``status.kopf.digest`` (see the comment above)."""
+
+    def handled(self, body: Mapping[str, Any]) -> bool:
+        """Whether kopf has handled the object as it is now (its spec, labels and annotations)."""
+        stored = _kopf_status(body).get(FIELD)
+        return stored is not None and stored == digest(self.build(body=kopf.Body(cast(kopf.RawBody, dict(body)))))
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        status = _kopf_status(body)
+        if status.get(FIELD) is None and status.get(LEGACY_FIELD) is None:
+            return None  # never handled: a create
+        current = self.build(body=body)
+        if status.get(FIELD) == digest(current):
+            return current  # unchanged
+        return cast(kopf.BodyEssence, {})  # changed since, or kept the old way: an update
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        stanza = patch.setdefault("status", {}).setdefault("kopf", {})
+        stanza[FIELD] = digest(essence)
+        if _kopf_status(body).get(LEGACY_FIELD) is not None:
+            stanza[LEGACY_FIELD] = None  # a merge patch: removed
 
 
 # Handlers.
@@ -114,12 +173,13 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
 
 def operator_settings(*, standalone: bool, workers: int = 16) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
-    # kopf's handler progress and last-handled spec live in status, declared in the CRD, so the
-    # controller never annotates a TableRefresh (a GitOps tool would see it as drift).
+    # kopf's handler progress and the digest of the last handled spec live in status, declared in
+    # the CRD, so the controller never annotates a TableRefresh (a GitOps tool would see it as drift).
+    # A digest, not a copy of the spec: kubectl describe shows the spec once (see DigestDiffBaseStorage).
     settings.persistence.progress_storage = kopf.StatusProgressStorage(
         field="status.kopf.progress", touch_field="status.kopf.dummy"
     )
-    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
+    settings.persistence.diffbase_storage = DigestDiffBaseStorage()
     # No handler needs a finalizer (no on.delete, no daemons or timers), so kopf adds none; the
     # name is ours in case a future handler does, never kopf's default.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
@@ -173,13 +233,38 @@ class Options:
     health_timeout: float = 30.0
 
 
+# The client libraries of a health check. Their warnings repeat, in their words, a failure the
+# operator reports once in its own (urllib3's "Retrying (...)" with a query_id in the URL, then
+# clickhouse-connect's "Unexpected Http Driver Exception"), so they belong in the debug log.
+LIBRARIES = ("urllib3", "clickhouse_connect")
+
+
+class AsDebug(logging.Handler):
+    """Passes a library's records on to the root logger's handlers, its warnings and below as debug
+    records: shown with ``--verbose``, never at INFO. Its errors pass on as they are."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.ERROR:
+            record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        root = logging.getLogger()
+        if root.isEnabledFor(record.levelno):
+            root.handle(record)
+
+
 def quiet_chatter() -> None:
-    """At INFO, log what the controller changes, not every watch event and probe it handles."""
-    if logging.getLogger().getEffectiveLevel() >= logging.INFO:
+    """At INFO, log what the controller changes, not every watch event and probe it handles; the
+    client libraries' warnings only in the debug log (see ``AsDebug``)."""
+    root = logging.getLogger()
+    if root.getEffectiveLevel() >= logging.INFO:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-        # A health check that cannot reach ClickHouse says so once, in the operator's words.
-        logging.getLogger("clickhouse_connect").setLevel(logging.ERROR)
+    for name in LIBRARIES:
+        library = logging.getLogger(name)
+        if not any(isinstance(h, AsDebug) for h in library.handlers):
+            library.addHandler(AsDebug())
+        library.propagate = False
+        # Not at debug: drop their warnings where they are made, rather than demote then drop them.
+        library.setLevel(logging.DEBUG if root.isEnabledFor(logging.DEBUG) else logging.ERROR)
 
 
 def run_operator(options: Options) -> None:
