@@ -42,9 +42,16 @@ class Scope:
     def source_rows(self, query: str, columns: str) -> str:
         """SQL: the rows the run takes from the source. An incremental run keeps only the changed
         keys' rows, whether or not the source reads only those: a source that ignores
-        ``{changed_keys:Identifier}`` is slower, never wrong."""
+        ``{changed_keys:Identifier}`` is slower, never wrong. (The run itself inserts the source's
+        rows as they are and then drops the others, :attr:`unchanged`: see ``Refresh._load_staging``.)"""
         select = f"SELECT {columns} FROM ({query})"
         return f"{select} WHERE {self.changed}" if self.incremental else select
+
+    @property
+    def unchanged(self) -> str:
+        """SQL: a row the source yielded that an incremental run does not take (its key did not
+        change): exactly the rows :meth:`source_rows` leaves out."""
+        return f"NOT ifNull({self.changed}, 0)"
 
     def params(self) -> dict[str, Any]:
         """The query parameters of an incremental spec's runs, full ones included: the source names
