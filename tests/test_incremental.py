@@ -20,6 +20,7 @@ from tablerefresh.dataplane.incremental import FULL, INCREMENTAL
 from tablerefresh.dataplane.plan import plan
 from tablerefresh.dataplane.refresh import Refresh, RunOptions
 from tablerefresh.dataplane.runs import RUNS_TABLE, Outcome, RunRecord
+from tablerefresh.dataplane.scope import Scope
 from tablerefresh.dataplane.spot_check import verify_sample
 from tablerefresh.spec import TableRefreshSpec
 from tests import refresh_fixtures as fx
@@ -166,6 +167,22 @@ def test_a_table_the_engine_cannot_mask_rows_in_has_its_unchanged_rows_copied(
 
     assert record.kind == INCREMENTAL and record.outcome == Outcome.SUCCEEDED, record.error
     assert "copying the unchanged rows instead" in caplog.text
+    assert fx.rows(ch, "positions") == fx.rows(ch, FULL_TABLE)
+
+
+def test_a_key_hash_collision_in_the_mask_is_caught_and_the_replaced_rows_are_marked_by_their_keys(
+    ch: Client, connect: Connect, twins: str, at: At, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The run marks the replaced rows by a hash of their key; here every key hashes alike.
+    monkeypatch.setattr(Scope, "key_hash", lambda self: "toUInt64(0)")
+    spec = fx.incremental_spec(twins)
+    both(connect, spec, at(0))
+    change(ch, at(5), "id % 10 = 0", "id % 13 = 0")
+
+    record = both(connect, spec, at(10))
+
+    assert record.kind == INCREMENTAL and record.outcome == Outcome.SUCCEEDED, record.error
+    assert "collides with a changed key's" in caplog.text
     assert fx.rows(ch, "positions") == fx.rows(ch, FULL_TABLE)
 
 

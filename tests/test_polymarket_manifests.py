@@ -20,6 +20,9 @@ def test_the_incremental_source_is_the_full_one_reading_only_the_changed_positio
     added = [line for line in incremental.splitlines() if line not in full.splitlines()]
     assert [line.strip() for line in added] == [
         "-- An incremental run reads only the changed positions' fills; a full run reads them all.",
+        "-- The test on the condition alone comes first: it is cheap, and drops most fills before",
+        "-- the test on the whole position, which hashes three columns per fill.",
+        "AND ({full_run:UInt8} OR condition_id IN (SELECT condition_id FROM {changed_keys:Identifier}))",
         "AND ({full_run:UInt8} OR (wallet, condition_id, outcome_index) IN {changed_keys:Identifier})",
     ]
     assert [line for line in incremental.splitlines() if line not in added] == full.splitlines()

@@ -138,12 +138,17 @@ def check_source_columns(target: TableInfo, source: list[Column]) -> None:
 
 
 def partition_rows(
-    client: Client, table: str, where: str = "1", parameters: dict[str, Any] | None = None
+    client: Client,
+    table: str,
+    where: str = "1",
+    parameters: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, int]:
     """Rows per partition id of ``table`` (already quoted) matching ``where``."""
     rows = client.query(
         f"SELECT _partition_id, count() FROM {table} WHERE ({where}) GROUP BY _partition_id",
         parameters=parameters or {},
+        settings=settings,
     ).result_rows
     return {str(pid): int(n) for pid, n in rows}
 

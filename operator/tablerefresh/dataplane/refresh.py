@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -61,6 +61,8 @@ _INSERT_SETTINGS = {"insert_deduplicate": 0, "deduplicate_blocks_in_dependent_ma
 # Carried-over rows keep their MATERIALIZED values as they are, instead of having them recomputed.
 _CARRY_SETTINGS = {**_INSERT_SETTINGS, "insert_allow_materialized_columns": 1}
 _ZERO_UUID = "00000000-0000-0000-0000-000000000000"
+# A condition ``a AND b`` evaluates b only where a holds, whatever b is.
+_SHORT_CIRCUIT = {"short_circuit_function_evaluation": "force_enable"}
 
 
 @dataclass(frozen=True)
@@ -353,13 +355,39 @@ class Refresh:
             self._staging = staging = catalog.create_like(self.client, target, self._staging_name)
             failpoint("staging-created")
             columns = sql.column_list(self._source_columns)
+            # The source's rows as they are: an incremental run drops those of unchanged keys after.
             self.client.command(
-                f"INSERT INTO {staging} ({columns}) {self.scope.source_rows(self.source_query, columns)}",
+                f"INSERT INTO {staging} ({columns}) SELECT {columns} FROM ({self.source_query})",
                 parameters=self.params,
                 settings=_INSERT_SETTINGS,
             )
+            if self.scope.incremental:
+                self._drop_unchanged_keys(staging)
         failpoint("staged")
         return staging
+
+    def _drop_unchanged_keys(self, staging: str) -> None:
+        """An incremental run takes only the changed keys' rows from the source.
+
+        It filters what the source put in staging, not the source's output: the engine pushes a
+        filter on the output down to the source's scan, where it would test every row the source
+        reads against the key table a second time (a source written for incremental runs tests the
+        same keys there already); on the reference that added a third to the source's cost. Staging
+        then holds only the changed keys' rows, and the check costs a scan of those; a source that
+        ignores ``{changed_keys:Identifier}`` fills staging with more, which the run deletes."""
+        unchanged = self.scope.unchanged
+        extra = self._count(staging, unchanged)
+        if extra:
+            log.warning(
+                "the source yielded %d row(s) of keys that did not change (does it read {changed_keys:Identifier}?); "
+                "dropping them from staging",
+                extra,
+            )
+            self.client.command(
+                f"ALTER TABLE {staging} DELETE WHERE {unchanged}",
+                parameters=self.params,
+                settings={"mutations_sync": 2},
+            )
 
     def _target_before(
         self, target: TableInfo, source: dict[str, PartitionCounts]
@@ -373,24 +401,52 @@ class Refresh:
         touched = sorted(p for p in counts if counts[p].slice_rows or p in source)
         name = names.run_table(target.name, self.options.run_id, "kept")
         with self._step(f"link the rows of {len(touched)} partition(s) and mark the replaced ones"):
-            table, linked = carry.link(self.client, target, name, touched)
-            self._scratch.append(table)
-            moved = [
-                f"{p}: {counts[p].rows} -> {linked.get(p, 0)}" for p in touched if linked.get(p, 0) != counts[p].rows
-            ]
-            if moved:
-                raise VerificationFailed(
-                    f"rows changed in {self.record.target} while the run read it ({', '.join(moved)}); "
-                    f"{self.record.target} was not changed"
-                )
+            table = self._link(target, name, touched, counts)
             try:
-                kept = carry.mask(self.client, table, self.scope.replaced, self.params)
+                table, kept = self._mask(target, name, table, touched, counts)
             except DatabaseError as exc:
                 log.warning("cannot mark rows deleted (%s): copying the unchanged rows instead", one_line(exc))
                 return self.target_counts(target.qualified), None
         failpoint("linked")
         replaced = {p: counts[p].rows - kept.get(p, 0) for p in touched}
         return {p: dataclasses.replace(c, replaced_rows=replaced.get(p, 0)) for p, c in counts.items()}, table
+
+    def _link(self, target: TableInfo, name: str, touched: list[str], counts: dict[str, PartitionCounts]) -> str:
+        """Link the target's parts of ``touched`` into a new table ``name`` (``carry.py``), which must
+        hold the rows ``counts`` says the target holds there."""
+        table, linked = carry.link(self.client, target, name, touched)
+        self._scratch.append(table)
+        moved = [f"{p}: {counts[p].rows} -> {linked.get(p, 0)}" for p in touched if linked.get(p, 0) != counts[p].rows]
+        if moved:
+            raise VerificationFailed(
+                f"rows changed in {self.record.target} while the run read it ({', '.join(moved)}); "
+                f"{self.record.target} was not changed"
+            )
+        return table
+
+    def _mask(
+        self, target: TableInfo, name: str, table: str, touched: list[str], counts: dict[str, PartitionCounts]
+    ) -> tuple[str, dict[str, int]]:
+        """Mark the rows the run replaces deleted in ``table``, the target's parts of ``touched`` as
+        linked by :meth:`_link`; returns the table and the rows it has left per partition.
+
+        The engine tests a mask's condition twice per row (whether a part is touched, then each row),
+        so the mask compares the keys by a 64-bit hash, several times cheaper to test than the key
+        tuples (``Scope.replaced_by_hash``). That marks every replaced row, and on a hash collision a
+        row of an unchanged key too; so the run first counts the replaced rows exactly (testing the
+        tuple only where the hash matched), and if the mask took more, links the partitions again and
+        masks by the key tuples."""
+        exact = catalog.partition_rows(self.client, table, self.scope.replaced_checked, self.params, _SHORT_CIRCUIT)
+        kept = carry.mask(self.client, table, self.scope.replaced_by_hash, self.params)
+        if all(counts[p].rows - kept.get(p, 0) == exact.get(p, 0) for p in touched):
+            return table, kept
+        log.warning(
+            "the key hash of an unchanged key collides with a changed key's: marking the replaced rows by their keys"
+        )
+        self.client.command(f"DROP TABLE IF EXISTS {table} SYNC")
+        self._scratch.remove(table)
+        table = self._link(target, name, touched, counts)
+        return table, carry.mask(self.client, table, self.scope.replaced, self.params)
 
     def _carry_over(
         self,
@@ -399,9 +455,11 @@ class Refresh:
         changes: list[PartitionChange],
         source_duplicates: int,
         kept_table: str | None = None,
+        outside_slice: Collection[str] = (),
     ) -> tuple[int, int]:
         """Carry the replaced partitions' rows the run does not replace into staging, as they are:
-        copied, or linked from ``kept_table``.
+        copied, or linked from ``kept_table``. ``outside_slice``: the partitions that hold rows
+        outside the slice, the only ones whose kept rows an incremental run's source can clash with.
 
         Returns how many keys the source yields that these rows hold too (duplicates the run would
         make; those already among the kept rows are the table's, which the health check reports),
@@ -412,7 +470,8 @@ class Refresh:
         kept = f"_partition_id IN {{carried:Array(String)}} AND NOT {self.scope.replaced}"
         params = {**self.params, "carried": carried}
         if self.scope.incremental:
-            clashes = self._changed_key_clashes(target.qualified, staging, params)
+            outside = [p for p in carried if p in outside_slice]
+            clashes = self._changed_key_clashes(target.qualified, staging, {**params, "carried": outside})
         what = "unchanged rows" if self.scope.incremental else "rows outside the slice"
         with self._step(f"carry over the {what} of {len(carried)} partition(s)"):
             if kept_table is not None:
@@ -435,7 +494,10 @@ class Refresh:
     def _changed_key_clashes(self, target: str, staging: str, params: dict[str, Any]) -> int:
         """Kept rows whose unique key the source yields too. The source yields changed keys only, so
         only the changed keys' kept rows (those outside the slice) can clash: no need to count the
-        duplicates of every kept row, as a full run does."""
+        duplicates of every kept row, as a full run does. ``params["carried"]`` names the partitions
+        to look in: those with rows outside the slice (none, in a table partitioned by the slice)."""
+        if not params["carried"]:
+            return 0
         keys = sql.column_list(self.spec.unique_key)
         staged = keyset.member(self.spec.unique_key, f"(SELECT {keys} FROM {staging})")
         # The slice test first: it is cheap, and false for every row of a partition wholly in the slice.
@@ -572,7 +634,8 @@ class Refresh:
             changes, measured_old_slice_rows = self.without_surplus(
                 tq, swap_plan(before, {p: c.rows for p, c in source.items()}), old_slice_rows, new_slice_rows
             )
-            clashes, staged_duplicates = self._carry_over(target, staging, changes, duplicates, kept)
+            outside_slice = {p for p, c in before.items() if c.rows != c.slice_rows}
+            clashes, staged_duplicates = self._carry_over(target, staging, changes, duplicates, kept, outside_slice)
             staged = catalog.partition_rows(self.client, staging)
             self.record.rows_before = sum(c.rows for c in before.values())
             self.record.partitions = [c.partition for c in changes]

@@ -42,9 +42,41 @@ class Scope:
     def source_rows(self, query: str, columns: str) -> str:
         """SQL: the rows the run takes from the source. An incremental run keeps only the changed
         keys' rows, whether or not the source reads only those: a source that ignores
-        ``{changed_keys:Identifier}`` is slower, never wrong."""
+        ``{changed_keys:Identifier}`` is slower, never wrong. (The run itself inserts the source's
+        rows as they are and then drops the others, :attr:`unchanged`: see ``Refresh._load_staging``.)"""
         select = f"SELECT {columns} FROM ({query})"
         return f"{select} WHERE {self.changed}" if self.incremental else select
+
+    def key_hash(self) -> str:
+        """SQL: a 64-bit hash of the row's key."""
+        return f"cityHash64({sql.column_list(list(self.key))})"
+
+    @property
+    def replaced_by_hash(self) -> str:
+        """SQL: :attr:`replaced` with the key compared by its hash (:meth:`key_hash`), several times
+        cheaper to test than the key tuple: every row the run replaces, and on a hash collision a row
+        of an unchanged key too."""
+        if not self.incremental:
+            return self.in_slice
+        return f"ifNull({self.in_slice} AND {self._hash_changed}, 0)"
+
+    @property
+    def replaced_checked(self) -> str:
+        """SQL: exactly :attr:`replaced`, testing the key tuple only where the hash matched (when the
+        engine short-circuits ``AND``: ``short_circuit_function_evaluation``)."""
+        if not self.incremental:
+            return self.in_slice
+        return f"ifNull({self.in_slice} AND {self._hash_changed} AND {self.changed}, 0)"
+
+    @property
+    def _hash_changed(self) -> str:
+        return f"{self.key_hash()} IN (SELECT {self.key_hash()} FROM {sql.ident(self.keys_name)})"
+
+    @property
+    def unchanged(self) -> str:
+        """SQL: a row the source yielded that an incremental run does not take (its key did not
+        change): exactly the rows :meth:`source_rows` leaves out."""
+        return f"NOT ifNull({self.changed}, 0)"
 
     def params(self) -> dict[str, Any]:
         """The query parameters of an incremental spec's runs, full ones included: the source names
