@@ -50,9 +50,10 @@ def test_a_fresh_table_is_ready_with_its_figures_and_metrics(
     assert "error" not in health and health["checkedAt"]
     assert not api.events(namespace, "DataStale")
 
-    # The metrics say what the status says.
+    # The metrics say what the status says, once the check's write is published (just after it;
+    # conditions are set after the gauges).
+    wait_for("the metrics", lambda: sample("tablerefresh_condition", namespace, NAME, type="Fresh") == 1)
     assert sample("tablerefresh_condition", namespace, NAME, type="Ready") == 1
-    assert sample("tablerefresh_condition", namespace, NAME, type="Fresh") == 1
     assert sample("tablerefresh_slice_rows", namespace, NAME) == 100
     assert sample("tablerefresh_duplicate_rows", namespace, NAME) == 0
     assert sample("tablerefresh_runs_total", namespace, NAME, result="failed") == 0

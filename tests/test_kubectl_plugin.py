@@ -129,6 +129,40 @@ def test_status_of_a_stale_table_says_why() -> None:
     assert lines[-1] == "  DuplicateFree=False  DuplicatesDetected: 5 duplicate keys"  # Ready says the first
 
 
+def test_status_after_a_failed_audit_names_the_evidence_and_the_recent_runs() -> None:
+    error = "audit no-negative-tokens: 12 failing row(s), at most 0 allowed; db.orders was not changed"
+    failed = {"type": "LastRunSucceeded", "status": "False", "reason": "AuditFailed", "message": error}
+    tr = tablerefresh(
+        conditions=[{**failed, "type": "Ready"}, failed],
+        health={"staleHours": 0.2, "sliceRows": 1200, "sliceDuplicates": 0, "tableDuplicates": 0},
+        lastRun={
+            "jobName": "orders-29000002",
+            "outcome": "Aborted",
+            "reason": "AuditFailed",
+            "error": error,
+            "completionTime": stamp(NOW - timedelta(minutes=5)),
+            "durationSeconds": 8.0,
+            "evidenceTable": "_tablerefresh_failed_0a1b_20260101T120000_orders-29000002",
+        },
+        recentRuns=[
+            {
+                "id": "orders-29000002",
+                "outcome": "Aborted",
+                "reason": "AuditFailed",
+                "finished": stamp(NOW - timedelta(minutes=5)),
+            },
+            {"id": "orders-29000001", "outcome": "Succeeded", "finished": stamp(NOW - timedelta(hours=6))},
+        ],
+        lastSuccessfulRunTime=stamp(NOW - timedelta(hours=6)),
+        lastFailureTime=stamp(NOW - timedelta(minutes=5)),
+    )
+    lines = summary.describe(summary.summarize(tr, NOW), NOW)
+    text = "\n".join(lines)
+    assert "AuditFailed: audit no-negative-tokens: 12 failing row(s)" in text
+    assert "what it would have published: table _tablerefresh_failed_0a1b_20260101T120000_orders-29000002" in text
+    assert "Recent runs:  Aborted 5m00s ago (AuditFailed), Succeeded 6h00m ago" in text, text
+
+
 def test_history_reads_jobs_as_the_operator_does_and_prefers_recent_runs() -> None:
     def job(name: str, minute: int, ended: str | None) -> dict[str, Any]:
         status: dict[str, Any] = {"startTime": stamp(NOW + timedelta(minutes=minute))}

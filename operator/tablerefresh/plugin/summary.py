@@ -84,6 +84,8 @@ def summarize(tr: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         "healthError": health.get("error"),
         "lastRun": dict(last) or None,
         "lastSuccessfulRunTime": status.get("lastSuccessfulRunTime"),
+        "lastFailureTime": status.get("lastFailureTime"),
+        "recentRuns": list(status.get("recentRuns") or []),
         "schedule": schedule,
         "timeZone": zone,
         "suspended": suspended,
@@ -110,7 +112,15 @@ def _last_run(last: Mapping[str, Any] | None, now: datetime) -> str:
         error = str(last.get("error") or "").strip()
         first = error.splitlines()[0][:200] if error else ""
         words += f"\n              {last.get('reason', '')}: {first}"
+        if last.get("evidenceTable"):
+            words += f"\n              what it would have published: table {last['evidenceTable']}"
     return words
+
+
+def _recent(runs: Sequence[Mapping[str, Any]], now: datetime) -> str:
+    """The last runs, newest first: ``Failed 2h (OOMKilled), Succeeded 8h, ...``."""
+    words = [f"{r.get('outcome')} {ago(parse_time(r.get('finished')), now)}" for r in runs]
+    return ", ".join(w + (f" ({r['reason']})" if r.get("reason") else "") for w, r in zip(words, runs, strict=True))
 
 
 def describe(s: Mapping[str, Any], now: datetime) -> list[str]:
@@ -139,6 +149,8 @@ def describe(s: Mapping[str, Any], now: datetime) -> list[str]:
     lines.append(f"Last run:     {_last_run(s['lastRun'], now)}")
     if s["lastRun"] and s["lastRun"].get("outcome") != "Succeeded":
         lines.append(f"Last success: {ago(parse_time(s['lastSuccessfulRunTime']), now)}")
+    if len(s["recentRuns"]) > 1:
+        lines.append(f"Recent runs:  {_recent(s['recentRuns'], now)}")
     next_words = "suspended" if s["suspended"] else until(parse_time(s["nextRun"]), now)
     lines.append(f"Next run:     {next_words} ({s['schedule']} {s['timeZone']})")
     # Ready repeats the first problem; the others follow it.
