@@ -34,6 +34,7 @@ SHOWN = {
     "tablerefresh_runs_total": "Runs by result",
     "tablerefresh_last_success_timestamp_seconds": "Last success",
     "tablerefresh_health_check_errors_total": "Health-check errors",
+    "tablerefresh_audit_failing_rows": "Audit failing rows",
 }
 # Grafana's own variables, as the tests substitute them.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "1h", "$__interval": "15s"}

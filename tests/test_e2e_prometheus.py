@@ -103,7 +103,18 @@ def test_the_shipped_alerts_fire_on_the_operators_metrics_and_resolve_after_the_
     stale_with_duplicates(chdb_path)
     kube.secret()
     # Exchange: the run rebuilds the whole table from the source; the schedule is never due here.
-    kube.apply(manifest(kube.ns, chdb_path, schedule="0 0 1 1 *", strategy="Exchange", healthCheck={"interval": "1s"}))
+    # An audit that passes: its series feeds the dashboard's audit panel.
+    audit = {"name": "no-future-rows", "query": "SELECT countIf(entry_time > now() + 3600) FROM {table:Identifier}"}
+    kube.apply(
+        manifest(
+            kube.ns,
+            chdb_path,
+            schedule="0 0 1 1 *",
+            strategy="Exchange",
+            healthCheck={"interval": "1s"},
+            audits=[audit],
+        )
+    )
 
     alerts = wait_for(
         "the stale and duplicate alerts firing",
