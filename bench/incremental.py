@@ -1,6 +1,7 @@
 """Incremental refresh benchmark on the embedded engine: incremental runs as a ratio to a full run.
 
-    .venv/bin/python -m bench.incremental [--fills 20000000] [--repeat 2] [--data-dir DIR]
+    .venv/bin/python -m bench.incremental [--fills 20000000] [--repeat 2] [--pattern uniform|clustered]
+                                          [--data-dir DIR]
 
 Generates the reference workload and builds its whole history (as ``bench.refresh`` does), then
 refreshes it with the incremental manifest (``examples/polymarket/tablerefresh-incremental.yaml``)
@@ -10,7 +11,18 @@ after run k-1, and the changes between them happened in the 4 hours after run k-
 sees only its own batch (a run looks back ``lateness``, 2 hours, before the last one).
 
 A batch gives each chosen position a new fill, and resolves a tenth as many open conditions (their
-positions move from partition 0 to their month). Then, untimed: a run under a reader polling the
+positions move from partition 0 to their month). Which positions a batch chooses is ``--pattern``:
+
+- ``uniform`` (the default): each of the slice's positions with probability ``share``, independently.
+  Every 8192-row granule of the fills table (sorted by condition) then holds a changed position, so
+  the source reads the whole table: the worst case for an incremental run.
+- ``clustered``: each condition is picked with probability ``p = 2 * share``, and within a picked
+  condition each position with probability ``q = 0.5``, so ``p * q = share`` of the positions change,
+  as with ``uniform``. This is what live trading looks like: between two 6-hourly runs new fills land
+  on the markets that are live and trading, and on such a market many but not all of its holders
+  trade (the rest hold, or left), hence q = 0.5 rather than every position of the picked conditions.
+  The other conditions' granules get no new fill and the primary index lets the source skip them.
+ Then, untimed: a run under a reader polling the
 slice every 50 ms (it must never see fewer rows than min(old, new)), and a forced full run whose
 result is compared, row by row, with what the incremental runs had left (floats within 1e-6
 relative), with its ``verifySample`` compare as well. Prints figures, asserts nothing.
@@ -43,6 +55,8 @@ from tablerefresh.spec import TableRefreshSpec
 from tablerefresh.workloads import polymarket
 
 SHARES = (1, 5, 20)  # percent of the slice's positions changed before a run
+PATTERNS = ("uniform", "clustered")
+WITHIN = 2  # clustered: a picked condition's positions change with probability 1 / WITHIN (q = 0.5)
 STEP = timedelta(hours=6)
 SNAPSHOT = "bench_incremental_result"
 
@@ -94,9 +108,12 @@ def measured(
     return Measured(record, cpu_seconds() - before)
 
 
-def change(client: Client, spec: TableRefreshSpec, clock: Clock, share: int, batch: int) -> None:
+def change(
+    client: Client, spec: TableRefreshSpec, clock: Clock, share: int, batch: int, pattern: str = "uniform"
+) -> int:
     """A new fill in ``share`` % of the slice's positions, written with times after the last run;
-    resolutions for a tenth as many open conditions."""
+    resolutions for a tenth as many open conditions. ``pattern`` says which positions (module docstring).
+    Returns how many conditions got a new fill."""
     lo = int(clock.last_run.timestamp()) + 1
     span = 4 * 3600 - 2  # ends before the next run's `since` (its run time less 2h of lateness)
     params = {
@@ -106,7 +123,17 @@ def change(client: Client, spec: TableRefreshSpec, clock: Clock, share: int, bat
         "lo": lo,
         "span": span,
     }
-    picked = "cityHash64(wallet, condition_id, outcome_index, {batch:UInt32}) % 10000 < {share:UInt32}"
+    if pattern == "uniform":
+        picked = "cityHash64(wallet, condition_id, outcome_index, {batch:UInt32}) % 10000 < {share:UInt32}"
+    elif pattern == "clustered":
+        params["conditions"] = share * 100 * WITHIN
+        params["within"] = WITHIN
+        picked = (
+            "cityHash64(condition_id, {batch:UInt32}, 'condition') % 10000 < {conditions:UInt32} "
+            "AND cityHash64(wallet, condition_id, outcome_index, {batch:UInt32}) % {within:UInt32} = 0"
+        )
+    else:
+        raise ValueError(f"unknown pattern {pattern!r}")
     client.command(
         f"INSERT INTO {polymarket.FILLS_TABLE} "
         "SELECT concat('bench-', toString({batch:UInt32}), '-', wallet, condition_id, toString(outcome_index)), "
@@ -129,6 +156,11 @@ def change(client: Client, spec: TableRefreshSpec, clock: Clock, share: int, bat
         parameters=params,
         settings={"insert_deduplicate": 0},
     )
+    rows = client.query(
+        f"SELECT uniqExact(condition_id) FROM {polymarket.FILLS_TABLE} WHERE startsWith(fill_id, {{prefix:String}})",
+        parameters={"prefix": f"bench-{batch}-"},
+    ).result_rows
+    return int(rows[0][0])
 
 
 def slice_positions(client: Client, spec: TableRefreshSpec, run_time: datetime) -> int:
@@ -140,19 +172,30 @@ def slice_positions(client: Client, spec: TableRefreshSpec, run_time: datetime) 
     return int(rows[0][0])
 
 
+def slice_condition_count(client: Client, spec: TableRefreshSpec, run_time: datetime) -> int:
+    rows = client.query(
+        f"SELECT uniqExact(condition_id) FROM {polymarket.TARGET_TABLE} WHERE {spec.slice.predicate}",
+        parameters={"window_start": int((run_time - spec.window_delta).timestamp())},
+    ).result_rows
+    return int(rows[0][0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--fills", type=int, default=20_000_000)
     parser.add_argument("--repeat", type=int, default=2, help="runs per measurement; the median is reported")
+    parser.add_argument(
+        "--pattern", choices=PATTERNS, default="uniform", help="which positions a batch changes (see the docstring)"
+    )
     parser.add_argument("--data-dir", type=Path, help="chDB path (default: a temporary directory)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step of each run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s")
     with tempfile.TemporaryDirectory(prefix="tablerefresh-bench-") as tmp:
-        run(args.data_dir or Path(tmp), args.fills, args.repeat)
+        run(args.data_dir or Path(tmp), args.fills, args.repeat, args.pattern)
 
 
-def run(data_dir: Path, fills: int, repeat: int) -> None:
+def run(data_dir: Path, fills: int, repeat: int, pattern: str = "uniform") -> None:
     started = time.monotonic()
     w = prepare(data_dir, fills, progress=lambda m: print(f"  {m}"))
     client, connect = w.client, w.connect
@@ -171,17 +214,19 @@ def run(data_dir: Path, fills: int, repeat: int) -> None:
     first = refresh(spec, connect, source, clock.last_run)  # the first run of this definition: full
     print(f"first run of the incremental manifest: {first.kind}, {first.duration_seconds:.1f}s")
     positions = slice_positions(client, spec, clock.last_run)
-    print(f"slice: {first.slice_rows_after:,} rows, {positions:,} positions")
+    slice_conditions = slice_condition_count(client, spec, clock.last_run)
+    print(f"slice: {first.slice_rows_after:,} rows, {positions:,} positions, {slice_conditions:,} conditions")
 
     full: list[Measured] = []
     incremental: dict[int, list[Measured]] = {share: [] for share in SHARES}
+    conditions: dict[int, list[int]] = {share: [] for share in SHARES}
     batch = 0
     for _ in range(repeat):
         settle(client)
         full.append(measured(spec, connect, source, clock.next_run(), full=True))
         for share in SHARES:
             batch += 1
-            change(client, spec, clock, share, batch)
+            conditions[share].append(change(client, spec, clock, share, batch, pattern))
             settle(client)
             run = measured(spec, connect, source, clock.next_run())
             assert run.record.kind == "Incremental", run.record.kind_reason
@@ -189,7 +234,7 @@ def run(data_dir: Path, fills: int, repeat: int) -> None:
 
     # A run under a reader, untimed: it must never see the slice drop.
     batch += 1
-    change(client, spec, clock, 5, batch)
+    change(client, spec, clock, 5, batch, pattern)
     settle(client)
     run_time = clock.next_run()
     window_start = int((run_time - spec.window_delta).timestamp())
@@ -224,18 +269,24 @@ def run(data_dir: Path, fills: int, repeat: int) -> None:
     full_s = statistics.median(m.record.duration_seconds for m in full)
     full_cpu = statistics.median(m.cpu for m in full)
     print(
-        f"\n{fills:,} fills; slice {first.slice_rows_after:,} rows, {positions:,} positions; median of {repeat} "
+        f"\n{fills:,} fills; {pattern} changes; slice {first.slice_rows_after:,} rows, {positions:,} positions, "
+        f"{slice_conditions:,} conditions; "
+        f"median of {repeat} "
         f"(whole benchmark {time.monotonic() - started:.0f}s)"
     )
-    print(f"{'run':<28}{'changed keys':>14}{'of positions':>14}{'seconds':>9}{'ratio':>8}{'CPU s':>8}{'ratio':>8}")
-    print(f"{'full (forced)':<28}{'':>14}{'':>14}{full_s:>9.2f}{1:>8.2f}{full_cpu:>8.2f}{1:>8.2f}")
+    print(
+        f"{'run':<28}{'conditions':>12}{'changed keys':>14}{'of positions':>14}"
+        f"{'seconds':>9}{'ratio':>8}{'CPU s':>8}{'ratio':>8}"
+    )
+    print(f"{'full (forced)':<28}{'':>12}{'':>14}{'':>14}{full_s:>9.2f}{1:>8.2f}{full_cpu:>8.2f}{1:>8.2f}")
     for share in SHARES:
         runs = incremental[share]
         seconds = statistics.median(m.record.duration_seconds for m in runs)
         used = statistics.median(m.cpu for m in runs)
         keys = int(statistics.median(m.record.changed_keys or 0 for m in runs))
+        touched = int(statistics.median(conditions[share]))
         print(
-            f"{f'incremental, {share}% changed':<28}{keys:>14,}{keys / positions:>14.1%}{seconds:>9.2f}"
+            f"{f'incremental, {share}% changed':<28}{touched:>12,}{keys:>14,}{keys / positions:>14.1%}{seconds:>9.2f}"
             f"{seconds / full_s:>8.2f}{used:>8.2f}{used / full_cpu:>8.2f}"
         )
     verdict = "never below" if lowest >= bound else f"GAP of {bound - lowest:,} rows"
