@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.controlplane.cluster import free_port
 from tests.jobrunner.cron import Clock
 from tests.jobrunner.runner import JobRunner
-from tests.kube_support import GROUP, PLURAL, VERSION, install_crd, wait_for
+from tests.kube_support import GROUP, PLURAL, VERSION, install_crd, stop_group, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -153,14 +152,7 @@ class OperatorProcess:
         return None
 
     def stop(self) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        os.killpg(self._process.pid, signal.SIGTERM)
-        try:
-            self._process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait()
+        stop_group(self._process)
 
 
 class Kube:

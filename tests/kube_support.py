@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,3 +37,15 @@ def install_crd(plane: Any) -> None:
     plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
     plane.kubectl("wait", "--for=condition=Established", "--timeout=30s", f"crd/{PLURAL}.{GROUP}")
     _crd_installed.add(str(plane.kubeconfig))
+
+
+def stop_group(process: subprocess.Popen[Any] | None, timeout: float = 30) -> None:
+    """Stop a server started in its own process group (``start_new_session``): TERM, then KILL."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -7,9 +7,7 @@ keeps its data in the test's directory, and answers the HTTP API (``query``, ``a
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import urllib.error
 import urllib.parse
@@ -20,7 +18,7 @@ from typing import Any
 import yaml
 
 from tests.controlplane.cluster import free_port
-from tests.kube_support import wait_for
+from tests.kube_support import stop_group, wait_for
 
 BINARY = "prometheus"
 
@@ -115,11 +113,4 @@ class Prometheus:
         return [(r["name"], r["health"], r.get("lastError", "")) for g in groups for r in g["rules"]]
 
     def stop(self) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        os.killpg(self._process.pid, signal.SIGTERM)
-        try:
-            self._process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait()
+        stop_group(self._process)

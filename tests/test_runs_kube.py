@@ -33,6 +33,7 @@ from tests.health_env import (  # noqa: F401  (fixtures)
     wait_for,
     writes,
 )
+from tests.jobrunner import cron
 from tests.operator_thread import OperatorThread
 
 pytestmark = pytest.mark.kube
@@ -53,29 +54,8 @@ class Cluster:
         self.api, self.ns = api, namespace
 
     def start_job(self, suffix: str, started: datetime) -> dict[str, Any]:
-        cronjob = self.api.cronjob(self.ns, NAME)
-        template = cronjob["spec"]["jobTemplate"]
-        name = f"{NAME}-{suffix}"
-        job = {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {
-                "name": name,
-                "namespace": self.ns,
-                "labels": dict(template["metadata"]["labels"]),
-                "ownerReferences": [
-                    {
-                        "apiVersion": "batch/v1",
-                        "kind": "CronJob",
-                        "name": cronjob["metadata"]["name"],
-                        "uid": cronjob["metadata"]["uid"],
-                        "controller": True,
-                        "blockOwnerDeletion": True,
-                    }
-                ],
-            },
-            "spec": template["spec"],
-        }
+        job = cron.job_for(self.api.cronjob(self.ns, NAME), started)  # as the Job runner's CronJob controller
+        name = job["metadata"]["name"] = f"{NAME}-{suffix}"
         created: dict[str, Any] = json.loads(
             self.api.batch.create_namespaced_job(self.ns, job, _preload_content=False).data
         )

@@ -19,10 +19,6 @@ from tablerefresh.plugin.words import ago, count, duration, hours, parse_time, u
 from tablerefresh.schedule import Every, ScheduleError, fire_times, parse
 from tablerefresh.spec import TableRefreshSpec
 
-# Conditions other than Ready, in the order a person asks about them: the order Ready reads them.
-CONDITIONS = READY_INPUTS
-
-
 def _condition(status: Mapping[str, Any], kind: str) -> dict[str, Any]:
     return next((dict(c) for c in status.get("conditions") or [] if c.get("type") == kind), {})
 
@@ -64,7 +60,7 @@ def summarize(tr: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     last = status.get("lastRun") or {}
     problems = [
         {"type": kind, "status": c.get("status"), "reason": c.get("reason"), "message": c.get("message")}
-        for kind in CONDITIONS
+        for kind in READY_INPUTS  # the order Ready reads them: the order a person asks about them
         if (c := _condition(status, kind)) and c.get("status") != "True"
     ]
     database = spec.clickhouse.database if spec else (raw.get("clickhouse") or {}).get("database", "default")

@@ -428,7 +428,7 @@ def runs_update(
         run = ended_run(job, end, pods)
         last_run = run.last_run
         results[-1] = run.succeeded
-        for (older, older_end), ok in zip(ended[:-1], results, strict=False):
+        for (older, older_end), ok in zip(ended[:-1], results[:-1], strict=True):
             name = str(older["metadata"]["name"])
             outcome = {"runId": name, "completionTime": format_time(older_end.at)}
             recent.insert(0, recent_run({**outcome, "outcome": SUCCEEDED if ok else FAILED}))
