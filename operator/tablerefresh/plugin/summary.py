@@ -19,6 +19,7 @@ from tablerefresh.plugin.words import ago, count, duration, hours, parse_time, u
 from tablerefresh.schedule import Every, ScheduleError, fire_times, parse
 from tablerefresh.spec import TableRefreshSpec
 
+
 def _condition(status: Mapping[str, Any], kind: str) -> dict[str, Any]:
     return next((dict(c) for c in status.get("conditions") or [] if c.get("type") == kind), {})
 
