@@ -88,6 +88,7 @@ def start_operator(kubeconfig: str, namespace: str, log: Path) -> subprocess.Pop
             f"http://127.0.0.1:{port}/healthz",
             "--metrics-port",
             "0",
+            *("--allow-host", "clickhouse", "--min-health-interval", "0"),
         ],
         env={**os.environ, "KUBECONFIG": kubeconfig},
         stdout=log.open("wb"),

@@ -267,6 +267,7 @@ def measure_alone(kubeconfig: str, objects: int, seconds: float, concurrency: in
     command = [sys.executable, "-m", "tablerefresh", "operator", "--namespace", namespace]
     command += ["--metrics-port", str(metrics), "--liveness", f"http://127.0.0.1:{live}/healthz"]
     command += ["--health-concurrency", str(concurrency)]
+    command += ["--allow-host", "127.0.0.1", "--min-health-interval", "0"]
     proc = subprocess.Popen(command, env={**os.environ, "KUBECONFIG": kubeconfig}, stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 60

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tablerefresh.controller.kube import KubeError
+from tablerefresh.controller.policy.admission import CREDENTIALS_LABEL
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 UID = "0f0e0d0c-0000-4000-8000-000000000001"
@@ -17,7 +18,7 @@ UID = "0f0e0d0c-0000-4000-8000-000000000001"
 def tr_body(**spec_changes: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "schedule": "15 */6 * * *",
-        "clickhouse": {"url": "clickhouse://ch:8123", "credentialsSecret": {"name": "ch"}},
+        "clickhouse": {"url": "clickhouse://ch.analytics.svc:8123", "credentialsSecret": {"name": "ch"}},
         "target": {"table": "trades"},
         "slice": {"predicate": "ts >= {window_start:DateTime}"},
         "source": {"query": "SELECT 1"},
@@ -46,6 +47,8 @@ class FakeKube:
     def __init__(self) -> None:
         self.cronjobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.secrets: dict[tuple[str, str], dict[str, str]] = {("ns", "ch"): {}}
+        # Each Secret's metadata; one not listed here opted in (labelled) as the tests' Secrets do.
+        self.secret_meta: dict[tuple[str, str], dict[str, Any]] = {}
         self.tablerefreshes: dict[tuple[str, str], dict[str, Any]] = {}
         self.pods: dict[str, list[dict[str, Any]]] = {}  # by Job name
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
@@ -84,11 +87,14 @@ class FakeKube:
         self.cronjobs[(body["metadata"]["namespace"], body["metadata"]["name"])] = applied
         return copy.deepcopy(applied)
 
-    def secret_exists(self, namespace: str, name: str) -> bool:
-        return (namespace, name) in self.secrets
+    def secret_metadata(self, namespace: str, name: str) -> dict[str, Any] | None:
+        if (namespace, name) not in self.secrets:
+            return None
+        return copy.deepcopy(self.secret_meta.get((namespace, name), {"labels": {CREDENTIALS_LABEL: "true"}}))
 
-    def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
-        return self.secrets.get((namespace, name))
+    def read_secret(self, namespace: str, name: str) -> tuple[dict[str, Any], dict[str, str]] | None:
+        meta = self.secret_metadata(namespace, name)
+        return None if meta is None else (meta, dict(self.secrets[(namespace, name)]))
 
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         self.listed.append(label_selector)

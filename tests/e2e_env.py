@@ -25,7 +25,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.controlplane.cluster import free_port
 from tests.jobrunner.cron import Clock
 from tests.jobrunner.runner import JobRunner
-from tests.kube_support import GROUP, PLURAL, VERSION, install_crd, stop_group, wait_for
+from tests.kube_support import (
+    CREDENTIALS_LABELS,
+    GROUP,
+    PLURAL,
+    TEST_POLICY_ARGS,
+    VERSION,
+    install_crd,
+    stop_group,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -114,6 +123,7 @@ class OperatorProcess:
                     str(self.metrics_port),
                     "--resync",
                     "5",
+                    *TEST_POLICY_ARGS,
                 ],
                 env=env,
                 cwd=self.directory,
@@ -171,7 +181,7 @@ class Kube:
         body = {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": name, "namespace": self.ns},
+            "metadata": {"name": name, "namespace": self.ns, "labels": dict(CREDENTIALS_LABELS)},
             "stringData": data or {"username": USER, "password": PASSWORD},
         }
         self.core.create_namespaced_secret(self.ns, body, _preload_content=False)

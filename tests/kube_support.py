@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tablerefresh.controller.policy.admission import CREDENTIALS_LABEL, OperatorPolicy
+
 GROUP, VERSION, PLURAL = "tablerefresh.dev", "v1alpha1", "tablerefreshes"
 ROOT = Path(__file__).resolve().parent.parent
 CRD_FILE = ROOT / "crds" / "tablerefresh.dev_tablerefreshes.yaml"
@@ -17,6 +19,16 @@ CRD_FILE = ROOT / "crds" / "tablerefresh.dev_tablerefreshes.yaml"
 T = TypeVar("T")
 _crd_installed: set[str] = set()
 
+
+# The tests' operator policy: ClickHouse on this machine (loopback, embedded paths), and health
+# checks as often as a test's spec asks. The shipped default allows in-cluster Services only.
+TEST_POLICY = OperatorPolicy(allowed_hosts=("127.0.0.1", "localhost", "chdb://*"), min_health_interval_seconds=0)
+TEST_POLICY_ARGS = [
+    *("--allow-host", "127.0.0.1", "--allow-host", "localhost", "--allow-host", "chdb://*"),
+    *("--min-health-interval", "0"),
+]
+# What a Secret's owner sets to let TableRefresh objects use it.
+CREDENTIALS_LABELS = {CREDENTIALS_LABEL: "true"}
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 15.0, interval: float = 0.05) -> T:
     """The probe's first truthy value, or an AssertionError naming what never came."""

@@ -20,12 +20,13 @@ from kubernetes import config
 from tablerefresh.controller.kube import ApiKube
 from tablerefresh.controller.runtime.controller import Controller
 from tablerefresh.controller.runtime.wiring import operator_settings, register
+from tests.kube_support import TEST_POLICY
 
 
 class OperatorThread:
     def __init__(self, kubeconfig: Path, namespace: str, **controller_options: Any) -> None:
         self.kubeconfig, self.namespace = kubeconfig, namespace
-        self.options = {"resync_seconds": 5.0, **controller_options}
+        self.options = {"resync_seconds": 5.0, "policy": TEST_POLICY, **controller_options}
         self.controller: Controller | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()

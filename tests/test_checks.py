@@ -83,7 +83,7 @@ def test_check_of_reads_the_interval_and_skips_what_cannot_be_checked() -> None:
     check = check_of(tr_body(healthCheck={"interval": "1m30s"}))
     assert check is not None
     assert (check.key, check.uid, check.generation, check.interval) == (("ns", "trades"), UID, 3, 90.0)
-    assert check.server == "clickhouse://ch:8123"
+    assert check.server == "clickhouse://ch.analytics.svc:8123"
     assert check_of(tr_body(schedule="61 * * * *")) is None
     deleting = tr_body()
     deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"

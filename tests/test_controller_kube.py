@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from tablerefresh.controller.policy.cronjob import cronjob_name, render_cronjob
 from tablerefresh.controller.runtime.wiring import DigestDiffBaseStorage
 from tablerefresh.spec import load_manifest, parse_manifest
-from tests.kube_support import CRD_FILE, GROUP, PLURAL, VERSION, install_crd, wait_for  # noqa: F401
+from tests.kube_support import CRD_FILE, GROUP, PLURAL, TEST_POLICY_ARGS, VERSION, install_crd, wait_for  # noqa: F401
 from tests.test_crd_invalid import CASES, Invalid
 
 pytestmark = pytest.mark.kube
@@ -74,6 +74,7 @@ class Operator:
                     str(self.metrics_port),
                     "--resync",
                     "5",
+                    *TEST_POLICY_ARGS,
                 ],
                 env=env,
                 stdout=out,

@@ -286,13 +286,20 @@ def test_render_command_names_the_bad_field(tmp_path: Path, capsys: pytest.Captu
 # Whose CronJob it is.
 
 
-def test_foreign_cronjobs_are_not_taken_over() -> None:
-    assert foreign_owner(None, "t") is None
-    ours = {"metadata": {"name": "t", "ownerReferences": [{"kind": "TableRefresh", "name": "t", "controller": True}]}}
-    assert foreign_owner(ours, "t") is None
-    theirs = {"metadata": {"name": "t", "ownerReferences": [{"kind": "Deployment", "name": "x", "controller": True}]}}
-    assert "Deployment x" in (foreign_owner(theirs, "t") or "")
-    assert foreign_owner({"metadata": {"name": "t"}}, "t") is not None
+def test_only_a_cronjob_this_tablerefresh_controls_by_uid_is_ours() -> None:
+    """A name can be chosen by anyone who may create a TableRefresh: ownership is the uid."""
+
+    def controlled_by(kind: str, name: str, uid: str) -> dict[str, Any]:
+        ref = {"kind": kind, "name": name, "uid": uid, "controller": True}
+        return {"metadata": {"name": "t", "ownerReferences": [ref]}}
+
+    assert foreign_owner(None, "t", UID) is None
+    assert foreign_owner(controlled_by("TableRefresh", "t", UID), "t", UID) is None
+    assert "Deployment x" in (foreign_owner(controlled_by("Deployment", "x", "d-uid"), "t", UID) or "")
+    earlier = foreign_owner(controlled_by("TableRefresh", "t", "an-earlier-uid"), "t", UID) or ""
+    assert "earlier TableRefresh t" in earlier
+    assert foreign_owner({"metadata": {"name": "t"}}, "t", UID) is not None
+    # Our labels and field manager without our controller reference: someone else's (it may be a copy).
     stripped = {
         "metadata": {
             "name": "t",
@@ -300,7 +307,7 @@ def test_foreign_cronjobs_are_not_taken_over() -> None:
             "managedFields": [{"manager": "tablerefresh"}],
         }
     }
-    assert foreign_owner(stripped, "t") is None
+    assert "not controlled by this TableRefresh" in (foreign_owner(stripped, "t", UID) or "")
 
 
 # The schedule.

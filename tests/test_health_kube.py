@@ -218,6 +218,7 @@ def test_a_secret_created_late_clears_every_condition_naming_it_within_one_resyn
             "create", "secret", "generic", secret, "-n", namespace,
             "--from-literal=username=u", "--from-literal=password=p",
         )  # fmt: skip
+        controlplane.kubectl("label", "secret", secret, "-n", namespace, "tablerefresh.dev/credentials=true")
         tr = wait_for(
             "every condition to stop naming the Secret",
             lambda: (t := checked_and_ready(api, namespace, NAME)) and not naming(t) and t,

@@ -17,6 +17,7 @@ import pytest
 from tablerefresh.controller.runtime.controller import Controller
 from tablerefresh.controller.runtime.wiring import LIBRARIES, quiet_chatter
 from tests.controller_fakes import FakeKube, tr_body
+from tests.kube_support import TEST_POLICY
 
 
 def closed_port() -> int:
@@ -43,7 +44,7 @@ def unreachable_check(url: str) -> None:
     """One health check of an object whose ClickHouse refuses connections, until its result is written."""
 
     async def scenario() -> None:
-        controller = Controller(FakeKube(), health_timeout=20)
+        controller = Controller(FakeKube(), health_timeout=20, policy=TEST_POLICY)
         record = controller.seen(tr_body(clickhouse={"url": url}))
         task = asyncio.create_task(controller.check_health_forever())
         try:

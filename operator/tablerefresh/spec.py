@@ -83,6 +83,14 @@ class SecretRef(_Model):
     password_key: str = Field("password", min_length=1, max_length=253)
 
 
+# A URL names where ClickHouse is, nothing else: credentials come from the Secret (in a URL they
+# would travel in clear in the CronJob), settings from spec.clickhouse.settings (a query string
+# becomes client options: ?access_token= would be sent as a Bearer token).
+URL_USERINFO = r"^[a-z]+://[^/]*@"
+URL_USERINFO_MESSAGE = "must not carry credentials (user:password@): name a Secret in spec.clickhouse.credentialsSecret"
+URL_QUERY_MESSAGE = "must not have a query string or fragment: put settings in spec.clickhouse.settings"
+
+
 class ClickHouseSpec(_Model):
     url: str = Field(
         pattern=r"^(clickhouse|clickhouses|http|https|chdb)://.*$",
@@ -93,6 +101,15 @@ class ClickHouseSpec(_Model):
     credentials_secret: SecretRef | None = None
     cluster: Identifier | None = Field(None, description="Reserved for ON CLUSTER DDL; not used yet")
     settings: dict[str, str] = Field(default_factory=dict, description="ClickHouse settings for every query")
+
+    @field_validator("url")
+    @classmethod
+    def _where_only(cls, value: str) -> str:
+        if re.search(URL_USERINFO, value):
+            raise ValueError(URL_USERINFO_MESSAGE)
+        if "?" in value or "#" in value:
+            raise ValueError(URL_QUERY_MESSAGE)
+        return value
 
     @field_validator("settings")
     @classmethod
@@ -257,7 +274,12 @@ class IncrementalSpec(_Model):
 
 
 class JobSpec(_Model):
-    image: str = Field("tablerefresh/tablerefresh:0.1.0", min_length=1, max_length=1024)
+    """The refresh Job's pod. Image, ServiceAccount, node selector, tolerations, pod labels and
+    annotations are admitted by the operator's policy (its installer's), not by this spec alone."""
+
+    image: str | None = Field(
+        None, min_length=1, max_length=1024, description="Default: the operator's refresh image"
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     resources: ResourceRequirements = Field(
         default_factory=lambda: ResourceRequirements(

@@ -314,6 +314,10 @@ SPEC_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
     # Every unit adds time, so a duration is above zero exactly when it has a non-zero digit.
     ("window",): [_rule("self.matches('[1-9]')", "must be greater than zero")],
     ("healthCheck", "interval"): [_rule("self.matches('[1-9]')", "must be greater than zero")],
+    ("clickhouse", "url"): [
+        _rule(f"!self.matches('{api.URL_USERINFO}')", api.URL_USERINFO_MESSAGE),
+        _rule("!self.contains('?') && !self.contains('#')", api.URL_QUERY_MESSAGE),
+    ],
     ("clickhouse", "settings"): [
         _rule(
             f"self.all(k, k.matches('{api.IDENTIFIER_PATTERN}'))",

@@ -54,8 +54,8 @@ class Kube(Protocol):
     # What it owns and uses.
     def get_cronjob(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def apply_cronjob(self, body: Mapping[str, Any]) -> dict[str, Any]: ...
-    def secret_exists(self, namespace: str, name: str) -> bool: ...
-    def read_secret(self, namespace: str, name: str) -> dict[str, str] | None: ...
+    def secret_metadata(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def read_secret(self, namespace: str, name: str) -> tuple[dict[str, Any], dict[str, str]] | None: ...
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
     def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
     def create_job(self, body: Mapping[str, Any]) -> None: ...
@@ -125,18 +125,19 @@ class ApiKube:
         )
         return applied or {}
 
-    def secret_exists(self, namespace: str, name: str) -> bool:
-        # Metadata only: the controller learns that the Secret exists, never what it holds.
+    def secret_metadata(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Secret's metadata (its opt-in label), never what it holds; None when it does not exist."""
         found = self._request(
             lambda: self._core.read_namespaced_secret(
                 name, namespace, _headers={"Accept": METADATA_ONLY}, _preload_content=False, _request_timeout=TIMEOUT
             ),
             allow_missing=True,
         )
-        return found is not None
+        return None if found is None else dict(found.get("metadata") or {})
 
-    def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
-        """The Secret's data, decoded; None when it does not exist. Only the health check reads it."""
+    def read_secret(self, namespace: str, name: str) -> tuple[dict[str, Any], dict[str, str]] | None:
+        """The Secret's metadata and data, decoded; None when it does not exist. Only the health
+        check reads it, and uses it only when the metadata opts in (``policy.admission``)."""
         found = self._request(
             lambda: self._core.read_namespaced_secret(
                 name, namespace, _preload_content=False, _request_timeout=TIMEOUT
@@ -149,7 +150,7 @@ class ApiKube:
         for key, value in (found.get("data") or {}).items():
             with contextlib.suppress(binascii.Error, UnicodeDecodeError):
                 out[str(key)] = base64.b64decode(str(value)).decode()
-        return out
+        return dict(found.get("metadata") or {}), out
 
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         found = self._request(

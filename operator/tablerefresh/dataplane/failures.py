@@ -82,3 +82,10 @@ def connect_failure(exc: ClickHouseError, where: str, database: str | None) -> R
 def _clip(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _LIMIT else text[: _LIMIT - 1] + "…"
+
+
+def scrub(text: str, *secrets: str) -> str:
+    """``text`` with each secret value (a user name, a password) replaced by ``***``."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text

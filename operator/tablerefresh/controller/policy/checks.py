@@ -55,8 +55,11 @@ def server_of(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}:{parts.port or ''}"
 
 
-def check_of(body: Mapping[str, Any]) -> Check | None:
-    """The check for an object, or None when it has nothing to check (invalid spec, being deleted)."""
+def check_of(body: Mapping[str, Any], min_interval: float = 0.0) -> Check | None:
+    """The check for an object, or None when it has nothing to check (invalid spec, being deleted).
+
+    Checked at most every ``min_interval`` seconds (the operator's policy), whatever the spec asks:
+    a TableRefresh must not turn the operator into a load generator."""
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
         return None
@@ -69,7 +72,7 @@ def check_of(body: Mapping[str, Any]) -> Check | None:
         uid=str(meta.get("uid")),
         generation=int(meta.get("generation") or 0),
         spec=spec,
-        interval=parse_duration(spec.health_check.interval).total_seconds(),
+        interval=max(min_interval, parse_duration(spec.health_check.interval).total_seconds()),
         server=server_of(spec.clickhouse.url),
     )
 
@@ -78,6 +81,7 @@ class Failure(StrEnum):
     UNREACHABLE = "Unreachable"  # ClickHouse did not answer, refused the credentials, or timed out
     QUERY = "QueryFailed"  # ClickHouse answered with an error (a renamed column, a dropped table)
     CREDENTIALS = "CredentialsUnavailable"  # the Secret could not be read: nothing was asked
+    NOT_ALLOWED = "HostNotAllowed"  # the operator's policy does not let it connect there: nothing was sent
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,8 @@ def health_observations(result: HealthResult, spec: TableRefreshSpec) -> list[Ob
         return judge(result.report, spec)
     if result.failure == Failure.UNREACHABLE:
         return unreachable(result.error)
+    if result.failure == Failure.NOT_ALLOWED:
+        return unreachable(result.error, reason=str(Failure.NOT_ALLOWED))
     if result.failure == Failure.QUERY:
         reachable = Observation(CLICKHOUSE_REACHABLE, "True", "Reachable", "ClickHouse answered")
         reason = "HealthCheckFailed"
@@ -133,14 +139,11 @@ def judge(report: HealthReport, spec: TableRefreshSpec) -> list[Observation]:
     ]
 
 
-def unreachable(error: str) -> list[Observation]:
+def unreachable(error: str, reason: str = "ClickHouseUnreachable") -> list[Observation]:
     """When the check cannot run, health is Unknown: keeping the last 'True' would lie."""
     return [
-        Observation(CLICKHOUSE_REACHABLE, "False", "ClickHouseUnreachable", error),
-        *(
-            Observation(kind, "Unknown", "ClickHouseUnreachable", "the health query could not run")
-            for kind in HEALTH_CONDITIONS
-        ),
+        Observation(CLICKHOUSE_REACHABLE, "False", reason, error),
+        *(Observation(kind, "Unknown", reason, "the health query could not run") for kind in HEALTH_CONDITIONS),
     ]
 
 

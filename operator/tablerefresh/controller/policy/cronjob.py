@@ -26,6 +26,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import ValidationError
 
 from tablerefresh import spec as api
+from tablerefresh.controller.policy.admission import (
+    DEFAULT_POLICY,
+    OperatorPolicy,
+    job_image,
+    no_credentials_message,
+)
 from tablerefresh.controller.policy.status import (
     CREDENTIALS_FOUND,
     CRONJOB_READY,
@@ -102,24 +108,24 @@ def controller_owner(body: Mapping[str, Any], kind: str = api.KIND) -> dict[str,
     return None
 
 
-def foreign_owner(cronjob: Mapping[str, Any] | None, tr_name: str) -> str | None:
-    """Why an existing CronJob of that name is not ours to overwrite, or None if it is ours.
+def foreign_owner(cronjob: Mapping[str, Any] | None, tr_name: str, tr_uid: str) -> str | None:
+    """Why an existing CronJob of that name is not ours to act on, or None if it is ours.
 
-    Ours: controlled by a TableRefresh of this name (its uid may be an older incarnation's),
-    or last applied by our field manager with our label (someone stripped the ownerReference).
+    Ours only when its controller reference is this TableRefresh, by uid: a name can be chosen by
+    anyone who may create a TableRefresh, so a CronJob someone else made (or one an earlier object
+    of the same name owned, until garbage collection takes it) is never overwritten or run.
     """
     if cronjob is None:
         return None
     meta = cronjob.get("metadata", {})
     controller = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
-    if controller is not None:
-        if controller.get("kind") == api.KIND and controller.get("name") == tr_name:
-            return None
-        return f"CronJob {meta.get('name')} is controlled by {controller.get('kind')} {controller.get('name')}"
-    ours = (meta.get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY and any(
-        f.get("manager") == FIELD_MANAGER for f in meta.get("managedFields") or []
-    )
-    return None if ours else f"CronJob {meta.get('name')} already exists and is not managed by tablerefresh"
+    if controller is None:
+        return f"CronJob {meta.get('name')} already exists and is not controlled by this TableRefresh"
+    if controller.get("kind") == api.KIND and controller.get("uid") == tr_uid:
+        return None
+    if controller.get("kind") == api.KIND and controller.get("name") == tr_name:
+        return f"CronJob {meta.get('name')} belongs to an earlier TableRefresh {tr_name} (uid {controller.get('uid')})"
+    return f"CronJob {meta.get('name')} is controlled by {controller.get('kind')} {controller.get('name')}"
 
 
 # The CronJob.
@@ -165,14 +171,14 @@ def manifest_json(tr: api.TableRefresh) -> str:
     return json.dumps(document, separators=(",", ":"), sort_keys=True)
 
 
-def _env(tr: api.TableRefresh) -> list[dict[str, Any]]:
+def _env(tr: api.TableRefresh, credentials: bool) -> list[dict[str, Any]]:
     spec = tr.spec
     env: list[dict[str, Any]] = [
         {"name": ENV_MANIFEST, "value": manifest_json(tr)},
         {"name": ENV_RUN_ID, "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{JOB_NAME_LABEL}']"}}},
     ]
     secret = spec.clickhouse.credentials_secret
-    if secret is not None:
+    if secret is not None and credentials:
         for var, key in ((ENV_USER, secret.username_key), (ENV_PASSWORD, secret.password_key)):
             env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}})
     ref = spec.source.config_map_key_ref
@@ -190,15 +196,15 @@ def _resources(job: api.JobSpec) -> dict[str, Any]:
     return out
 
 
-def _container(tr: api.TableRefresh) -> dict[str, Any]:
+def _container(tr: api.TableRefresh, image: str, credentials: bool) -> dict[str, Any]:
     job = tr.spec.job
     return {
         "name": CONTAINER_NAME,
-        "image": job.image,
+        "image": image,
         "imagePullPolicy": job.image_pull_policy,
         "command": ["tablerefresh"],
         "args": ["refresh", "--summary-file", TERMINATION_LOG],
-        "env": _env(tr),
+        "env": _env(tr, credentials),
         "resources": _resources(job),
         "securityContext": {
             "runAsNonRoot": True,
@@ -216,7 +222,7 @@ def _container(tr: api.TableRefresh) -> dict[str, Any]:
     }
 
 
-def _pod_spec(tr: api.TableRefresh) -> dict[str, Any]:
+def _pod_spec(tr: api.TableRefresh, image: str, credentials: bool) -> dict[str, Any]:
     job = tr.spec.job
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -229,7 +235,7 @@ def _pod_spec(tr: api.TableRefresh) -> dict[str, Any]:
             "fsGroup": RUN_AS,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [_container(tr)],
+        "containers": [_container(tr, image, credentials)],
         "volumes": [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}],
     }
     if job.service_account_name:
@@ -241,36 +247,50 @@ def _pod_spec(tr: api.TableRefresh) -> dict[str, Any]:
     return pod
 
 
-def render_cronjob(tr: api.TableRefresh, *, owner_uid: str) -> dict[str, Any]:
+# On a CronJob the controller holds back: why (the credentials Secret cannot be used). run-now refuses it.
+HELD_ANNOTATION = "tablerefresh.dev/held"
+
+
+def render_cronjob(
+    tr: api.TableRefresh, *, owner_uid: str, policy: OperatorPolicy = DEFAULT_POLICY, held: str | None = None
+) -> dict[str, Any]:
     """The CronJob for ``tr``, owned by the TableRefresh whose uid is ``owner_uid``.
 
     Carries only the controller's labels: never the TableRefresh's own, so a GitOps tool's
     tracking label (Argo CD's app.kubernetes.io/instance) does not make it adopt the child.
+    ``held`` (why its credentials cannot be used) suspends it and leaves the Secret out of its
+    pods: a pod may name a Secret its creator cannot read, so only one that opted in is named.
     """
     spec = tr.spec
     labels = owned_labels(tr.metadata.name)
     pod_labels = {**spec.job.pod_labels, **labels}  # ours win: the Job watch selects on them
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
-        "template": {"metadata": {"labels": pod_labels}, "spec": _pod_spec(tr)},
+        "template": {
+            "metadata": {"labels": pod_labels},
+            "spec": _pod_spec(tr, job_image(spec.job, policy), credentials=held is None),
+        },
     }
     if spec.job.pod_annotations:
         job_spec["template"]["metadata"]["annotations"] = dict(spec.job.pod_annotations)
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    metadata: dict[str, Any] = {
+        "name": cronjob_name(tr.metadata.name),
+        "namespace": tr.metadata.namespace,
+        "labels": dict(labels),
+        "ownerReferences": [owner_reference(tr, owner_uid)],
+    }
+    if held is not None:
+        metadata["annotations"] = {HELD_ANNOTATION: held}
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": {
-            "name": cronjob_name(tr.metadata.name),
-            "namespace": tr.metadata.namespace,
-            "labels": dict(labels),
-            "ownerReferences": [owner_reference(tr, owner_uid)],
-        },
+        "metadata": metadata,
         "spec": {
             "schedule": spec.schedule,
             "timeZone": spec.time_zone,
-            "suspend": spec.suspend,
+            "suspend": spec.suspend or held is not None,
             "concurrencyPolicy": spec.concurrency_policy.value,
             "startingDeadlineSeconds": spec.starting_deadline_seconds,
             "successfulJobsHistoryLimit": spec.successful_jobs_history_limit,
@@ -284,10 +304,20 @@ def render_cronjob(tr: api.TableRefresh, *, owner_uid: str) -> dict[str, Any]:
 
 
 class Secret(StrEnum):
-    FOUND = "Found"
-    MISSING = "Missing"
+    FOUND = "Found"  # exists and opted in for this TableRefresh
+    MISSING = "Missing"  # does not exist, or did not opt in: the same to the TableRefresh
+    UNREADABLE = "Unreadable"  # the operator may not read Secrets in this namespace
     NOT_CONFIGURED = "NotConfigured"
-    UNCHECKED = "Unchecked"  # the spec could not be read, or the check failed
+    UNCHECKED = "Unchecked"  # the spec could not be read
+
+
+def held_reason(secret: Secret, secret_name: str | None) -> str | None:
+    """Why the CronJob must not run (and name no Secret): its credentials cannot be used."""
+    if secret == Secret.MISSING:
+        return no_credentials_message(str(secret_name))
+    if secret == Secret.UNREADABLE:
+        return f"the operator may not read Secret {secret_name} in this namespace (see SECURITY.md)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -297,6 +327,7 @@ class Facts:
     generation: int
     cronjob_name: str
     spec_error: str | None = None
+    refused: str | None = None  # what the operator's policy does not allow
     conflict: str | None = None
     apply_error: str | None = None
     secret: Secret = Secret.UNCHECKED
@@ -312,20 +343,30 @@ def reconciler_conditions(facts: Facts) -> list[Observation]:
     if facts.spec_error is not None:
         cronjob = Observation(CRONJOB_READY, "False", "InvalidSpec", facts.spec_error)
         return [cronjob, _caught_up(facts), _stalled(cronjob, None)]
-    if facts.conflict is not None:
+    if facts.refused is not None:
+        cronjob = Observation(CRONJOB_READY, "False", "NotAllowed", facts.refused)
+    elif facts.conflict is not None:
         cronjob = Observation(CRONJOB_READY, "False", "CronJobConflict", facts.conflict)
     elif facts.apply_error is not None:
         cronjob = Observation(CRONJOB_READY, "False", "ApplyFailed", facts.apply_error)
     else:
         cronjob = Observation(CRONJOB_READY, "True", "Applied", f"CronJob {facts.cronjob_name} matches the spec")
     secret = {
-        Secret.FOUND: Observation(CREDENTIALS_FOUND, "True", "SecretFound", f"Secret {facts.secret_name} exists"),
+        Secret.FOUND: Observation(
+            CREDENTIALS_FOUND, "True", "SecretFound", f"Secret {facts.secret_name} exists and opted in"
+        ),
         Secret.NOT_CONFIGURED: Observation(CREDENTIALS_FOUND, "True", "NoSecretConfigured", "no credentials needed"),
         Secret.MISSING: Observation(
             CREDENTIALS_FOUND,
             "False",
             "SecretNotFound",
-            f"Secret {facts.secret_name} does not exist in this namespace; refresh Jobs cannot start",
+            f"{held_reason(facts.secret, facts.secret_name)}; the CronJob is suspended until it is",
+        ),
+        Secret.UNREADABLE: Observation(
+            CREDENTIALS_FOUND,
+            "False",
+            "SecretUnreadable",
+            f"{held_reason(facts.secret, facts.secret_name)}; the CronJob is suspended until it may",
         ),
         Secret.UNCHECKED: Observation(CREDENTIALS_FOUND, "Unknown", "SecretUnchecked", "could not check the Secret"),
     }[facts.secret]
@@ -385,7 +426,7 @@ def _cronjob_status(cronjob: Mapping[str, Any] | None) -> dict[str, Any]:
 def reconciler_fields(current: Mapping[str, Any], facts: Facts) -> dict[str, Any]:
     """The top-level status fields the reconciler owns, besides its conditions."""
     status: dict[str, Any] = {"observedGeneration": facts.generation}
-    if facts.spec_error is None and facts.conflict is None:
+    if facts.spec_error is None and facts.refused is None and facts.conflict is None:
         status.update(_cronjob_status(facts.cronjob))
     elif current.get("cronJobRef") and facts.conflict is None:
         status["cronJobRef"] = current["cronJobRef"]  # an unreadable spec leaves the CronJob as it was

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tablerefresh.controller.kube import Kube, KubeError
+from tablerefresh.controller.policy.admission import DEFAULT_POLICY, OperatorPolicy, endpoint
 from tablerefresh.controller.policy.checks import Check, Failure, HealthResult, check_of, health_fields
 from tablerefresh.controller.policy.checks import health_observations as health_conditions
 from tablerefresh.controller.policy.cronjob import Key, Secret, controller_owner, cronjob_name, key_of
@@ -65,8 +67,10 @@ class Controller:
         concurrency: int = 8,
         health_concurrency: int = 8,
         health_timeout: float = 30.0,
+        policy: OperatorPolicy = DEFAULT_POLICY,
     ) -> None:
         self.kube = kube
+        self.policy = policy
         self.writer = StatusWriter(kube)
         self.records: dict[Key, Record] = {}
         # Jobs whose TableRefresh is not (or no longer) known: both watches start at once, so a Job
@@ -74,7 +78,7 @@ class Controller:
         self.unclaimed_jobs: dict[Group, dict[str, dict[str, Any]]] = {}
         self.resync_seconds = resync_seconds
         self._limit = asyncio.Semaphore(concurrency)
-        self.prober = Prober(kube, timeout=health_timeout)
+        self.prober = Prober(kube, policy=policy, timeout=health_timeout)
         self.health = Scheduler(
             self._due_checks,
             self._probe,
@@ -82,6 +86,7 @@ class Controller:
             self._timed_out,
             concurrency=health_concurrency,
             timeout=health_timeout,
+            server_key=server_address,
         )
         self._background: set[asyncio.Task[None]] = set()
 
@@ -106,7 +111,7 @@ class Controller:
             record.body = dict(body)
         check = record.check
         if check is None or check.generation != meta.get("generation"):
-            record.check = check_of(body)
+            record.check = check_of(body, self.policy.min_health_interval_seconds)
             if record.check is not None:
                 self.health.poke()  # a new object or a new spec: check it now
         self._publish(record)
@@ -159,7 +164,9 @@ class Controller:
             result = "error"
             try:
                 # The record is at least as fresh as a handler's body (kopf feeds the watch first).
-                facts = await asyncio.to_thread(reconcile, self.kube, self.writer, record.status, record.body)
+                facts = await asyncio.to_thread(
+                    reconcile, self.kube, self.writer, record.status, record.body, self.policy
+                )
                 result = "ok"
             finally:
                 metrics.RECONCILES.labels(trigger, result).inc()
@@ -317,6 +324,19 @@ class Controller:
         async with record.lock:
             if self._current(record):
                 await asyncio.to_thread(handle_run_now, self.kube, self.writer, record.status, record.body)
+
+
+async def server_address(check: Check) -> str:
+    """The address a check's ClickHouse resolves to (its name when it does not resolve): the key of
+    the per-server limit, so aliases of one server cannot take all the slots."""
+    host, port = endpoint(check.spec.clickhouse.url)
+    if port is None:
+        return check.server  # the embedded engine: its path
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return check.server
+    return min(f"{info[4][0]}:{port}" for info in found) if found else check.server
 
 
 def _report(what: str, keys: list[Key], results: list[Any]) -> None:

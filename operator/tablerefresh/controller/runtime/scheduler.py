@@ -6,7 +6,8 @@
   instead of piling up behind it.
 - At most ``concurrency`` checks run at all, and at most ``per_server`` (half of them by default)
   against one ClickHouse, so a slow server holds no more than its share of the slots and the
-  objects on other servers keep being checked.
+  objects on other servers keep being checked. One ClickHouse is one address (``server_key``, the
+  resolved one in the operator), so several names of one server share its limit.
 - A check that outlives ``timeout`` is reported as such at once; its thread keeps its slots until it
   ends (the probe's socket timeouts see to that), so hung threads can never exceed the limits.
 
@@ -57,6 +58,10 @@ C = TypeVar("C", bound=Schedulable)
 R = TypeVar("R")
 
 
+async def _named_server(check: Schedulable) -> str:
+    return check.server
+
+
 class Scheduler(Generic[C, R]):
     def __init__(
         self,
@@ -70,6 +75,7 @@ class Scheduler(Generic[C, R]):
         timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         max_sleep: float = 1.0,
+        server_key: Callable[[C], Awaitable[str]] | None = None,
     ) -> None:
         self._targets = targets
         self._probe = probe
@@ -80,6 +86,7 @@ class Scheduler(Generic[C, R]):
         self.timeout = timeout
         self._clock = clock
         self._max_sleep = max_sleep
+        self._server_key = server_key or _named_server
         self._limit = asyncio.Semaphore(concurrency)
         self._servers: dict[str, asyncio.Semaphore] = {}
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="health")
@@ -156,7 +163,7 @@ class Scheduler(Generic[C, R]):
 
     async def _measure(self, check: C) -> R | None:
         """The probe's result, or the timeout's (already recorded: returns None)."""
-        server = self._servers.setdefault(check.server, asyncio.Semaphore(self.per_server))
+        server = self._servers.setdefault(await self._server_key(check), asyncio.Semaphore(self.per_server))
         # The server's slot first: waiting for a slow server must not hold one of the global slots.
         async with server, self._limit:
             future = asyncio.get_running_loop().run_in_executor(self._pool, self._probe, check)

@@ -20,6 +20,7 @@ from typing import Any, cast
 import kopf
 
 from tablerefresh.controller.kube import ApiKube, KubeError, load_config
+from tablerefresh.controller.policy.admission import DEFAULT_POLICY, OperatorPolicy
 from tablerefresh.controller.policy.cronjob import MANAGED_BY, MANAGED_BY_LABEL
 from tablerefresh.controller.policy.jobs import ANNOTATION as RUN_NOW_ANNOTATION
 from tablerefresh.controller.runtime import metrics
@@ -231,6 +232,7 @@ class Options:
     concurrency: int = 8
     health_concurrency: int = 8
     health_timeout: float = 30.0
+    policy: OperatorPolicy = DEFAULT_POLICY
 
 
 # The client libraries of a health check. Their warnings repeat, in their words, a failure the
@@ -279,6 +281,7 @@ def run_operator(options: Options) -> None:
         concurrency=options.concurrency,
         health_concurrency=options.health_concurrency,
         health_timeout=options.health_timeout,
+        policy=options.policy,
     )
     register(registry, controller)
     asyncio.run(

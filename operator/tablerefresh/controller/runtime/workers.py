@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,14 +22,24 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from tablerefresh.controller.kube import Kube, KubeError
+from tablerefresh.controller.policy.admission import (
+    DEFAULT_POLICY,
+    OperatorPolicy,
+    credentials_opt_in,
+    host_refusal,
+    no_credentials_message,
+    refusal,
+)
 from tablerefresh.controller.policy.checks import Check, Failure, HealthResult
 from tablerefresh.controller.policy.cronjob import (
+    HELD_ANNOTATION,
     JOB_NAME_LABEL,
     NAME_LABEL,
     Facts,
     Secret,
     cronjob_name,
     foreign_owner,
+    held_reason,
     name_label_value,
     parse,
     reconciler_conditions,
@@ -39,6 +50,7 @@ from tablerefresh.controller.policy.cronjob import (
 )
 from tablerefresh.controller.policy.jobs import (
     admit_run,
+    cronjob_owner,
     job_from_cronjob,
     jobs_of,
     newly_ended,
@@ -56,7 +68,7 @@ from tablerefresh.controller.policy.status import (
 from tablerefresh.controller.runtime.status_writer import StatusMemory, StatusWriter
 from tablerefresh.dataplane.connection import connect, redact
 from tablerefresh.dataplane.errors import RefreshError, Unreachable
-from tablerefresh.dataplane.failures import one_line
+from tablerefresh.dataplane.failures import one_line, scrub
 from tablerefresh.dataplane.health import measure
 from tablerefresh.spec import TableRefresh
 
@@ -67,7 +79,13 @@ log = logging.getLogger(__name__)
 # after a restart, a missed event or a hand edit converges to the same single CronJob.
 
 
-def reconcile(kube: Kube, writer: StatusWriter, memory: StatusMemory, body: Mapping[str, Any]) -> Facts | None:
+def reconcile(
+    kube: Kube,
+    writer: StatusWriter,
+    memory: StatusMemory,
+    body: Mapping[str, Any],
+    policy: OperatorPolicy = DEFAULT_POLICY,
+) -> Facts | None:
     """Reconcile one TableRefresh; None when there is nothing to do (it is being deleted, or is gone).
 
     Raises KubeError for failures worth retrying; the caller decides how.
@@ -81,7 +99,7 @@ def reconcile(kube: Kube, writer: StatusWriter, memory: StatusMemory, body: Mapp
         kept = {k: current[k] for k in RECONCILER.fields if k in current}
         if writer.write(memory, body, RECONCILER, kept, pending) is None:
             return None
-    facts = _observe_and_apply(kube, body)
+    facts = _observe_and_apply(kube, body, policy)
     fields = reconciler_fields(writer.current(memory, body), facts)
     written = writer.write(
         memory, body, RECONCILER, fields, reconciler_conditions(facts), events=reconciler_events(facts)
@@ -101,7 +119,7 @@ def reconcile(kube: Kube, writer: StatusWriter, memory: StatusMemory, body: Mapp
     return facts
 
 
-def _observe_and_apply(kube: Kube, body: Mapping[str, Any]) -> Facts:
+def _observe_and_apply(kube: Kube, body: Mapping[str, Any], policy: OperatorPolicy) -> Facts:
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     generation = int(meta.get("generation") or 0)
@@ -111,14 +129,17 @@ def _observe_and_apply(kube: Kube, body: Mapping[str, Any]) -> Facts:
     tr = parse(body)
     if isinstance(tr, str):
         return Facts(generation=generation, cronjob_name=target, spec_error=tr)
-    existing = kube.get_cronjob(namespace, target)
     secret, secret_name = _check_secret(kube, tr)
-    conflict = foreign_owner(existing, name)
+    refused = refusal(tr, policy)
+    if refused is not None:  # the last admitted CronJob, if any, stays as it was
+        return Facts(generation, target, refused=refused, secret=secret, secret_name=secret_name)
+    existing = kube.get_cronjob(namespace, target)
+    conflict = foreign_owner(existing, name, uid)
     if conflict is not None:
         return Facts(generation, target, conflict=conflict, secret=secret, secret_name=secret_name)
 
     # Compute what should exist (pure), then apply it.
-    desired = render_cronjob(tr, owner_uid=uid)
+    desired = render_cronjob(tr, owner_uid=uid, policy=policy, held=held_reason(secret, secret_name))
     try:
         applied = kube.apply_cronjob(desired)
     except KubeError as exc:
@@ -136,15 +157,19 @@ def _observe_and_apply(kube: Kube, body: Mapping[str, Any]) -> Facts:
 
 
 def _check_secret(kube: Kube, tr: TableRefresh) -> tuple[Secret, str | None]:
+    """Whether the credentials Secret may be used: it exists and its owner opted in (its metadata
+    says so; what it holds is never read here). Raises KubeError when the API server is away."""
     ref = tr.spec.clickhouse.credentials_secret
     if ref is None:
         return Secret.NOT_CONFIGURED, None
     try:
-        found = kube.secret_exists(tr.metadata.namespace, ref.name)
+        found = kube.secret_metadata(tr.metadata.namespace, ref.name)
     except KubeError as exc:
-        log.warning("%s/%s: cannot check Secret %s: %s", tr.metadata.namespace, tr.metadata.name, ref.name, exc)
-        return Secret.UNCHECKED, ref.name
-    return (Secret.FOUND if found else Secret.MISSING), ref.name
+        if exc.transient:
+            raise
+        log.warning("%s/%s: cannot read Secret %s: %s", tr.metadata.namespace, tr.metadata.name, ref.name, exc)
+        return Secret.UNREADABLE, ref.name
+    return (Secret.FOUND if credentials_opt_in(found, tr.metadata.name) else Secret.MISSING), ref.name
 
 
 # A health check. Never raises: every way it can fail becomes a HealthResult saying which
@@ -162,21 +187,32 @@ class Prober:
         self,
         kube: Kube,
         *,
+        policy: OperatorPolicy = DEFAULT_POLICY,
         timeout: float = 30.0,
         connector: Connect = connect,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._kube = kube
+        self._policy = policy
         self._timeout = timeout
         self._connect = connector
         self._clock = clock
 
     def __call__(self, check: Check) -> HealthResult:
         now = self._clock()
+        spec = check.spec
+        refused = host_refusal(spec.clickhouse.url, self._policy)
+        if refused is not None:  # before the Secret is read or anything is sent
+            return HealthResult(now, failure=Failure.NOT_ALLOWED, error=refused)
         try:
             username, password = self._credentials(check)
         except CredentialsError as exc:
             return HealthResult(now, failure=Failure.CREDENTIALS, error=str(exc))
+        result = self._measure(check, now, username, password)
+        # The server's words may quote the user name ("alice: Authentication failed"): never shown.
+        return replace(result, error=scrub(result.error, username or "", password or ""))
+
+    def _measure(self, check: Check, now: datetime, username: str | None, password: str | None) -> HealthResult:
         spec = check.spec
         try:
             client = self._connect(
@@ -192,15 +228,18 @@ class Prober:
             return HealthResult(now, failure=Failure.UNREACHABLE, error=str(exc))
         except RefreshError as exc:  # e.g. an unsupported URL scheme
             return HealthResult(now, failure=Failure.QUERY, error=str(exc))
+        except Exception as exc:  # whatever the client raises on a URL or an answer it did not expect
+            return HealthResult(now, failure=Failure.UNREACHABLE, error=_describe(exc, spec.clickhouse.url))
         try:
-            return HealthResult(now, report=measure(client, spec, now=now))
+            return HealthResult(now, report=measure(client, spec, now=now, timeout=self._timeout))
         except OperationalError as exc:  # the connection broke off: the network, not the query
             return HealthResult(now, failure=Failure.UNREACHABLE, error=_describe(exc, spec.clickhouse.url))
-        except ClickHouseError as exc:
+        except (ClickHouseError, RefreshError) as exc:
             return HealthResult(now, failure=Failure.QUERY, error=one_line(exc))
         except Exception as exc:  # a bug must not stop the other checks
             log.exception("%s/%s: health check failed", *check.key)
-            return HealthResult(now, failure=Failure.QUERY, error=f"internal error: {type(exc).__name__}: {exc}")
+            error = f"internal error: {type(exc).__name__}: {one_line(exc)}"
+            return HealthResult(now, failure=Failure.QUERY, error=error)
         finally:
             client.close()
 
@@ -209,11 +248,12 @@ class Prober:
         if ref is None:
             return None, None
         try:
-            data = self._kube.read_secret(check.key[0], ref.name)
+            found = self._kube.read_secret(check.key[0], ref.name)
         except KubeError as exc:
             raise CredentialsError(f"cannot read Secret {ref.name}: {exc}") from exc
-        if data is None:
-            raise CredentialsError(f"Secret {ref.name} does not exist in this namespace")
+        if found is None or not credentials_opt_in(found[0], check.key[1]):
+            raise CredentialsError(no_credentials_message(ref.name))
+        data = found[1]
         missing = [k for k in (ref.username_key, ref.password_key) if k not in data]
         if missing:
             raise CredentialsError(f"Secret {ref.name} has no key {', '.join(missing)}")
@@ -267,15 +307,42 @@ class RunNowRefused(Exception):
 
 
 def run_now(
-    kube: Kube, namespace: str, tablerefresh: str, token: str, *, args: list[str] | None = None, purpose: str = "now"
+    kube: Kube,
+    namespace: str,
+    tablerefresh: str,
+    token: str,
+    *,
+    owner_uid: str | None = None,
+    args: list[str] | None = None,
+    purpose: str = "now",
 ) -> str:
     """Create (or find) the Job for ``token`` from the CronJob's template, as the CronJob controller
-    would, under its concurrencyPolicy; returns its name. Raises RunNowRefused or KubeError."""
+    would, under its concurrencyPolicy; returns its name. Raises RunNowRefused or KubeError.
+
+    Only from a CronJob this TableRefresh controls (``owner_uid``, read from the API when not
+    given), and only counting and replacing the Jobs that CronJob controls: a name is no proof.
+    """
+    if owner_uid is None:
+        tr = kube.get_tablerefresh(namespace, tablerefresh)
+        if tr is None:
+            raise KubeError(404, f"TableRefresh {tablerefresh} not found in {namespace}")
+        owner_uid = str(tr["metadata"]["uid"])
     cronjob = kube.get_cronjob(namespace, cronjob_name(tablerefresh))
     if cronjob is None:
         raise KubeError(404, f"CronJob {cronjob_name(tablerefresh)} not found in {namespace}")
+    conflict = foreign_owner(cronjob, tablerefresh, owner_uid)
+    if conflict is not None:
+        raise RunNowRefused(f"CronJobConflict: {conflict}")
+    held = (cronjob["metadata"].get("annotations") or {}).get(HELD_ANNOTATION)
+    if held:
+        raise RunNowRefused(held)
     job = job_from_cronjob(cronjob, token=token, args=args, purpose=purpose)
-    existing = kube.list_jobs(namespace, f"{NAME_LABEL}={name_label_value(tablerefresh)}")
+    cronjob_uid = cronjob["metadata"].get("uid")
+    existing = [
+        j
+        for j in kube.list_jobs(namespace, f"{NAME_LABEL}={name_label_value(tablerefresh)}")
+        if (cronjob_owner(j) or {}).get("uid") == cronjob_uid
+    ]
     if any(j["metadata"]["name"] == job["metadata"]["name"] for j in existing):
         return str(job["metadata"]["name"])  # this token was handled already
     admission = admit_run(cronjob["spec"].get("concurrencyPolicy", "Forbid"), existing)
@@ -302,7 +369,7 @@ def handle_run_now(
     meta = body["metadata"]
     record: dict[str, Any] = {"token": token, "requestedAt": format_time(now or datetime.now(UTC))}
     try:
-        record["jobName"] = run_now(kube, meta["namespace"], meta["name"], token)
+        record["jobName"] = run_now(kube, meta["namespace"], meta["name"], token, owner_uid=str(meta["uid"]))
         record["message"] = f"created Job {record['jobName']}"
         event = Event("Normal", "RunNow", f"run-now {token}: created Job {record['jobName']}")
     except RunNowRefused as exc:
