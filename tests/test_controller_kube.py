@@ -209,6 +209,7 @@ def create_secret(controlplane: Any, namespace: str, name: str = "clickhouse-cre
     controlplane.kubectl(
         "create", "secret", "generic", name, "-n", namespace, "--from-literal=username=u", "--from-literal=password=p"
     )
+    controlplane.kubectl("label", "secret", name, "-n", namespace, "tablerefresh.dev/credentials=true")
 
 
 def contains(actual: Any, desired: Any, path: str = "") -> list[str]:

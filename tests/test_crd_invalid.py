@@ -79,6 +79,10 @@ CASES = [
     ),
     Invalid("no-source", ("source",), {}, "spec.source"),
     Invalid("unknown-url-scheme", ("clickhouse", "url"), "mysql://db:3306", "spec.clickhouse.url"),
+    # A URL names where ClickHouse is: credentials come from the Secret, settings from spec.clickhouse.settings.
+    Invalid("url-with-credentials", ("clickhouse", "url"), "clickhouse://ana:s3cret@db:8123", "spec.clickhouse.url"),
+    Invalid("url-with-query", ("clickhouse", "url"), "https://db:8443/?access_token=x", "spec.clickhouse.url"),
+    Invalid("url-with-password-param", ("clickhouse", "url"), "http://db:8123?password=x", "spec.clickhouse.url"),
     Invalid("predicate-calls-now", ("slice", "predicate"), "ts >= now() - 86400", "spec.slice.predicate"),
     Invalid("bad-duration", ("window",), "1 day", "spec.window"),
     Invalid("zero-window", ("window",), "0h", "spec.window"),

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tablerefresh.controller.policy.admission import OperatorPolicy, credentials_opt_in
 from tablerefresh.controller.policy.cronjob import render_cronjob
 from tablerefresh.spec import parse_manifest
 
@@ -34,8 +35,8 @@ def by_kind(kind: str, docs: list[dict[str, Any]] | None = None) -> list[dict[st
     return [d for d in (docs if docs is not None else documents(BASE)) if d["kind"] == kind]
 
 
-def one(kind: str) -> dict[str, Any]:
-    (doc,) = by_kind(kind)
+def one(kind: str, name: str | None = None) -> dict[str, Any]:
+    (doc,) = [d for d in by_kind(kind) if name is None or d["metadata"]["name"] == name]
     return doc
 
 
@@ -54,7 +55,9 @@ def test_manifest_validates_against_kubernetes_1_36(doc: dict[str, Any]) -> None
 
 def test_every_kind_the_issue_names_is_there() -> None:
     kinds = {d["kind"] for d in documents(BASE)}
-    assert {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"} <= kinds
+    assert {
+        "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ConfigMap"
+    } <= kinds  # fmt: skip
 
 
 def test_examples_are_valid_tablerefreshes_and_render_valid_cronjobs() -> None:
@@ -137,7 +140,7 @@ def _verbs(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
 
 
 def test_cluster_role_is_least_privilege() -> None:
-    verbs = _verbs(one("ClusterRole"))
+    verbs = _verbs(one("ClusterRole", "tablerefresh"))
     assert all("*" not in v and "*" not in k for k, v in verbs.items())
     assert verbs == {
         ("tablerefresh.dev", "tablerefreshes"): {"get", "list", "watch", "patch"},
@@ -145,7 +148,6 @@ def test_cluster_role_is_least_privilege() -> None:
         ("tablerefresh.dev", "tablerefreshes/finalizers"): {"update"},
         ("batch", "cronjobs"): {"get", "list", "watch", "create", "update", "patch"},
         ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
-        ("", "secrets"): {"get"},
         ("", "pods"): {"list"},
         ("", "events"): {"create", "patch"},
         ("events.k8s.io", "events"): {"create", "patch"},
@@ -154,13 +156,44 @@ def test_cluster_role_is_least_privilege() -> None:
     }
 
 
-def test_binding_ties_the_role_to_the_service_account() -> None:
-    binding = one("ClusterRoleBinding")
+def test_secrets_are_get_only_in_a_role_of_their_own() -> None:
+    """Apart, so that an installer can bind it per namespace instead (the example does)."""
+    assert _verbs(one("ClusterRole", "tablerefresh-credentials")) == {("", "secrets"): {"get"}}
+    (per_namespace,) = by_kind("RoleBinding", documents(EXAMPLES))
+    assert per_namespace["roleRef"] == one("ClusterRoleBinding", "tablerefresh-credentials")["roleRef"]
+
+
+@pytest.mark.parametrize("name", ["tablerefresh", "tablerefresh-credentials"])
+def test_bindings_tie_the_roles_to_the_service_account(name: str) -> None:
+    binding = one("ClusterRoleBinding", name)
     account = one("ServiceAccount")
-    assert binding["roleRef"]["name"] == one("ClusterRole")["metadata"]["name"]
+    assert binding["roleRef"]["name"] == one("ClusterRole", name)["metadata"]["name"]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": account["metadata"]["namespace"]}
     ]
+
+
+def test_the_shipped_policy_is_the_default_and_the_deployment_reads_it() -> None:
+    from tablerefresh.commands.operator import load_policy
+
+    (config,) = by_kind("ConfigMap")
+    path = Path("/etc/tablerefresh/policy.yaml")
+    deployment = one("Deployment")["spec"]["template"]["spec"]
+    assert f"--policy={path}" in deployment["containers"][0]["args"]
+    mount = next(m for m in deployment["containers"][0]["volumeMounts"] if m["mountPath"] == str(path.parent))
+    volume = next(v for v in deployment["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == config["metadata"]["name"]
+    shipped = yaml.safe_load(config["data"][path.name])
+    assert load_policy(None, [], None).model_dump() == OperatorPolicy.model_validate(shipped).model_dump()
+
+
+def test_the_example_secret_opts_in_for_every_example_that_names_it() -> None:
+    (secret,) = by_kind("Secret", documents(EXAMPLES))
+    users = [d for d in documents(EXAMPLES, ROOT / "examples" / "polymarket") if d["kind"] == "TableRefresh"]
+    assert users
+    for tr in users:
+        assert tr["spec"]["clickhouse"]["credentialsSecret"]["name"] == secret["metadata"]["name"]
+        assert credentials_opt_in(secret["metadata"], tr["metadata"]["name"]), tr["metadata"]["name"]
 
 
 def test_argocd_application_points_at_the_reference_example() -> None:
