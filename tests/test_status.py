@@ -16,6 +16,7 @@ from tablerefresh.controller.policy.cronjob import (
 )
 from tablerefresh.controller.policy.status import (
     RECONCILER,
+    Event,
     Observation,
     StatusChange,
     condition_events,
@@ -202,3 +203,13 @@ def test_the_reconciler_leaves_the_health_checks_events_to_it() -> None:
     assert [e.reason for e in missing.events] == ["SecretNotFound"]
     found = decide({"conditions": [stale, *missing.status["conditions"]]}, facts, now=T0)
     assert found.events == []
+
+
+def test_control_characters_never_reach_a_condition_or_an_event() -> None:
+    """A server's error text may carry ESC sequences; kubectl, the plugin and logs would play them."""
+    hostile = "Code: 60. \x1b[2J\x1b]0;owned\x07table \x9bgone\x00"
+    observation = Observation("Fresh", "False", "DataStale", hostile)
+    event = Event("Warning", "DataStale", hostile)
+    for text in (observation.message, event.message):
+        assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text), repr(text)
+        assert "Code: 60." in text and "table" in text and "gone" in text

@@ -26,6 +26,7 @@ from tablerefresh.controller.policy.status import (
     NO_STUCK_MUTATIONS,
     Observation,
     format_time,
+    printable,
 )
 from tablerefresh.dataplane.health import HealthReport
 from tablerefresh.spec import TableRefreshSpec, parse_duration
@@ -121,7 +122,7 @@ def health_fields(result: HealthResult) -> dict[str, Any]:
     if result.report is not None:
         measured = {k: v for k, v in result.report.as_status().items() if v is not None}
         return {"health": measured}
-    return {"health": {"checkedAt": format_time(result.checked_at), "error": result.error[:32768]}}
+    return {"health": {"checkedAt": format_time(result.checked_at), "error": printable(result.error)[:32768]}}
 
 
 # Judging the figures.

@@ -16,6 +16,7 @@ applies the result.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,6 +58,16 @@ READY_INPUTS: tuple[str, ...] = (
 )
 
 
+# C0 and C1 control characters and DEL: a server's error text may carry an ESC sequence, which
+# would reach terminals through kubectl, the plugin and logs.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def printable(text: str) -> str:
+    """``text`` without control characters (each run of them becomes one space)."""
+    return _CONTROL.sub(" ", text)
+
+
 @dataclass(frozen=True)
 class Observation:
     """A condition as a source sees it now, before lastTransitionTime is settled."""
@@ -66,12 +77,18 @@ class Observation:
     reason: str
     message: str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", printable(self.message))
+
 
 @dataclass(frozen=True)
 class Event:
     type: str  # Normal or Warning
     reason: str
     message: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", printable(self.message))
 
 
 @dataclass(frozen=True)
