@@ -3,9 +3,9 @@ grants), written into the directory that is the engine's working directory when 
 
 The engine is clickhouse-local (inside chDB): it reads ``config.xml`` from its working directory and
 takes its users from the ``users.xml`` that names, and only from there. It has no writable user
-directory (a ``local_directory`` in ``user_directories`` is ignored), so ``CREATE USER`` and ``GRANT``
-in SQL are refused (code 514); a user's rights are set here, as ``grants``. Passwords are stored as
-SHA-256 hashes, never in clear.
+directory (a ``local_directory`` in ``user_directories`` is ignored), so SQL ``CREATE USER`` is
+refused (514) and so is ``GRANT`` (495, the users.xml storage is read-only); a user's rights are set
+here, as ``grants``. Passwords are stored as SHA-256 hashes, never in clear.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
-# Seconds an idle HTTP keep-alive connection is kept (ClickHouse's default is 30, and was 3 for years).
+# Seconds an idle HTTP keep-alive connection is kept (the engine's default is 30).
 # A stop waits for the connections still open, and the engine cuts those left after 5 s, exiting at
 # once: a short keep-alive lets the idle ones of clients such as clickhouse-connect close before.
 KEEP_ALIVE_SECONDS = 3
@@ -37,7 +37,7 @@ class ConfigRefused(ValueError):
 class User:
     """A user of the served engine.
 
-    ``password`` None: no password (as ``default`` has unless told otherwise). ``grants`` None: every
+    ``password`` None: no password (as ``default`` always has). ``grants`` None: every
     right, with access management (``SHOW USERS``, ``SHOW GRANTS FOR``), as ``default`` has; otherwise
     exactly these, each a ``GRANT`` statement without its ``TO`` clause, e.g.
     ``"GRANT SELECT, INSERT ON db.*"``.
