@@ -1,5 +1,5 @@
-"""Shared fixtures: the embedded ClickHouse engine (chDB) and, through its plugin, the Kubernetes
-test control plane."""
+"""Shared fixtures: the embedded ClickHouse engine (chDB), the same engine served over ClickHouse's
+own HTTP interface, and, through its plugin, the Kubernetes test control plane."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.client import Client
+
+from tests.served_engine import ServedClickHouse, served
 
 # The Kubernetes test control plane (fixtures controlplane, kube_api, namespace).
 pytest_plugins = ["tests.controlplane.pytest_plugin"]
@@ -31,6 +33,17 @@ def chdb_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One engine path for the whole session: chDB runs one engine per process."""
     require("chdb", "the embedded ClickHouse engine (pip install 'tablerefresh[embedded]')")
     return f"chdb://{tmp_path_factory.getbasetemp()}/chdb"
+
+
+@pytest.fixture(scope="session")
+def served_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedClickHouse]:
+    """The real ClickHouse engine (chDB) served over ClickHouse's own HTTP interface, in a process of
+    its own, with ``alice`` (every right, a random password) beside the passwordless ``default``.
+    Not a fake; it has no replication (``tests/served_engine.py``). One for the session: each test
+    works in a database of its own."""
+    require("chdb", "the embedded ClickHouse engine (pip install 'tablerefresh[embedded]')")
+    with served(tmp_path_factory.mktemp("served") / "data") as server:
+        yield server
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ def test_every_command_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
         ("demo", "--fills"),
         ("mutations", "--kill-older-than"),
         ("render", "-f"),
+        ("serve", "--data-dir"),
     ],
 )
 def test_a_command_help_shows_its_options(capsys: pytest.CaptureFixture[str], command: str, option: str) -> None:

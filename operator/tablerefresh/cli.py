@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dedupe": ("tablerefresh.commands.dedupe", "rebuild the table or its slice with one row per key"),
     "mutations": ("tablerefresh.commands.mutations", "list pending mutations, or kill the stuck ones"),
     "run-now": ("tablerefresh.commands.run_now", "start a refresh Job now from the CronJob's template"),
+    "serve": ("tablerefresh.commands.serve", "serve the embedded engine as a ClickHouse server on loopback"),
 }
 
 
