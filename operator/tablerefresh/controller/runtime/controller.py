@@ -129,12 +129,22 @@ class Controller:
             record.series.remove()
         metrics.OBJECTS.set(len(self.records))
 
+    def _record_of(self, body: Mapping[str, Any]) -> Record | None:
+        """The record of this very object; None when it was dropped (or is another incarnation's).
+        Only the watch creates records (``seen``, which kopf runs before any handler), so a
+        trigger holding an old body can never bring a deleted object back."""
+        record = self.records.get(key_of(body))
+        return record if record is not None and record.uid == body["metadata"].get("uid") else None
+
     def _current(self, record: Record) -> bool:
         """Whether the record is still the object's (not dropped while a worker ran)."""
         return self.records.get(record.key) is record
 
     def _publish(self, record: Record) -> None:
-        """Set the object's metrics from its status, as every source has left it."""
+        """Set the object's metrics from its status, as every source has left it; nothing for a
+        record dropped meanwhile (a worker ending after the delete must not bring its series back)."""
+        if not self._current(record):
+            return
         status = self.writer.current(record.status, record.body)
         check = record.check
         spec = record.body.get("spec") or {}
@@ -154,9 +164,9 @@ class Controller:
         Raises KubeError for failures worth retrying; the caller decides how (kopf retries its
         handlers, the resync just tries again next round).
         """
-        record = self.records.get(key_of(body))
-        if record is None or record.uid != body["metadata"].get("uid"):
-            record = self.seen(body)
+        record = self._record_of(body)
+        if record is None:
+            return
         async with record.lock, self._limit:
             if not self._current(record):
                 return  # deleted while it waited
@@ -254,7 +264,7 @@ class Controller:
             fields = health_fields(result)
             conditions = health_conditions(result, check.spec)
             await asyncio.to_thread(self.writer.write, record.status, record.body, HEALTH_CHECK, fields, conditions)
-        if not result.ok:
+        if not result.ok and self._current(record):
             record.series.count_health_error()
         # Logged when it starts and stops failing, not at every interval while it fails.
         if not result.ok and not record.health_failing:
@@ -310,17 +320,18 @@ class Controller:
                 return
             jobs = list(record.jobs.values())  # the watch changes them on the loop meanwhile
             results = await asyncio.to_thread(record_runs, self.kube, self.writer, record.status, record.body, jobs)
-        for succeeded in results or []:
-            record.series.count_run("succeeded" if succeeded else "failed")
+        if self._current(record):
+            for succeeded in results or []:
+                record.series.count_run("succeeded" if succeeded else "failed")
         self._publish(record)
 
     # Run now.
 
     async def run_now(self, body: Mapping[str, Any]) -> None:
         """The run-now annotation is on the object: handle its token, once. Raises KubeError."""
-        record = self.records.get(key_of(body))
-        if record is None or record.uid != body["metadata"].get("uid"):
-            record = self.seen(body)
+        record = self._record_of(body)
+        if record is None:
+            return
         async with record.lock:
             if self._current(record):
                 await asyncio.to_thread(handle_run_now, self.kube, self.writer, record.status, record.body)
