@@ -13,10 +13,11 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from tablerefresh.dataplane import sql_guard
 from tablerefresh.dataplane.connection import connect
 from tablerefresh.dataplane.errors import ExitCode, RefreshError
 from tablerefresh.dataplane.failures import one_line
-from tablerefresh.spec import ManifestError, TableRefresh, load_manifest, parse_manifest
+from tablerefresh.spec import ManifestError, TableRefresh, TableRefreshSpec, load_manifest, parse_manifest
 
 MANIFEST_ENV = "TABLEREFRESH_MANIFEST"
 
@@ -76,6 +77,16 @@ def open_target(args: argparse.Namespace) -> tuple[TableRefresh, Callable[[], Cl
         return connect(url, database=spec.clickhouse.database, settings=spec.clickhouse.settings)
 
     return manifest, factory
+
+
+def check_predicate_first(connect: Callable[[], Client], spec: TableRefreshSpec, params: dict[str, Any]) -> None:
+    """Before a command locks or changes anything: the slice predicate must be one expression, as the
+    server's parser reads it (``InvalidInput``, exit code 2, otherwise)."""
+    client = connect()
+    try:
+        sql_guard.check_predicate(client, spec.slice.predicate, params)
+    finally:
+        client.close()
 
 
 def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

@@ -13,7 +13,13 @@ from pathlib import Path
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from tablerefresh.commands._target import add_target_arguments, emit_json, guarded, open_target
+from tablerefresh.commands._target import (
+    add_target_arguments,
+    check_predicate_first,
+    emit_json,
+    guarded,
+    open_target,
+)
 from tablerefresh.dataplane.dedupe import dedupe
 from tablerefresh.dataplane.errors import RefreshError
 from tablerefresh.dataplane.failures import one_line
@@ -37,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         run_id=run_id, target=f"{spec.clickhouse.database}.{spec.target.table}", strategy="Dedupe", started_at=now
     )
     params = {"window_start": int((now - spec.window_delta).timestamp()), "run_time": int(now.timestamp())}
+    check_predicate_first(connect, spec, params)
     try:
         with locked_target(connect, spec, run_id) as held:
             try:
