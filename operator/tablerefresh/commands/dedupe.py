@@ -19,6 +19,7 @@ from tablerefresh.commands._target import (
     emit_json,
     guarded,
     open_target,
+    shown,
 )
 from tablerefresh.dataplane.dedupe import dedupe
 from tablerefresh.dataplane.errors import RefreshError
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                 record.partitions = done.partitions
             except (RefreshError, ClickHouseError) as exc:
                 record.reason = getattr(exc, "reason", "DedupeFailed")
-                record.error = str(exc) if isinstance(exc, RefreshError) else one_line(exc)
+                record.error = shown(str(exc) if isinstance(exc, RefreshError) else one_line(exc))
                 record.exit_code = int(getattr(exc, "exit_code", 1))
             record.finished_at = datetime.now(UTC)
             write_run(held.client, spec.clickhouse.database, record)

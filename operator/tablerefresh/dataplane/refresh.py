@@ -57,7 +57,7 @@ from tablerefresh.dataplane.errors import (
     VerificationFailed,
 )
 from tablerefresh.dataplane.failpoints import failpoint
-from tablerefresh.dataplane.failures import one_line
+from tablerefresh.dataplane.failures import one_line, printable, scrub
 from tablerefresh.dataplane.incremental import RunKind, choose, definition_hash
 from tablerefresh.dataplane.lock import TableLock
 from tablerefresh.dataplane.runs import Outcome, RunRecord, write_run
@@ -85,6 +85,8 @@ class RunOptions:
     lock_ttl_seconds: float = 120.0
     heartbeat_seconds: float = 10.0
     force_full: bool = False  # an incremental spec's run is full whatever its history
+    # Values that must never appear in the run's error (the credentials): replaced by *** (failures.scrub).
+    secrets: tuple[str, ...] = ()
 
 
 class Refresh:
@@ -226,7 +228,8 @@ class Refresh:
             return
         self.record.exit_code = int(error.exit_code)
         self.record.reason = error.reason
-        self.record.error = str(error)
+        # Printable, without the credentials: it goes to the runs table, the summary and status.
+        self.record.error = scrub(printable(str(error)), *self.options.secrets)
         # The error itself is the caller's to show (the command prints it once, as `error: …`).
         log.info("run %s ended %s (exit code %d)", self.record.run_id, outcome, self.record.exit_code)
 
