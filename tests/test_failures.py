@@ -40,6 +40,15 @@ def test_a_server_error_is_the_servers_own_message() -> None:
     )
 
 
+def test_the_http_clients_url_suffix_is_not_part_of_the_message() -> None:
+    error = DatabaseError(
+        "Received ClickHouse exception, code: 396, server response: Code: 396. DB::Exception: Limit for result "
+        "exceeded, max rows: 1.00. (TOO_MANY_ROWS_OR_BYTES) (version 26.9.2.1) (for url http://127.0.0.1:8123)",
+        code=396,
+    )
+    assert one_line(error) == "Limit for result exceeded, max rows: 1.00. (TOO_MANY_ROWS_OR_BYTES)"
+
+
 def test_a_connection_failure_is_its_cause_without_query_ids() -> None:
     assert one_line(HTTP_REFUSED) == "connection refused"
     assert one_line(NO_HOST) == "unknown host"

@@ -45,7 +45,8 @@ _CONNECTION_CAUSES = (
         "the connection dropped",
     ),
 )
-_SERVER_MESSAGE = re.compile(r"DB::Exception: (.*?)(?: \(version [^)]*\))?\.?\s*$", re.S)
+# The server's message, without the version it appends nor the URL the HTTP client appends after it.
+_SERVER_MESSAGE = re.compile(r"DB::Exception: (.*?)(?: \(version [^)]*\))?(?: \(for url [^)]*\))?\.?\s*$", re.S)
 _QUERY_ID = re.compile(r"[?&]?query_id=[^&\s)]*")
 _LIMIT = 300
 # ClickHouse starts some messages with the user's name ("alice: Authentication failed: …"), which may
