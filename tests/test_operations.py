@@ -16,7 +16,7 @@ import yaml
 from clickhouse_connect.driver.client import Client
 
 from tablerefresh.cli import main
-from tablerefresh.dataplane import backups
+from tablerefresh.dataplane import backups, sql
 from tablerefresh.dataplane.errors import ExitCode
 from tablerefresh.dataplane.lock import LOCK_PREFIX
 from tablerefresh.dataplane.runs import Outcome
@@ -119,6 +119,51 @@ def test_restore_of_an_exchange_backup(
     assert code == 0, out
     assert fx.rows(ch, "positions") == state_a
     assert out["rowsBefore"] - out["rowsAfter"] == 7
+
+
+def test_restore_of_a_delete_insert_backup_takes_the_predicate_from_the_manifest(
+    ch: Client, connect: Connect, loaded: str, chdb_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rows backup's COMMENT records the predicate it was taken with, and whoever may ALTER the backup
+    table may rewrite it (issue 24, finding 9): restore runs the manifest's, and refuses a backup
+    whose record differs."""
+    overrides: dict[str, Any] = {"strategy": "DeleteInsert", "backup": {"keep": 3}}
+    the_spec = fx.spec(loaded, **overrides)
+    manifest = write_manifest(tmp_path, chdb_url, loaded, **overrides)
+    # Rows outside the slice (resolved a month ago), which no run of this manifest deletes.
+    ch.command("INSERT INTO positions SELECT number + 50000000, now() - INTERVAL 30 DAY, 1, now() FROM numbers(10)")
+    fx.run(connect, the_spec)
+    state_a = fx.rows(ch, "positions")
+    change_source(ch, 1)
+    second = fx.run(connect, the_spec)
+    assert second.outcome == Outcome.SUCCEEDED, second.error
+    state_b = fx.rows(ch, "positions")
+    assert state_a != state_b and len([r for r in state_b if r[0] >= 50000000]) == 10
+    backup = next(b for b in backups.list_backups(ch, loaded, "positions") if b.run_id == second.run_id)
+    comment = ch.query(
+        "SELECT comment FROM system.tables WHERE database = {d:String} AND name = {n:String}",
+        parameters={"d": loaded, "n": backup.table},
+    ).result_rows[0][0]
+
+    def tamper(**changes: Any) -> None:
+        meta = {**json.loads(comment), **changes}
+        ch.command(f"ALTER TABLE {backup.table} MODIFY COMMENT {sql.string_literal(json.dumps(meta))}")
+
+    # "1" would delete every row of the table, and put back only the slice the backup holds.
+    tamper(predicate="1")
+    code, out = cli(capsys, "restore", "-f", str(manifest), "--run", second.run_id)
+    assert code == ExitCode.INVALID, out
+    assert "records the slice predicate '1'" in out and fx.PREDICATE in out
+    # A window moved back would delete more than the backup holds.
+    tamper(params={**json.loads(comment)["params"], "window_start": 0})
+    code, out = cli(capsys, "restore", "-f", str(manifest), "--run", second.run_id)
+    assert code == ExitCode.INVALID and "not 24h apart as spec.window says" in out, out
+    assert fx.rows(ch, "positions") == state_b  # untouched, rows outside the slice included
+
+    tamper()  # as the run wrote it
+    code, out = cli(capsys, "restore", "-f", str(manifest), "--run", second.run_id, "--json")
+    assert code == 0, out
+    assert fx.rows(ch, "positions") == state_a
 
 
 @pytest.mark.parametrize("slice_only", [False, True])

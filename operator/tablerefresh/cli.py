@@ -58,6 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _scrub_logs() -> None:
+    """A Job's log is read by whoever may read its Pod, who may not read its Secret: no value of the
+    credentials in the environment goes into a log line."""
+    from tablerefresh.dataplane.connection import env_secrets
+    from tablerefresh.dataplane.failures import ScrubSecrets
+
+    secrets = env_secrets()
+    if any(secrets):
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(ScrubSecrets(secrets))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -78,5 +90,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         # Retries and pool warnings of the HTTP client: the error that matters reaches the user anyway.
         logging.getLogger("urllib3").setLevel(logging.ERROR)
+    _scrub_logs()
     result: int = module.run(args)
     return result

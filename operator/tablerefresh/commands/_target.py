@@ -13,10 +13,11 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from tablerefresh.dataplane.connection import connect
+from tablerefresh.dataplane import sql_guard
+from tablerefresh.dataplane.connection import connect, env_secrets
 from tablerefresh.dataplane.errors import ExitCode, RefreshError
-from tablerefresh.dataplane.failures import one_line
-from tablerefresh.spec import ManifestError, TableRefresh, load_manifest, parse_manifest
+from tablerefresh.dataplane.failures import one_line, printable, scrub
+from tablerefresh.spec import ManifestError, TableRefresh, TableRefreshSpec, load_manifest, parse_manifest
 
 MANIFEST_ENV = "TABLEREFRESH_MANIFEST"
 
@@ -78,6 +79,16 @@ def open_target(args: argparse.Namespace) -> tuple[TableRefresh, Callable[[], Cl
     return manifest, factory
 
 
+def check_predicate_first(connect: Callable[[], Client], spec: TableRefreshSpec, params: dict[str, Any]) -> None:
+    """Before a command locks or changes anything: the slice predicate must be one expression, as the
+    server's parser reads it (``InvalidInput``, exit code 2, otherwise)."""
+    client = connect()
+    try:
+        sql_guard.check_predicate(client, spec.slice.predicate, params)
+    finally:
+        client.close()
+
+
 def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Run a command; a refusal prints why and exits with its code, never a traceback."""
 
@@ -85,16 +96,25 @@ def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
         try:
             return command(args)
         except ManifestError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            _error(str(exc))
             return int(ExitCode.INVALID)
         except RefreshError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            _error(str(exc))
             return int(exc.exit_code)
         except ClickHouseError as exc:
-            print(f"error: ClickHouse: {one_line(exc)}", file=sys.stderr)
+            _error(f"ClickHouse: {one_line(exc)}")
             return int(ExitCode.FAILED)
 
     return run
+
+
+def shown(text: str) -> str:
+    """Error text as a command shows it: printable, without the credentials' values."""
+    return scrub(printable(text), *env_secrets())
+
+
+def _error(text: str) -> None:
+    print(f"error: {shown(text)}", file=sys.stderr)
 
 
 def emit_json(data: Any) -> None:

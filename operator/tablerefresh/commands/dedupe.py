@@ -13,7 +13,14 @@ from pathlib import Path
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from tablerefresh.commands._target import add_target_arguments, emit_json, guarded, open_target
+from tablerefresh.commands._target import (
+    add_target_arguments,
+    check_predicate_first,
+    emit_json,
+    guarded,
+    open_target,
+    shown,
+)
 from tablerefresh.dataplane.dedupe import dedupe
 from tablerefresh.dataplane.errors import RefreshError
 from tablerefresh.dataplane.failures import one_line
@@ -37,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         run_id=run_id, target=f"{spec.clickhouse.database}.{spec.target.table}", strategy="Dedupe", started_at=now
     )
     params = {"window_start": int((now - spec.window_delta).timestamp()), "run_time": int(now.timestamp())}
+    check_predicate_first(connect, spec, params)
     try:
         with locked_target(connect, spec, run_id) as held:
             try:
@@ -48,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                 record.partitions = done.partitions
             except (RefreshError, ClickHouseError) as exc:
                 record.reason = getattr(exc, "reason", "DedupeFailed")
-                record.error = str(exc) if isinstance(exc, RefreshError) else one_line(exc)
+                record.error = shown(str(exc) if isinstance(exc, RefreshError) else one_line(exc))
                 record.exit_code = int(getattr(exc, "exit_code", 1))
             record.finished_at = datetime.now(UTC)
             write_run(held.client, spec.clickhouse.database, record)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.commands._target import MANIFEST_ENV, add_override_arguments, read_manifest, with_overrides
-from tablerefresh.dataplane.connection import connect
+from tablerefresh.commands._target import MANIFEST_ENV, add_override_arguments, read_manifest, shown, with_overrides
+from tablerefresh.dataplane.connection import connect, env_secrets
 from tablerefresh.dataplane.errors import ExitCode, RefreshError
 from tablerefresh.dataplane.operation import new_run_id, owner_of
 from tablerefresh.dataplane.refresh import Refresh, RunOptions
@@ -63,13 +63,18 @@ def run(args: argparse.Namespace) -> int:
         lock_ttl_seconds=args.lock_ttl,
         heartbeat_seconds=max(1.0, args.lock_ttl / 12),
         force_full=args.full,
+        secrets=env_secrets(),
     )
     record = Refresh(spec, client_factory, query, options).run()
     return emit(record, args.summary_file)
 
 
 def emit(record: RunRecord, summary_file: Path | None) -> int:
-    """The summary as the last stdout line, and in the termination log the controller reads."""
+    """The summary as the last stdout line, and in the termination log the controller reads.
+
+    Its error is printable text without the credentials' values (CLICKHOUSE_USER, CLICKHOUSE_PASSWORD):
+    the controller copies it into status, where whoever may read the TableRefresh reads it."""
+    record.error = shown(record.error)
     line = record.summary_line()
     print(line, flush=True)
     if record.exit_code:

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from tablerefresh.commands._target import add_target_arguments, emit_json, guarded, open_target
+from tablerefresh.commands._target import add_target_arguments, emit_json, guarded, open_target, shown
 from tablerefresh.dataplane import backups
+from tablerefresh.dataplane.errors import RefreshError
 from tablerefresh.dataplane.failures import one_line
 from tablerefresh.dataplane.operation import locked_target, new_run_id
 from tablerefresh.dataplane.restore import restore
@@ -38,9 +39,12 @@ def run(args: argparse.Namespace) -> int:
             run_id=run_id, target=f"{spec.clickhouse.database}.{spec.target.table}", strategy=RESTORE, started_at=now()
         )
         try:
-            done = restore(held.client, held.target, backup, held.lock, run_id)
+            done = restore(held.client, held.target, backup, held.lock, run_id, spec)
             record.outcome, record.exit_code = Outcome.SUCCEEDED, 0
             record.rows_before, record.rows_after = done.rows_before, done.rows_after
+        except RefreshError as exc:
+            record.reason, record.error, record.exit_code = exc.reason, shown(str(exc)), int(exc.exit_code)
+            raise
         finally:
             record.finished_at = now()
             try:

@@ -153,6 +153,24 @@ def partition_rows(
     return {str(pid): int(n) for pid, n in rows}
 
 
+def pending_mutations_summary(
+    client: Client, database: str, name: str, settings: dict[str, Any] | None = None
+) -> tuple[int, Mutation | None]:
+    """How many mutations are pending on the table, and the oldest of them, in one row: for the
+    health check, whose queries may return no more (``limits.bounded``)."""
+    count, oldest = client.query(
+        "SELECT count(), argMin((mutation_id, command, dateDiff('second', create_time, now()), parts_to_do, "
+        "latest_fail_reason), create_time) FROM system.mutations "
+        "WHERE database = {db:String} AND table = {name:String} AND NOT is_done",
+        parameters={"db": database, "name": name},
+        settings=settings,
+    ).result_rows[0]
+    if not count:
+        return 0, None
+    mutation_id, command, age, parts_to_do, fail_reason = oldest
+    return int(count), Mutation(mutation_id, command, float(age), int(parts_to_do), fail_reason)
+
+
 def pending_mutations(client: Client, database: str, name: str) -> list[Mutation]:
     rows = client.query(
         "SELECT mutation_id, command, dateDiff('second', create_time, now()), parts_to_do, "

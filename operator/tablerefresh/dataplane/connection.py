@@ -23,6 +23,12 @@ PASSWORD_ENV = "CLICKHOUSE_PASSWORD"
 _SCHEMES = {"clickhouse": "http", "clickhouses": "https", "http": "http", "https": "https"}
 
 
+def env_secrets() -> tuple[str, str]:
+    """The credentials' values this process got from its environment (empty when unset): what
+    ``failures.scrub`` takes out of every error text it shows."""
+    return os.environ.get(USER_ENV, ""), os.environ.get(PASSWORD_ENV, "")
+
+
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     parts = urlsplit(url)

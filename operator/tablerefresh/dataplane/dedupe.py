@@ -50,8 +50,8 @@ def dedupe(
     tq = target.qualified
     keys = sql.column_list(spec.unique_key)
     staging_name = names.staging_table(target.name, run_id)
-    predicate = f"ifNull(({spec.slice.predicate}), 0)"
-    where = predicate if slice_only else "1"
+    # The command has had the server's parser check the predicate (sql_guard) before locking.
+    where = sql.slice_condition(spec.slice.predicate) if slice_only else "1"
     partitions = sorted(catalog.partition_rows(client, tq, where, params))
     scope, scope_params = "_partition_id IN {scope:Array(String)}", {"scope": partitions}
     staging = catalog.create_like(client, target, staging_name)

@@ -4,11 +4,19 @@ clickhouse-connect reports a failed HTTP request as several lines of urllib3 tex
 query id; a server error as "HTTPDriver for … received ClickHouse error code 60" followed by the
 server's own message. A person needs the cause: the server's message, or what happened to the
 connection (refused, unknown host, timed out, dropped).
+
+Error text reaches status, Events, logs and terminals, so what is built here is printable text only
+(no escape sequences from a server that is not ClickHouse), never the server's answer to refused
+credentials (it starts with the user name), and :func:`scrub` takes out the credentials' values
+wherever they still show.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Sequence
+from urllib.parse import quote
 
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 
@@ -37,18 +45,29 @@ _CONNECTION_CAUSES = (
         "the connection dropped",
     ),
 )
-_SERVER_MESSAGE = re.compile(r"DB::Exception: (.*?)(?: \(version [^)]*\))?\.?\s*$", re.S)
+# The server's message, without the version it appends nor the URL the HTTP client appends after it.
+_SERVER_MESSAGE = re.compile(r"DB::Exception: (.*?)(?: \(version [^)]*\))?(?: \(for url [^)]*\))?\.?\s*$", re.S)
 _QUERY_ID = re.compile(r"[?&]?query_id=[^&\s)]*")
 _LIMIT = 300
+# ClickHouse starts some messages with the user's name ("alice: Authentication failed: …"), which may
+# be any value of a Secret: the name goes, the message stays.
+_USER_PREFIX = re.compile(
+    r"^.*?: (?=(?:Authentication failed|Cannot execute query in readonly mode|Not enough privileges)\b)", re.S
+)
+# Secrets shorter than this are replaced only as whole words, so that a short user name does not
+# turn every message into asterisks.
+_SHORT_SECRET = 4
 
 
 def one_line(exc: BaseException) -> str:
     """The cause of ``exc`` in one line: the server's message, the connection's fate, or its first line."""
     text = str(exc).strip()
+    if isinstance(exc, RefreshError):  # already ours, in words a person can act on (no connection cause)
+        return _clip(text)
     for line in text.splitlines():
         found = _SERVER_MESSAGE.search(line)
         if found:
-            return _clip(found.group(1))
+            return _clip(_USER_PREFIX.sub("", found.group(1)))
     if not isinstance(exc, DatabaseError) or getattr(exc, "code", None) is None:
         cause = connection_cause(text)
         if cause is not None:
@@ -66,21 +85,62 @@ def connection_cause(text: str) -> str | None:
 
 def connect_failure(exc: ClickHouseError, where: str, database: str | None) -> RefreshError:
     """Opening a client failed: each cause has its own error, since each has its own fix."""
+    where = printable(where)
     code = getattr(exc, "code", None)
     if code == UNKNOWN_DATABASE and database:
         return UnknownDatabase(
             f"ClickHouse at {where} has no database {database}: create it, or set spec.clickhouse.database"
         )
     if code in AUTH_CODES:
-        return CredentialsRefused(f"ClickHouse refused the credentials at {where}: {one_line(exc)}")
+        # Not the server's message: it starts with the user name, which may be any value of a Secret.
+        return CredentialsRefused(f"ClickHouse refused the credentials at {where} (code {code})")
     cause = connection_cause(str(exc)) if code is None else None
     if cause == "timed out":
         return TimedOut(f"ClickHouse at {where} did not answer in time")
     return Unreachable(f"cannot reach ClickHouse at {where}: {cause or one_line(exc)}")
 
 
+def printable(text: str) -> str:
+    """``text`` with every control character (C0, C1: ESC, BEL, CR, …; and the invisible format
+    characters, such as bidirectional overrides) replaced by a space: it cannot move a terminal's
+    cursor, colour a log or forge a line."""
+    return "".join(ch if ch.isprintable() else " " for ch in text)
+
+
+def scrub(text: str, *secrets: str | None) -> str:
+    """``text`` with each non-empty secret (a user name, a password) replaced by ``***``, as it is and
+    URL-encoded. The longest first, so one that contains another is replaced whole."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        for form in dict.fromkeys((secret, quote(secret, safe=""))):
+            if len(form) >= _SHORT_SECRET:
+                text = text.replace(form, "***")
+            else:
+                text = re.sub(rf"(?<![A-Za-z0-9_]){re.escape(form)}(?![A-Za-z0-9_])", "***", text)
+    return text
+
+
+class ScrubSecrets(logging.Filter):
+    """A log handler's filter: each record's message without the ``secrets`` (see :func:`scrub`)."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__()
+        self.secrets = tuple(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = scrub(message, *self.secrets)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and record.exc_text is None and any(self.secrets):
+            # The traceback too: format it now, scrubbed, and the handler prints the text.
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info), *self.secrets)
+        elif record.exc_text:
+            record.exc_text = scrub(record.exc_text, *self.secrets)
+        return True
+
+
 def _clip(text: str) -> str:
-    text = " ".join(text.split())
+    text = " ".join(printable(text).split())
     return text if len(text) <= _LIMIT else text[: _LIMIT - 1] + "…"
 
 

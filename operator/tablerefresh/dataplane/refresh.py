@@ -32,7 +32,19 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 
-from tablerefresh.dataplane import audits, backups, carry, catalog, keyset, mutations, names, runs, sample, sql
+from tablerefresh.dataplane import (
+    audits,
+    backups,
+    carry,
+    catalog,
+    keyset,
+    mutations,
+    names,
+    runs,
+    sample,
+    sql,
+    sql_guard,
+)
 from tablerefresh.dataplane.catalog import TableInfo
 from tablerefresh.dataplane.errors import (
     AuditFailed,
@@ -45,7 +57,7 @@ from tablerefresh.dataplane.errors import (
     VerificationFailed,
 )
 from tablerefresh.dataplane.failpoints import failpoint
-from tablerefresh.dataplane.failures import one_line
+from tablerefresh.dataplane.failures import one_line, printable, scrub
 from tablerefresh.dataplane.incremental import RunKind, choose, definition_hash
 from tablerefresh.dataplane.lock import TableLock
 from tablerefresh.dataplane.runs import Outcome, RunRecord, write_run
@@ -73,6 +85,8 @@ class RunOptions:
     lock_ttl_seconds: float = 120.0
     heartbeat_seconds: float = 10.0
     force_full: bool = False  # an incremental spec's run is full whatever its history
+    # Values that must never appear in the run's error (the credentials): replaced by *** (failures.scrub).
+    secrets: tuple[str, ...] = ()
 
 
 class Refresh:
@@ -99,10 +113,11 @@ class Refresh:
             "window_start": int(self.window_start.timestamp()),
             "run_time": int(self.run_time.timestamp()),
         }
-        self.predicate = f"({spec.slice.predicate})"
         # Slice membership as one boolean: a predicate that is NULL for a row does not select it,
-        # and NOT of it must then select the row (NOT NULL would lose it from both sides).
-        self.in_slice = f"ifNull({self.predicate}, 0)"
+        # and NOT of it must then select the row (NOT NULL would lose it from both sides). Pasted into
+        # statements only once the server's parser has read it as one expression (check_inputs).
+        self.in_slice = sql.slice_condition(spec.slice.predicate)
+        self._predicate_checked = False
         self.scope = Scope(self.in_slice)
         if spec.incremental is not None:
             self.scope.key = tuple(spec.incremental.key)
@@ -213,14 +228,15 @@ class Refresh:
             return
         self.record.exit_code = int(error.exit_code)
         self.record.reason = error.reason
-        self.record.error = str(error)
+        # Printable, without the credentials: it goes to the runs table, the summary and status.
+        self.record.error = scrub(printable(str(error)), *self.options.secrets)
         # The error itself is the caller's to show (the command prints it once, as `error: …`).
         log.info("run %s ended %s (exit code %d)", self.record.run_id, outcome, self.record.exit_code)
 
     def _count_target_after_failure(self) -> None:
         """A failed or refused run still reports the rows the target really holds."""
-        if self.record.exit_code == ExitCode.UNREACHABLE:
-            return
+        if self.record.exit_code == ExitCode.UNREACHABLE or not self._predicate_checked:
+            return  # nothing to count with, or a predicate that must not reach a statement
         table = sql.table(self.database, self.spec.target.table)
         try:
             rows, in_slice = self.client.query(
@@ -252,6 +268,10 @@ class Refresh:
     # -- checks before anything is touched ---------------------------------------------------
 
     def check_inputs(self) -> TableInfo:
+        # First: until the server has read it as one expression, the predicate is pasted into nothing
+        # (on the embedded engine, a text that closes the parentheses could run statements of its own).
+        sql_guard.check_predicate(self.client, self.spec.slice.predicate, self.params)
+        self._predicate_checked = True
         target = catalog.describe_table(self.client, self.database, self.spec.target.table)
         columns = {c.name for c in target.columns}
         for role, wanted in (("uniqueKey", self.spec.unique_key), ("freshnessColumn", [self.spec.freshness_column])):

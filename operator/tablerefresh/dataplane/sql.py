@@ -37,3 +37,12 @@ def string_literal(value: str) -> str:
     """A quoted SQL string, for the few places ClickHouse takes no parameter (COMMENT)."""
     escaped = value.replace("\\", "\\\\").replace("'", "\\'")
     return f"'{escaped}'"
+
+
+def slice_condition(predicate: str) -> str:
+    """The slice predicate as one boolean that is never NULL: a row for which it is NULL is outside
+    the slice, and ``NOT`` of it must then select the row (NOT NULL would lose it from both sides).
+
+    The predicate stands between parentheses on lines of their own, exactly as
+    ``sql_guard.check_predicate`` parsed it, so a trailing ``--`` comment cannot swallow them."""
+    return f"ifNull((\n{predicate}\n), 0)"
