@@ -15,7 +15,8 @@ from tablerefresh.dataplane.errors import (
     UnknownDatabase,
     Unreachable,
 )
-from tablerefresh.dataplane.failures import ScrubSecrets, connect_failure, one_line, printable, scrub
+from tablerefresh.dataplane.failures import ScrubSecrets, connect_failure, one_line, scrub
+from tablerefresh.text import printable
 
 # What clickhouse-connect raises, as it words it.
 HTTP_REFUSED = OperationalError(

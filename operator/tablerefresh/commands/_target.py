@@ -16,8 +16,9 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from tablerefresh.dataplane import sql_guard
 from tablerefresh.dataplane.connection import connect, env_secrets
 from tablerefresh.dataplane.errors import ExitCode, RefreshError
-from tablerefresh.dataplane.failures import one_line, printable, scrub
+from tablerefresh.dataplane.failures import one_line, scrub
 from tablerefresh.spec import ManifestError, TableRefresh, TableRefreshSpec, load_manifest, parse_manifest
+from tablerefresh.text import printable
 
 MANIFEST_ENV = "TABLEREFRESH_MANIFEST"
 

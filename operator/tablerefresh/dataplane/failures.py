@@ -27,6 +27,7 @@ from tablerefresh.dataplane.errors import (
     UnknownDatabase,
     Unreachable,
 )
+from tablerefresh.text import printable
 
 UNKNOWN_DATABASE = 81
 # ClickHouse error codes meaning "who you are is not accepted", as opposed to "not reachable".
@@ -100,13 +101,6 @@ def connect_failure(exc: ClickHouseError, where: str, database: str | None) -> R
     return Unreachable(f"cannot reach ClickHouse at {where}: {cause or one_line(exc)}")
 
 
-def printable(text: str) -> str:
-    """``text`` with every control character (C0, C1: ESC, BEL, CR, …; and the invisible format
-    characters, such as bidirectional overrides) replaced by a space: it cannot move a terminal's
-    cursor, colour a log or forge a line."""
-    return "".join(ch if ch.isprintable() else " " for ch in text)
-
-
 def scrub(text: str, *secrets: str | None) -> str:
     """``text`` with each non-empty secret (a user name, a password) replaced by ``***``, as it is and
     URL-encoded. The longest first, so one that contains another is replaced whole."""
@@ -143,9 +137,3 @@ def _clip(text: str) -> str:
     text = " ".join(printable(text).split())
     return text if len(text) <= _LIMIT else text[: _LIMIT - 1] + "…"
 
-
-def scrub(text: str, *secrets: str) -> str:
-    """``text`` with each secret value (a user name, a password) replaced by ``***``."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text

@@ -57,7 +57,7 @@ from tablerefresh.dataplane.errors import (
     VerificationFailed,
 )
 from tablerefresh.dataplane.failpoints import failpoint
-from tablerefresh.dataplane.failures import one_line, printable, scrub
+from tablerefresh.dataplane.failures import one_line, scrub
 from tablerefresh.dataplane.incremental import RunKind, choose, definition_hash
 from tablerefresh.dataplane.lock import TableLock
 from tablerefresh.dataplane.runs import Outcome, RunRecord, write_run
@@ -65,6 +65,7 @@ from tablerefresh.dataplane.scope import Scope
 from tablerefresh.dataplane.swap import PartitionChange, PartitionCounts, mismatched, swap_plan, swap_statement
 from tablerefresh.dataplane.verify import StagingFacts, staging_problems
 from tablerefresh.spec import Strategy, TableRefreshSpec, parse_duration
+from tablerefresh.text import printable
 
 log = logging.getLogger(__name__)
 

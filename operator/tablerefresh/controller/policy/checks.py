@@ -26,10 +26,10 @@ from tablerefresh.controller.policy.status import (
     NO_STUCK_MUTATIONS,
     Observation,
     format_time,
-    printable,
 )
 from tablerefresh.dataplane.health import HealthReport
 from tablerefresh.spec import TableRefreshSpec, parse_duration
+from tablerefresh.text import printable
 
 
 @dataclass(frozen=True)

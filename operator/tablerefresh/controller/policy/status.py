@@ -16,11 +16,12 @@ applies the result.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from tablerefresh.text import printable
 
 Status = Literal["True", "False", "Unknown"]
 
@@ -56,16 +57,6 @@ READY_INPUTS: tuple[str, ...] = (
     AUDITS_PASSING,
     LAST_RUN_SUCCEEDED,
 )
-
-
-# C0 and C1 control characters and DEL: a server's error text may carry an ESC sequence, which
-# would reach terminals through kubectl, the plugin and logs.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
-
-
-def printable(text: str) -> str:
-    """``text`` without control characters (each run of them becomes one space)."""
-    return _CONTROL.sub(" ", text)
 
 
 @dataclass(frozen=True)
