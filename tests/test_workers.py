@@ -182,7 +182,7 @@ def test_the_probe_turns_every_failure_into_a_result() -> None:
     renamed = FakeClient(DatabaseError("Code: 47. Unknown identifier ts\nStack trace: ..."))
     failed = Prober(kube, connector=lambda *a, **k: renamed)(check)
     assert failed.failure == Failure.QUERY and failed.error == "Code: 47. Unknown identifier ts"
-    no_secret = Prober(kube, connector=lambda *a, **k: renamed)(a_check(clickhouse={"url": "clickhouse://ch:8123"}))
+    no_secret = Prober(kube, connector=lambda *a, **k: renamed)(a_check(clickhouse={"url": "clickhouse://ch.analytics.svc:8123"}))
     assert no_secret.failure == Failure.QUERY
 
 
