@@ -46,15 +46,22 @@ API_KEY = "sk-live-0123456789abcdef"
 
 class Listener:
     """A local HTTP listener posing as ClickHouse, as in the review: records every request and
-    answers as a ClickHouse that refuses the credentials (quoting the user name, as ClickHouse does)."""
+    answers as a ClickHouse that refuses the credentials (quoting the user name, as ClickHouse does),
+    or, with ``page``, as some other web server would (404 and a page of its own)."""
 
-    def __init__(self) -> None:
+    def __init__(self, page: bytes | None = None) -> None:
         self.requests: list[dict[str, str]] = []
         listener = self
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 listener.requests.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
+                if page is not None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
                 user = _basic_user(self.headers.get("Authorization")) or self.headers.get("X-ClickHouse-User") or ""
                 body = (
                     f"Code: 516. DB::Exception: {user}: Authentication failed: password is incorrect, or there "
@@ -325,6 +332,20 @@ def test_a_host_the_policy_does_not_allow_is_never_contacted(cluster: Cluster, l
     status = cluster.reconcile(tr, in_cluster_only)
     assert condition(status, "Stalled")["reason"] == "NotAllowed"
     assert cluster.cronjob("probe") is None  # no Job carries the credentials there either
+
+
+def test_another_servers_answer_is_not_reflected_into_status(cluster: Cluster) -> None:
+    page = Listener(page=b"<html>internal admin page: db-password=hunter2</html>")
+    try:
+        tr = body(cluster.ns, "t", page.url)
+        tr["metadata"]["uid"] = "u"
+        check = check_of(tr)
+        assert check is not None
+        result = Prober(cluster.kube, policy=LOOPBACK, timeout=5)(check)
+    finally:
+        page.close()
+    assert page.requests  # it was asked (the host is allowed), and answered
+    assert "HTTP 404" in result.error and "hunter2" not in result.error and "admin" not in result.error
 
 
 def test_aliases_of_one_server_share_its_limit() -> None:

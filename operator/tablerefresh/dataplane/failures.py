@@ -49,6 +49,9 @@ _CONNECTION_CAUSES = (
 # The server's message, without the version it appends nor the URL the HTTP client appends after it.
 _SERVER_MESSAGE = re.compile(r"DB::Exception: (.*?)(?: \(version [^)]*\))?(?: \(for url [^)]*\))?\.?\s*$", re.S)
 _QUERY_ID = re.compile(r"[?&]?query_id=[^&\s)]*")
+# An HTTP answer that is not ClickHouse's (it would carry "Code: N. DB::Exception"): only its status
+# is shown, never its body, which may be any page of whatever the URL points at.
+_FOREIGN_ANSWER = re.compile(r"received HTTP status (\d+)")
 _LIMIT = 300
 # ClickHouse starts some messages with the user's name ("alice: Authentication failed: …"), which may
 # be any value of a Secret: the name goes, the message stays.
@@ -73,6 +76,9 @@ def one_line(exc: BaseException) -> str:
         cause = connection_cause(text)
         if cause is not None:
             return cause
+    foreign = _FOREIGN_ANSWER.search(text)
+    if foreign:
+        return f"the server answered HTTP {foreign.group(1)}, not as ClickHouse does"
     first = text.splitlines()[0] if text else type(exc).__name__
     return _clip(_QUERY_ID.sub("", first))
 
