@@ -17,8 +17,7 @@ from tablerefresh.controller.policy.checks import (
     server_of,
 )
 from tablerefresh.controller.policy.status import Observation
-from tablerefresh.dataplane.audits import AuditResult
-from tablerefresh.dataplane.health import HealthReport
+from tablerefresh.dataplane.report import AuditResult, HealthReport
 from tablerefresh.spec import TableRefreshSpec
 from tests.controller_fakes import T0, UID, tr_body
 

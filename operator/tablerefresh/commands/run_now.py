@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 
 from tablerefresh.controller.kube import ApiKube, KubeError, load_config
 from tablerefresh.controller.policy.cronjob import TERMINATION_LOG
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
             ApiKube(),
             namespace,
             name,
-            args.token or new_token(),
+            args.token or new_token(datetime.now(UTC)),
             args=command if args.dedupe else None,
             purpose="dedupe" if args.dedupe else "now",
         )

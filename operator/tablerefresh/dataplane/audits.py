@@ -10,7 +10,6 @@ built, and the health check reports it without evaluating any audit.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -19,34 +18,13 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from tablerefresh.dataplane import limits, sql_guard
 from tablerefresh.dataplane.errors import InvalidInput
 from tablerefresh.dataplane.failures import one_line
+from tablerefresh.dataplane.report import AuditResult
 from tablerefresh.spec import Audit
 
 # One number: any integer or float type, possibly Nullable or LowCardinality (a count() is UInt64).
 _NUMBER = re.compile(r"^(Nullable\()?(LowCardinality\()?(U?Int\d+|Float\d+|Decimal.*)\)*$")
 # DESCRIBE lists an audit's columns, as many as its text names: enough to say what a wrong one returns.
 _DESCRIBED_COLUMNS = 1024
-
-
-@dataclass(frozen=True)
-class AuditResult:
-    name: str
-    failing_rows: int
-    max_failing_rows: int
-
-    @property
-    def passed(self) -> bool:
-        return self.failing_rows <= self.max_failing_rows
-
-    def describe(self) -> str:
-        return f"audit {self.name}: {self.failing_rows} failing row(s), at most {self.max_failing_rows} allowed"
-
-    def as_status(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "failingRows": self.failing_rows,
-            "maxFailingRows": self.max_failing_rows,
-            "passed": self.passed,
-        }
 
 
 def check(

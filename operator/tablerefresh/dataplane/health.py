@@ -10,51 +10,14 @@ Judging the figures against thresholds is the control plane's (``controller/judg
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
 from tablerefresh.dataplane import audits, catalog, limits, sql, sql_guard
-from tablerefresh.dataplane.audits import AuditResult
+from tablerefresh.dataplane.report import HealthReport
 from tablerefresh.spec import TableRefreshSpec
-
-
-@dataclass(frozen=True)
-class HealthReport:
-    checked_at: datetime
-    total_rows: int
-    slice_rows: int
-    distinct_keys: int
-    newest_freshness: datetime | None
-    stale_hours: float | None
-    slice_duplicates: int
-    table_duplicates: int
-    pending_mutations: int
-    oldest_mutation_age_seconds: float | None
-    oldest_mutation: str | None = None
-    audits: tuple[AuditResult, ...] = ()
-
-    def as_status(self) -> dict[str, Any]:
-        """camelCase, the shape of ``status.health``."""
-        return {
-            "checkedAt": _iso(self.checked_at),
-            "totalRows": self.total_rows,
-            "sliceRows": self.slice_rows,
-            "distinctKeys": self.distinct_keys,
-            "newestFreshness": _iso(self.newest_freshness) if self.newest_freshness else None,
-            "staleHours": None if self.stale_hours is None else round(self.stale_hours, 2),
-            "sliceDuplicates": self.slice_duplicates,
-            "tableDuplicates": self.table_duplicates,
-            "pendingMutations": self.pending_mutations,
-            "oldestMutationAgeSeconds": self.oldest_mutation_age_seconds,
-            "audits": [a.as_status() for a in self.audits] or None,
-        }
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def measure(

@@ -98,7 +98,7 @@ def _run_now(cluster: Cluster, namespace: str, name: str, output: str) -> int:
 
     cluster.tablerefresh(namespace, name)  # a clear "not found" before anything else
     try:
-        job = run_now(ApiKube(cluster.api_client), namespace, name, new_token())
+        job = run_now(ApiKube(cluster.api_client), namespace, name, new_token(datetime.now(UTC)))
     except RunNowRefused as exc:
         raise PluginError(f"refused: {exc}") from exc
     except KubeError as exc:

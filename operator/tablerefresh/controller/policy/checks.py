@@ -27,7 +27,7 @@ from tablerefresh.controller.policy.status import (
     Observation,
     format_time,
 )
-from tablerefresh.dataplane.health import HealthReport
+from tablerefresh.dataplane.report import HealthReport
 from tablerefresh.spec import TableRefreshSpec, parse_duration
 from tablerefresh.text import printable
 

@@ -151,8 +151,9 @@ def job_from_cronjob(
     }
 
 
-def new_token(now: datetime | None = None) -> str:
-    return f"{(now or datetime.now(UTC)):%Y%m%dT%H%M%S%fZ}"
+def new_token(now: datetime) -> str:
+    """A run-now token for a request made ``now`` (the caller's clock: policy reads none)."""
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%S%fZ}"
 
 
 def pending_token(body: Mapping[str, Any], status: Mapping[str, Any]) -> str | None:
