@@ -29,6 +29,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary-file", type=Path, help="also write the JSON summary here (a termination log)")
     parser.add_argument("--lock-ttl", type=float, default=120.0, help="seconds before a silent lock is taken over")
     parser.add_argument("--full", action="store_true", help="a full run, even when the spec is incremental")
+    parser.add_argument(
+        "--statement-timeout",
+        type=_seconds,
+        default=3600,
+        metavar="SECONDS",
+        help="whole seconds the client waits for a statement's answer (default 3600); a write it stops waiting "
+        "for may still run on the server",
+    )
+
+
+def _seconds(text: str) -> int:
+    """A whole number of seconds, at least 1 (the client reads its timeouts as whole seconds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 second: {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +73,12 @@ def run(args: argparse.Namespace) -> int:
         return emit(record, args.summary_file)
 
     def client_factory() -> Client:
-        return connect(url, database=spec.clickhouse.database, settings=spec.clickhouse.settings)
+        return connect(
+            url,
+            database=spec.clickhouse.database,
+            settings=spec.clickhouse.settings,
+            send_receive_timeout=args.statement_timeout,
+        )
 
     options = RunOptions(
         run_id=run_id,

@@ -35,6 +35,7 @@ from tablerefresh.dataplane import names, sql
 from tablerefresh.dataplane.errors import InvalidInput, LockHeld, LockLost
 from tablerefresh.dataplane.failpoints import failpoint
 from tablerefresh.dataplane.failures import one_line
+from tablerefresh.dataplane.unanswered import reconnect, unanswered
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class TableLock:
         self._thread: threading.Thread | None = None
         self._last_beat = float("-inf")
         self._taken = False  # another run's lock stands where ours was
+        self._unanswered: Exception | None = None  # the last CREATE whose answer did not arrive
 
     @property
     def table(self) -> str:
@@ -148,21 +150,24 @@ class TableLock:
 
     def acquire(self) -> None:
         for _ in range(_ATTEMPTS):
-            if self._try_create():
-                self._beat(self._client)
-                self._drop_markers()
-                self._start_heartbeat()
+            created = self._try_create()
+            holder = None if created else self.holder()
+            if created or (holder is not None and holder.owner == self.owner):
+                if not created:  # our CREATE ran, but its answer did not arrive
+                    log.warning("lock %s.%s was created by this run: it holds it", self.database, self.name)
+                self._hold()
                 log.info("lock %s.%s taken by %s", self.database, self.name, self.owner)
                 return
-            holder = self.holder()
             if holder is None:
-                continue  # released between our CREATE and our look: try again
+                continue  # released between our CREATE and our look, or our CREATE never arrived: try again
             if holder.idle_seconds <= self.ttl:
                 raise LockHeld(
                     f"another run holds the lock on {self.database}.{self.target}: "
                     f"{holder.owner}, last heartbeat {holder.idle_seconds:.0f}s ago (expires after {self.ttl:.0f}s)"
                 )
             self._take_over(holder)
+        if self._unanswered is not None:  # not contended: our CREATEs never arrived
+            raise self._unanswered
         raise LockHeld(f"could not take the lock {self.database}.{self.name}: contended")
 
     def assert_held(self) -> None:
@@ -183,21 +188,39 @@ class TableLock:
         )
 
     def release(self) -> None:
+        """Drop the lock if it is surely ours. A drop whose answer did not arrive is looked at again
+        on a new connection (``DROP … IF EXISTS`` of a lock still ours is safe to send twice): a lock
+        left behind would stop every run until its TTL."""
         self._stop.set()
         if self._thread:
             self._thread.join()
             self._thread = None
-        if self.lost:
-            log.warning("lock %s.%s is not surely ours any more: leaving it to expire", self.database, self.name)
-            return
-        holder = self.holder()
-        if holder is not None and holder.owner == self.owner:
-            self._client.command(f"DROP TABLE IF EXISTS {self.table} SYNC")
-            log.info("lock %s.%s released", self.database, self.name)
+        for attempt in (1, 2):
+            if self.lost:
+                log.warning("lock %s.%s is not surely ours any more: leaving it to expire", self.database, self.name)
+                return
+            try:
+                holder = self.holder()
+                if holder is not None and holder.owner == self.owner:
+                    self._client.command(f"DROP TABLE IF EXISTS {self.table} SYNC")
+                    log.info("lock %s.%s released", self.database, self.name)
+                return
+            except DatabaseError as exc:
+                if attempt == 2 or not unanswered(exc):
+                    raise
+                log.warning(
+                    "releasing the lock %s.%s: %s; once more on a new connection",
+                    self.database,
+                    self.name,
+                    one_line(exc),
+                )
+                self._renew_client()
 
     # -- internals ---------------------------------------------------------------------------
 
     def _try_create(self) -> bool:
+        """True when this CREATE made the lock; False when a table stands there, or when the answer
+        did not arrive (the caller then looks, on a new connection, whose lock stands there)."""
         try:
             # The owner is validated above, so it can stand in the COMMENT literal, which takes no parameter.
             self._client.command(
@@ -208,7 +231,38 @@ class TableLock:
         except DatabaseError as exc:
             if getattr(exc, "code", None) == _TABLE_EXISTS:
                 return False
+            if not unanswered(exc):
+                raise
+            log.warning(
+                "the answer to the lock's CREATE did not arrive (%s): looking on a new connection", one_line(exc)
+            )
+            self._unanswered = exc
+            self._renew_client()
+            return False
+
+    def _hold(self) -> None:
+        """The lock is ours: its first beat, the dead takeovers' markers, the heartbeat. If that
+        fails the run cannot go on, and a lock left behind would stop every run until its TTL."""
+        try:
+            self._beat(self._client)
+            self._drop_markers()
+        except Exception:
+            try:
+                self._renew_client()
+                holder = self.holder()
+                if holder is not None and holder.owner == self.owner:
+                    self._client.command(f"DROP TABLE IF EXISTS {self.table} SYNC")
+            except Exception as exc:
+                log.error("could not drop the lock %s.%s: %s", self.database, self.name, one_line(exc))
             raise
+        self._start_heartbeat()
+
+    def _renew_client(self) -> None:
+        """A new client in place of the one whose request failed."""
+        old = self._client
+        self._client = reconnect(self._connect)
+        if old is not self._client:
+            _close(old)
 
     def _take_over(self, stale: Holder) -> None:
         name = takeover_marker(self.target, stale)

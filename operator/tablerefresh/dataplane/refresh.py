@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ from tablerefresh.dataplane import (
     sample,
     sql,
     sql_guard,
+    unanswered,
 )
 from tablerefresh.dataplane.catalog import TableInfo
 from tablerefresh.dataplane.errors import (
@@ -188,7 +190,10 @@ class Refresh:
             self._fail(exc)
             self._count_target_after_failure()
         if locked:
-            self._quietly("write the run record", lambda: write_run(self.client, self.database, self.record))
+            self._quietly(
+                "write the run record",
+                lambda: write_run(self.client, self.database, self.record, reconnect=self.connect),
+            )
         if self._client is not None:
             self._quietly("close the connection", self._client.close)
             self._client = None
@@ -688,7 +693,7 @@ class Refresh:
                     f"the swap of partitions {', '.join(self.record.partitions)} into {tq} ran or may have run, "
                     "so the target may hold new partitions; the next run rebuilds them"
                 )
-                self.client.command(swap_statement(tq, staging, changes))
+                self._swap(target, staging, changes)
             failpoint("swapped")
         with self._step("verify the swap"):
             # Each replaced partition must now hold exactly the staged parts. Then its keys are the
@@ -711,6 +716,51 @@ class Refresh:
                 "prune old backups",
                 lambda: backups.prune(self.client, self.database, target.name, self.spec.backup.keep),
             )
+
+    def _swap(self, target: TableInfo, staging: str, changes: list[PartitionChange]) -> None:
+        """The swap statement; when its answer does not arrive (or is an error), find out on a new
+        connection what it did (``unanswered.py``): carry on if it ran, say "not changed" only if
+        every partition holds the parts it had, and what is known otherwise."""
+        partitions = [c.partition for c in changes]
+        before = unanswered.top_blocks(self.client, self.database, target.name, partitions)
+        query_id = f"tablerefresh-swap-{self.options.run_id}-{secrets.token_hex(4)}"
+        try:
+            self.client.command(swap_statement(target.qualified, staging, changes), settings={"query_id": query_id})
+            return
+        except ClickHouseError as exc:
+            cause = one_line(exc)
+        log.warning("the swap's answer: %s; looking at the target's partitions on a new connection", cause)
+
+        def drop_staging(client: Client) -> None:
+            client.command(f"DROP TABLE IF EXISTS {staging} SYNC")
+
+        found = unanswered.find_out_swap(
+            self.connect, self.database, target.name, changes, before, query_id, drop_staging
+        )
+        if found.client is not None:
+            old, self._client = self._client, found.client
+            if old is not None:
+                self._quietly("close the connection the swap was sent on", old.close)
+        if found.staging_dropped:
+            self._staging = None
+        if found.landed is unanswered.Landed.ALL:
+            log.warning("the swap ran (%s): carrying on", found.detail)
+            return
+        if found.landed is unanswered.Landed.NONE:
+            self._swapped = None
+            raise RefreshError(
+                f"{cause} while sending the swap; on a new connection {found.detail}: "
+                f"the swap did not run, {self.record.target} was not changed"
+            )
+        if found.landed is unanswered.Landed.SOME:
+            raise FailedAfterSwap(
+                f"{cause} while sending the swap; on a new connection {found.detail}: "
+                f"{self.record.target} holds part of the new data; the next run rebuilds every partition of the slice"
+            )
+        raise FailedAfterSwap(
+            f"{cause} while sending the swap, and whether it ran is unknown ({found.detail}): "
+            f"{self.record.target} may hold new partitions; the next run rebuilds them"
+        )
 
     def _changed_keys(self, target: TableInfo) -> int | None:
         """The key table: the changed keys in an incremental run (returns how many), empty in a full
@@ -784,15 +834,49 @@ class Refresh:
             # keeps it as a backup if this one cannot).
             self._staging = None
             self._swapped = f"the tables were exchanged or may have been; the previous table is {self.database}.{name}"
-            self.client.command(f"EXCHANGE TABLES {tq} AND {staging}")
+            previous = self._exchange_tables(target, name)
             failpoint("swapped")
-            kept = backups.keep_table(self.client, target, self.options.run_id, name)
+            kept = backups.keep_table(self.client, target, self.options.run_id, previous)
             self._swapped = f"the tables were exchanged: the previous table is kept as {self.database}.{kept}"
         self.record.duplicates = self._duplicates(tq)
         self._record_after(tq)
         self._quietly(
             "prune old backups",
             lambda: backups.prune(self.client, self.database, target.name, max(1, self.spec.backup.keep)),
+        )
+
+    def _exchange_tables(self, target: TableInfo, name: str) -> str:
+        """``EXCHANGE TABLES``; returns the name that holds the previous table. When the answer does
+        not arrive (or is an error), finds out on a new connection whether the exchange ran."""
+        staging = sql.table(self.database, name)
+        query_id = f"tablerefresh-exchange-{self.options.run_id}-{secrets.token_hex(4)}"
+        try:
+            self.client.command(f"EXCHANGE TABLES {target.qualified} AND {staging}", settings={"query_id": query_id})
+            return name
+        except ClickHouseError as exc:
+            cause = one_line(exc)
+        log.warning("the exchange's answer: %s; looking at the tables on a new connection", cause)
+        fence = names.exchange_staging_table(target.name, f"{self.options.run_id}_fence", target.uuid)
+        found = unanswered.find_out_exchange(
+            self.connect, self.database, target.name, target.uuid, name, fence, query_id
+        )
+        if found.client is not None:
+            old, self._client = self._client, found.client
+            if old is not None:
+                self._quietly("close the connection the exchange was sent on", old.close)
+        if found.exchanged:
+            log.warning("%s: carrying on", found.detail)
+            return found.previous
+        if found.exchanged is False:
+            self._swapped = None
+            self._staging = sql.table(self.database, found.staging)
+            raise RefreshError(
+                f"{cause} while sending the exchange; on a new connection {found.detail}: "
+                f"the exchange did not run, {self.record.target} was not changed"
+            )
+        raise FailedAfterSwap(
+            f"{cause} while sending the exchange, and whether it ran is unknown ({found.detail}): "
+            f"{self.record.target} may be the new table; the next run keeps the previous one as a backup"
         )
 
     def _delete_insert(self, target: TableInfo, lock: TableLock) -> None:

@@ -9,14 +9,21 @@ first run after an upgrade is a full run.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import OperationalError
 from pydantic.alias_generators import to_camel
 
 from tablerefresh.dataplane import sql
+from tablerefresh.dataplane.failures import one_line
+from tablerefresh.dataplane.unanswered import unanswered
+
+log = logging.getLogger(__name__)
 
 RUNS_TABLE = "_tablerefresh_runs"
 
@@ -116,7 +123,7 @@ def _columns(client: Client, database: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def write_run(client: Client, database: str, record: RunRecord) -> None:
+def _write_run(client: Client, database: str, record: RunRecord) -> None:
     ensure_runs_table(client, database)
     row = {
         "run_id": record.run_id,
@@ -144,13 +151,60 @@ def write_run(client: Client, database: str, record: RunRecord) -> None:
         "sample_keys": record.sample_keys,
         "sample_differences": record.sample_differences,
     }
-    client.insert(
-        RUNS_TABLE,
-        [list(row.values())],
-        database=database,
-        column_names=list(row),
+    _insert_row(client, database, row)
+
+
+def write_run(
+    client: Client, database: str, record: RunRecord, *, reconnect: Callable[[], Client] | None = None
+) -> None:
+    """One row for ``record``, exactly once. Sent as a statement, which clickhouse-connect never
+    replays (its ``insert()`` replays a batch whose connection dropped, after the server may have
+    written it: two rows). When the answer does not arrive, a new connection from ``reconnect``
+    looks whether the row is there and writes it only if it is not."""
+    try:
+        _write_run(client, database, record)
+    except OperationalError as exc:
+        if reconnect is None or not unanswered(exc):
+            raise
+        log.warning(
+            "the answer to the run record's insert did not arrive (%s): looking on a new connection", one_line(exc)
+        )
+        fresh = reconnect()
+        try:
+            if not recorded(fresh, database, record):
+                _write_run(fresh, database, record)
+        finally:
+            fresh.close()
+
+
+def recorded(client: Client, database: str, record: RunRecord) -> bool:
+    rows = client.query(
+        f"SELECT count() FROM {sql.table(database, RUNS_TABLE)} WHERE run_id = {{r:String}} AND target = {{t:String}}",
+        parameters={"r": record.run_id, "t": record.target},
+    ).result_rows
+    return bool(rows[0][0])
+
+
+# The runs table's DateTime columns (without a fraction); the DateTime64(3) ones carry milliseconds.
+_SECONDS = frozenset({"window_start", "run_time", "since"})
+
+
+def _insert_row(client: Client, database: str, row: dict[str, Any]) -> None:
+    values = {
+        name: _text_time(value, name in _SECONDS) if isinstance(value, datetime) else value
+        for name, value in row.items()
+    }
+    client.command(
+        f"INSERT INTO {sql.table(database, RUNS_TABLE)} ({sql.column_list(list(row))}) FORMAT JSONEachRow",
+        data=json.dumps(values),
         settings={"insert_deduplicate": 0},
     )
+
+
+def _text_time(value: datetime, seconds: bool) -> str:
+    """In UTC, as ClickHouse reads a DateTime('UTC') or DateTime64(3, 'UTC') from text."""
+    utc = value.astimezone(UTC) if value.tzinfo else value
+    return utc.strftime("%Y-%m-%d %H:%M:%S") + ("" if seconds else f".{utc.microsecond // 1000:03d}")
 
 
 def recent_runs(client: Client, database: str, target: str, limit: int = 20) -> list[dict[str, Any]]:
