@@ -226,3 +226,63 @@ def test_an_object_handled_with_the_whole_spec_in_status_is_updated_once_and_los
     assert changing_cause(storage, body) == "resume"
 
 
+
+
+# A dropped object stays dropped.
+
+
+def dropped_series(name: str) -> float | None:
+    value: float | None = REGISTRY.get_sample_value(
+        "tablerefresh_condition", {"namespace": "ns", "name": name, "table": "trades", "type": "Ready"}
+    )
+    return value
+
+
+def named(name: str) -> dict[str, Any]:
+    """A TableRefresh of its own name (the metrics registry is the process's), Ready already."""
+    body = tr_body()
+    body["metadata"] = {**body["metadata"], "name": name, "uid": f"uid-{name}"}
+    ready = {"type": "Ready", "status": "True", "reason": "Reconciled", "message": "", "lastTransitionTime": "x"}
+    body["status"] = {"conditions": [ready]}
+    return body
+
+
+def test_a_trigger_holding_an_old_body_never_brings_a_deleted_object_back() -> None:
+    """The resync and run-now hold bodies taken before the delete: they find no record and do nothing."""
+
+    async def scenario() -> FakeKube:
+        kube = FakeKube()
+        controller = Controller(kube)
+        body = named("resynced")
+        controller.seen(body)
+        controller.gone(body)
+        await controller.reconcile(body, trigger="resync")
+        annotated = {**body, "metadata": {**body["metadata"], "annotations": {"tablerefresh.dev/run-now": "1"}}}
+        await controller.run_now(annotated)
+        assert controller.records == {}
+        assert dropped_series("resynced") is None
+        return kube
+
+    kube = asyncio.run(scenario())
+    assert kube.applies == 0 and kube.statuses == [] and kube.jobs == {}
+
+
+def test_a_reconcile_that_ends_after_the_delete_publishes_no_series() -> None:
+    """The object goes while its reconcile runs: the series removed by the delete stay removed."""
+
+    class DeletedDuringApply(FakeKube):
+        def apply_cronjob(self, body: Any) -> dict[str, Any]:
+            controller.gone(named("raced"))  # the watch's DELETED, while the worker thread applies
+            return super().apply_cronjob(body)
+
+    controller = Controller(DeletedDuringApply())
+
+    async def scenario() -> None:
+        body = named("raced")
+        controller.seen(body)
+        assert dropped_series("raced") is not None
+        await controller.reconcile(body, trigger="create")
+        assert controller.records == {}
+        assert dropped_series("raced") is None
+
+    asyncio.run(scenario())
