@@ -1,5 +1,6 @@
 """Shared fixtures: the embedded ClickHouse engine (chDB), the same engine served over ClickHouse's
-own HTTP interface, and, through its plugin, the Kubernetes test control plane."""
+own HTTP interface, one test body on either (``engine``, ``tests/engines.py``), and, through its
+plugin, the Kubernetes test control plane."""
 
 from __future__ import annotations
 
@@ -8,10 +9,21 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from tests.engines import (
+    EMBEDDED,
+    ENGINES,
+    FULL_MATRIX_ENV,
+    SERVED,
+    USER,
+    Engine,
+    ProcessEngine,
+    embedded_engine,
+    served_clients,
+    served_engine_as,
+)
 from tests.served_engine import ServedClickHouse, served
 
 # The Kubernetes test control plane (fixtures controlplane, kube_api, namespace).
@@ -46,19 +58,74 @@ def served_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedCl
         yield server
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``@pytest.mark.engines`` runs a test that uses ``engine`` (or ``engine_for_processes``) on
+    each engine its arguments name (default: both); a test that parametrizes them itself is left be."""
+    marker = metafunc.definition.get_closest_marker("engines")
+    if marker is None:
+        return
+    for name in ("engine", "engine_for_processes"):
+        if name in metafunc.fixturenames and not any(
+            name in _argnames(m) for m in metafunc.definition.iter_markers("parametrize")
+        ):
+            chosen = marker.args or ENGINES
+            ids = [c if isinstance(c, str) else c.values[0] for c in chosen]
+            metafunc.parametrize(name, chosen, indirect=True, ids=ids)
+
+
+def _argnames(marker: pytest.Mark) -> list[str]:
+    names = marker.args[0] if marker.args else marker.kwargs.get("argnames", ())
+    return [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The served engine's full matrix is skipped unless asked for: CI runs the representative subset."""
+    if os.environ.get(FULL_MATRIX_ENV) == "1":
+        return
+    skip = pytest.mark.skip(reason=f"the full engine matrix: set {FULL_MATRIX_ENV}=1 to run it")
+    for item in items:
+        if item.get_closest_marker("full_matrix") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture
-def connect(chdb_url: str) -> Iterator[Callable[[], Client]]:
-    """A factory of clients on the session's engine; every client it made is closed after the test."""
-    made: list[Client] = []
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    """The test's engine: embedded unless the test is parametrized (``@pytest.mark.engines``).
+    Served: as ``alice``, whose credentials the environment carries for commands run in-process."""
+    kind = getattr(request, "param", EMBEDDED)
+    if kind == SERVED:
+        server: ServedClickHouse = request.getfixturevalue("served_engine")
+        env = server.env(USER)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        made = served_engine_as(server.url, env)
+    else:
+        made = embedded_engine(request.getfixturevalue("chdb_url"))
+    yield made
+    made.close()
 
-    def factory() -> Client:
-        client = clickhouse_connect.get_client(dsn=chdb_url)
-        made.append(client)
-        return client
 
-    yield factory
-    for client in made:
-        client.close()
+@pytest.fixture
+def engine_for_processes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ProcessEngine]:
+    """An engine that refreshes in processes of their own reach: a fresh chDB path the test's own
+    process never opens, or the session's served engine (see ``tests/engines.py``)."""
+    kind = getattr(request, "param", EMBEDDED)
+    name = f"p_{uuid.uuid4().hex[:12]}"
+    if kind == SERVED:
+        server: ServedClickHouse = request.getfixturevalue("served_engine")
+        env = server.env(USER)
+        made = ProcessEngine(SERVED, server.url, env, name, tmp_path, served_clients(server.url, env))
+    else:
+        require("chdb", "the embedded ClickHouse engine (pip install 'tablerefresh[embedded]')")
+        made = ProcessEngine(EMBEDDED, f"chdb://{tmp_path}/chdb", {}, name, tmp_path)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def connect(engine: Engine) -> Callable[[], Client]:
+    """A factory of clients on the test's engine; every client it made is closed after the test."""
+    return engine.client
 
 
 @pytest.fixture

@@ -145,16 +145,15 @@ def incremental_spec(database: str, incremental: dict[str, Any] | None = None, *
 
 
 def set_up_engine(
-    client: Client, path: str, database: str, spec: TableRefreshSpec, *, name: str, rows: int, manifest: str
+    client: Client, url: str, database: str, spec: TableRefreshSpec, *, name: str, rows: int, manifest: str
 ) -> None:
-    """For a crash helper: the database, its tables, ``rows`` of source, and at ``manifest`` the
-    TableRefresh for ``spec`` pointed at this engine (``chdb://path``)."""
+    """For the crash tests: the database, its tables, ``rows`` of source, and at ``manifest`` the
+    TableRefresh for ``spec`` pointed at the engine at ``url``."""
     client.command(f"CREATE DATABASE {database}")
-    client.database = database
     create_tables(client, database)
     fill_source(client, database, rows=rows)
     body = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
-    body["clickhouse"]["url"] = f"chdb://{path}"
+    body["clickhouse"]["url"] = url
     document = {
         "apiVersion": "tablerefresh.dev/v1alpha1",
         "kind": "TableRefresh",

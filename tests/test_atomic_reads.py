@@ -1,4 +1,9 @@
-"""Readers during a run see the old slice or the new one, never a missing or doubled slice."""
+"""Readers during a run see the old slice or the new one, never a missing or doubled slice.
+
+On both engines: the reader is a client of its own, in a thread (on the embedded engine, which one
+process at a time may open, it cannot be another process; on the served one it is another HTTP
+connection, as another process's would be: ``tests/test_concurrent_processes.py`` reads from one).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from clickhouse_connect.driver.client import Client
 
 from tablerefresh.dataplane.runs import Outcome
 from tests import refresh_fixtures as fx
+
+pytestmark = pytest.mark.engines()
 
 ROWS = 400_000
 OPEN = "SELECT count(), sum(value) FROM positions WHERE resolved_at IS NULL"

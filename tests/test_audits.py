@@ -1,4 +1,4 @@
-"""The user's audits, kept evidence and the run history, on the real engine."""
+"""The user's audits, kept evidence and the run history, on the real engine: embedded and served."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ from tablerefresh.dataplane.errors import ExitCode
 from tablerefresh.dataplane.health import measure
 from tablerefresh.dataplane.runs import Outcome
 from tests import refresh_fixtures as fx
+from tests.engines import Engine
 
 Connect = Callable[[], Client]
+pytestmark = pytest.mark.engines()
 NO_BIG_VALUES = {"name": "no-big-values", "query": "SELECT countIf(value > 900) FROM {table:Identifier}"}
 NO_NEGATIVE_IDS = {"name": "no-negative-ids", "query": "SELECT count() FROM {table:Identifier} WHERE id < 0"}
 
@@ -116,7 +118,7 @@ def test_the_health_check_evaluates_the_audits_on_the_target(ch: Client, connect
 
 
 def test_history_lists_the_recorded_runs_newest_first(
-    ch: Client, connect: Connect, loaded: str, chdb_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ch: Client, connect: Connect, loaded: str, engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import json
 
@@ -125,7 +127,7 @@ def test_history_lists_the_recorded_runs_newest_first(
     ok = fx.run(connect, fx.spec(loaded))
     failed = fx.run(connect, fx.spec(loaded, audits=[NO_BIG_VALUES]))
     spec = fx.spec(loaded).model_dump(by_alias=True, exclude_none=True, mode="json")
-    spec["clickhouse"]["url"] = chdb_url
+    spec["clickhouse"]["url"] = engine.url
     manifest = tmp_path / "tr.yaml"
     manifest.write_text(
         yaml.safe_dump(

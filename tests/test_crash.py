@@ -1,13 +1,13 @@
 """A run killed at any step leaves the target as before or fully swapped, and the next run cleans up.
 
-Each run is a real process SIGKILLed at a named failpoint: no finally block, no lock release.
+Each run is a real ``tablerefresh refresh`` process SIGKILLed at a named failpoint: no finally
+block, no lock release. On both engines: embedded, where the engine dies with the run, and served
+over HTTP, where the server outlives its client and keeps whatever the run's statements did.
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,88 +18,95 @@ import pytest
 from tablerefresh.dataplane import names
 from tablerefresh.dataplane.lock import LOCK_PREFIX, TAKEOVER_PREFIX
 from tablerefresh.dataplane.runs import RUNS_TABLE
-from tests.conftest import repo_root, require
+from tests import crash_helper
+from tests.engines import EMBEDDED, SERVED, ProcessEngine, full_matrix
 
-DB = "crashdb"
-
-
-def helper(*args: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.crash_helper", *args], cwd=repo_root(), check=True, capture_output=True, text=True
-    )
-    return json.loads(out.stdout) if out.stdout.strip() else {}
+pytestmark = pytest.mark.engines()
 
 
-def refresh(manifest: Path, failpoint: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(manifest.parent)}
-    if failpoint:
-        env["TABLEREFRESH_FAILPOINT"] = failpoint
-    return subprocess.run(
-        [sys.executable, "-m", "tablerefresh", "refresh", "-f", str(manifest), "--lock-ttl", "2"],
-        cwd=repo_root(),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def refresh(engine: ProcessEngine, manifest: Path, failpoint: str | None = None) -> subprocess.CompletedProcess[str]:
+    return engine.tablerefresh("refresh", "-f", str(manifest), "--lock-ttl", "2", failpoint=failpoint)
 
 
+def set_up(engine: ProcessEngine, **kwargs: Any) -> Path:
+    manifest = engine.home / "manifest.yaml"
+    engine.call(crash_helper.setup, engine.url, engine.database, str(manifest), *kwargs.values())
+    return manifest
+
+
+def probe(engine: ProcessEngine) -> dict[str, Any]:
+    found: dict[str, Any] = engine.call(crash_helper.probe, engine.database)
+    return found
+
+
+def expected(engine: ProcessEngine, window_start: int) -> list[int]:
+    found: list[int] = engine.call(crash_helper.expected, engine.database, window_start)["checksum"]
+    return found
+
+
+# Every failpoint of a full run on the embedded engine. On the served one CI kills the run after the
+# verification (the last step before the swap: staging built, nothing swapped) and after the swap;
+# the full matrix kills it at every step.
 @pytest.mark.parametrize(
-    ("failpoint", "state"),
+    ("engine_for_processes", "failpoint", "state"),
     [
-        ("locked", "before"),
-        ("staging-created", "before"),
-        ("staged", "before"),
-        ("verified", "before"),
-        ("swapped", "after"),
+        (EMBEDDED, "locked", "before"),
+        (EMBEDDED, "staging-created", "before"),
+        (EMBEDDED, "staged", "before"),
+        (EMBEDDED, "verified", "before"),
+        (EMBEDDED, "swapped", "after"),
+        full_matrix(SERVED, "locked", "before"),
+        full_matrix(SERVED, "staging-created", "before"),
+        full_matrix(SERVED, "staged", "before"),
+        (SERVED, "verified", "before"),
+        (SERVED, "swapped", "after"),
     ],
+    indirect=["engine_for_processes"],
 )
-def test_a_run_killed_at_any_step_is_safe(tmp_path: Path, failpoint: str, state: str) -> None:
-    require("chdb", "the embedded ClickHouse engine")
-    path, manifest = str(tmp_path / "chdb"), tmp_path / "manifest.yaml"
-    helper("setup", path, DB, str(manifest))
-    first = refresh(manifest)
+def test_a_run_killed_at_any_step_is_safe(engine_for_processes: ProcessEngine, failpoint: str, state: str) -> None:
+    engine = engine_for_processes
+    manifest = set_up(engine)
+    first = refresh(engine, manifest)
     assert first.returncode == 0, first.stderr
-    helper("change", path, DB)
-    before = helper("probe", path, DB)["checksum"]
+    engine.call(crash_helper.change, engine.database)
+    before = probe(engine)["checksum"]
     window_start = int((datetime.now(UTC) - timedelta(hours=24)).timestamp())
-    after = helper("expected", path, DB, str(window_start))["checksum"]
+    after = expected(engine, window_start)
     assert before != after
 
-    killed = refresh(manifest, failpoint)
+    killed = refresh(engine, manifest, failpoint)
 
     assert killed.returncode == -9, killed.stderr
-    probe = helper("probe", path, DB)
-    assert probe["checksum"] == {"before": before, "after": after}[state]
-    assert any(t.startswith(LOCK_PREFIX) for t in probe["tables"])  # the dead run's lock is still there
+    found = probe(engine)
+    assert found["checksum"] == {"before": before, "after": after}[state]
+    assert any(t.startswith(LOCK_PREFIX) for t in found["tables"])  # the dead run's lock is still there
 
     time.sleep(2.2)  # the dead run's lock expires
-    rerun = refresh(manifest)
+    rerun = refresh(engine, manifest)
     assert rerun.returncode == 0, rerun.stderr
     assert "taking over the lock" in rerun.stderr
-    probe = helper("probe", path, DB)
-    assert probe["checksum"] == helper("expected", path, DB, str(window_start))["checksum"]
-    leftovers = [t for t in probe["tables"] if t.startswith((names.STAGING, LOCK_PREFIX))]
+    found = probe(engine)
+    assert found["checksum"] == expected(engine, window_start)
+    leftovers = [t for t in found["tables"] if t.startswith((names.STAGING, LOCK_PREFIX))]
     assert leftovers == []
-    assert RUNS_TABLE in probe["tables"]
+    assert RUNS_TABLE in found["tables"]
 
 
-def test_a_run_killed_in_the_middle_of_a_takeover_does_not_block_the_next(tmp_path: Path) -> None:
-    require("chdb", "the embedded ClickHouse engine")
-    path, manifest = str(tmp_path / "chdb"), tmp_path / "manifest.yaml"
-    helper("setup", path, DB, str(manifest))
-    assert refresh(manifest, "locked").returncode == -9  # leaves a lock that goes stale
+def test_a_run_killed_in_the_middle_of_a_takeover_does_not_block_the_next(
+    engine_for_processes: ProcessEngine,
+) -> None:
+    engine = engine_for_processes
+    manifest = set_up(engine)
+    assert refresh(engine, manifest, "locked").returncode == -9  # leaves a lock that goes stale
     time.sleep(2.2)
 
     # The next run finds it stale, creates its takeover marker, and dies right there.
-    killed = refresh(manifest, "takeover-marked")
+    killed = refresh(engine, manifest, "takeover-marked")
     assert killed.returncode == -9, killed.stderr
-    assert any(t.startswith(TAKEOVER_PREFIX) for t in helper("probe", path, DB)["tables"])
+    assert any(t.startswith(TAKEOVER_PREFIX) for t in probe(engine)["tables"])
 
     time.sleep(2.2)  # the marker is older than the TTL: its owner is taken for dead too
-    rerun = refresh(manifest)
+    rerun = refresh(engine, manifest)
     assert rerun.returncode == 0, rerun.stderr
-    leftovers = [
-        t for t in helper("probe", path, DB)["tables"] if t.startswith((names.STAGING, LOCK_PREFIX, TAKEOVER_PREFIX))
-    ]
+    leftovers = [t for t in probe(engine)["tables"] if t.startswith((names.STAGING, LOCK_PREFIX, TAKEOVER_PREFIX))]
     assert leftovers == []

@@ -1,6 +1,7 @@
 """Incremental runs give exactly a full rebuild's rows, on random histories of the reference workload.
 
-Each history (``tests/polymarket_history.py``) is refreshed twice over, on the real engine: the
+Each history (``tests/polymarket_history.py``) is refreshed twice over, on the real engine (embedded,
+and served over HTTP: CI runs the first ``SERVED_IN_CI`` histories there, the full matrix all): the
 reference table by the incremental manifest (its first run is full, every later one incremental),
 and a second table by the full manifest, with the same run times. After every run the two tables
 must hold the same rows, floats within the reference's tolerance, and the incremental table's slice
@@ -23,6 +24,7 @@ from tablerefresh.dataplane.runs import Outcome, RunRecord
 from tablerefresh.spec import TableRefreshSpec, parse_duration
 from tablerefresh.workloads import polymarket
 from tests import refresh_fixtures as fx
+from tests.engines import EMBEDDED, SERVED, full_matrix
 from tests.polymarket_history import History
 from tests.polymarket_reference import FILL_COLUMNS, FLOAT_COLUMNS, RESOLUTION_COLUMNS, ROW_COLUMNS, Row
 from tests.test_polymarket_refresh import expected_rows
@@ -32,6 +34,7 @@ FULL_TABLE = "full_rebuild"
 STEPS = 4
 # More with TABLEREFRESH_HISTORIES=N (each history takes a few seconds).
 HISTORIES = int(os.environ.get("TABLEREFRESH_HISTORIES", "20"))
+SERVED_IN_CI = 3
 
 
 def specs(database: str) -> tuple[TableRefreshSpec, TableRefreshSpec]:
@@ -80,7 +83,12 @@ def write(ch: Client, fills: list[Any], resolutions: list[Any]) -> None:
         ch.insert(polymarket.RESOLUTIONS_TABLE, rows, column_names=RESOLUTION_COLUMNS)
 
 
-@pytest.mark.parametrize("seed", range(HISTORIES))
+@pytest.mark.parametrize(
+    ("engine", "seed"),
+    [(EMBEDDED, seed) for seed in range(HISTORIES)]
+    + [(SERVED, seed) if seed < SERVED_IN_CI else full_matrix(SERVED, seed) for seed in range(HISTORIES)],
+    indirect=["engine"],
+)
 def test_incremental_runs_equal_full_rebuilds(ch: Client, connect: Connect, database: str, seed: int) -> None:
     polymarket.create_schema(ch, database)
     ch.command(f"CREATE TABLE {FULL_TABLE} AS {polymarket.TARGET_TABLE}")

@@ -1,10 +1,11 @@
 """Readers during an incremental run see the old rows or the new ones, as during a full run: the
-partitions it touches are swapped whole, the growing ones first."""
+partitions it touches are swapped whole, the growing ones first. On both engines."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from clickhouse_connect.driver.client import Client
 
 from tablerefresh.dataplane.incremental import INCREMENTAL
@@ -12,6 +13,7 @@ from tablerefresh.dataplane.runs import Outcome
 from tests import refresh_fixtures as fx
 from tests.test_atomic_reads import ROWS, Reader, reader_client, snapshot  # noqa: F401 (a fixture)
 
+pytestmark = pytest.mark.engines()
 SYNC = {"mutations_sync": 2}
 
 

@@ -1,5 +1,9 @@
 """The target's lock at its edges, on the real engine: contended takeovers, takeovers that die,
-databases without table UUIDs, heartbeats that fail, and locks that must never be stolen back."""
+databases without table UUIDs, heartbeats that fail, and locks that must never be stolen back.
+
+On both engines. On the served one, the contenders here are clients of one process; separate
+processes contend in ``tests/test_concurrent_processes.py`` (CI runs that, and the slowest two here
+only in the full matrix)."""
 
 from __future__ import annotations
 
@@ -16,12 +20,14 @@ from tablerefresh.dataplane.failpoints import ENV as FAILPOINT
 from tablerefresh.dataplane.lock import LOCK_PREFIX, TAKEOVER_PREFIX, TableLock
 from tablerefresh.dataplane.runs import Outcome
 from tests import refresh_fixtures as fx
+from tests.engines import EMBEDDED, SERVED, full_matrix
 
 Connect = Callable[[], Client]
 TTL = 2.0
 # Long enough that a winner whose heartbeat is starved on a loaded machine is not taken for dead
 # during the round (seen in CI with 1 s): that takeover would be a second, legitimate win.
 CONTENDED_TTL = 4.0
+pytestmark = pytest.mark.engines()
 
 
 def stale_lock(ch: Client, database: str, owner: str = "crashed-run@host:1", ttl: float = TTL) -> None:
@@ -52,6 +58,7 @@ def lock(
     return TableLock(connect, database, "positions", owner, ttl_seconds=ttl, heartbeat_seconds=ttl / 10, clock=clock)
 
 
+@pytest.mark.engines(EMBEDDED, full_matrix(SERVED))
 def test_contenders_for_a_stale_lock_one_wins_and_nothing_is_left(ch: Client, connect: Connect, database: str) -> None:
     def contend(owner: str, start: threading.Barrier, won: list[TableLock], refused: list[str]) -> None:
         contender = lock(connect, database, owner, ttl=CONTENDED_TTL)
@@ -80,6 +87,7 @@ def test_contenders_for_a_stale_lock_one_wins_and_nothing_is_left(ch: Client, co
         assert ours(ch, database) == []
 
 
+@pytest.mark.engines(EMBEDDED, full_matrix(SERVED))
 def test_takeover_works_without_table_uuids(ch: Client, connect: Connect) -> None:
     # An Ordinary database gives every table the zero UUID: a marker named after it would be
     # the same for every stale lock, and the first one left would block all later takeovers.

@@ -1,6 +1,7 @@
-"""Operations and recovery on the embedded engine: backups, restore, dedupe, mutations, plan.
+"""Operations and recovery on both engines: backups, restore, dedupe, mutations, plan.
 
-The commands run in-process through ``tablerefresh.cli.main``, against the session's chDB engine.
+The commands run in-process through ``tablerefresh.cli.main``, against the session's chDB engine or,
+over HTTP as ``alice``, the session's served engine (``tests/engines.py``).
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from tablerefresh.dataplane.errors import ExitCode
 from tablerefresh.dataplane.lock import LOCK_PREFIX
 from tablerefresh.dataplane.runs import Outcome
 from tests import refresh_fixtures as fx
+from tests.engines import Engine
 
 Connect = Callable[[], Client]
+pytestmark = pytest.mark.engines()
 
 
-def write_manifest(tmp_path: Path, chdb_url: str, database: str, **overrides: Any) -> Path:
+def write_manifest(tmp_path: Path, url: str, database: str, **overrides: Any) -> Path:
     spec = fx.spec(database, **overrides).model_dump(by_alias=True, exclude_none=True, mode="json")
-    spec["clickhouse"]["url"] = chdb_url
+    spec["clickhouse"]["url"] = url
     path = tmp_path / "tr.yaml"
     document = {
         "apiVersion": "tablerefresh.dev/v1alpha1",
@@ -82,9 +85,9 @@ def _partition(row: tuple[Any, ...]) -> str:
 
 
 def test_restore_returns_the_previous_rows_and_can_itself_be_undone(
-    ch: Client, connect: Connect, loaded: str, chdb_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ch: Client, connect: Connect, loaded: str, engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    manifest = write_manifest(tmp_path, chdb_url, loaded, backup={"keep": 3})
+    manifest = write_manifest(tmp_path, engine.url, loaded, backup={"keep": 3})
     the_spec = fx.spec(loaded, backup={"keep": 3})
     fx.run(connect, the_spec)
     state_a = fx.rows(ch, "positions")
@@ -106,10 +109,10 @@ def test_restore_returns_the_previous_rows_and_can_itself_be_undone(
 
 
 def test_restore_of_an_exchange_backup(
-    ch: Client, connect: Connect, loaded: str, chdb_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ch: Client, connect: Connect, loaded: str, engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     the_spec = fx.spec(loaded, strategy="Exchange", source={"query": fx.FULL_SOURCE})
-    manifest = write_manifest(tmp_path, chdb_url, loaded, strategy="Exchange", source={"query": fx.FULL_SOURCE})
+    manifest = write_manifest(tmp_path, engine.url, loaded, strategy="Exchange", source={"query": fx.FULL_SOURCE})
     fx.run(connect, the_spec)
     state_a = fx.rows(ch, "positions")
     ch.command("INSERT INTO src SELECT number + 10000000, NULL, 1, now() FROM numbers(7)")
@@ -171,7 +174,7 @@ def test_dedupe_leaves_no_duplicates_and_loses_no_key(
     ch: Client,
     connect: Connect,
     loaded: str,
-    chdb_url: str,
+    engine: Engine,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     slice_only: bool,
@@ -182,7 +185,7 @@ def test_dedupe_leaves_no_duplicates_and_loses_no_key(
     ch.command("INSERT INTO positions SELECT * FROM positions WHERE id % 3 = 0", settings={"insert_deduplicate": 0})
     dups = ch.query("SELECT count() - uniqExact(id) FROM positions").result_rows[0][0]
     assert dups > 0
-    manifest = write_manifest(tmp_path, chdb_url, loaded)
+    manifest = write_manifest(tmp_path, engine.url, loaded)
     table = "SELECT toString(uuid), engine_full FROM system.tables WHERE database = {db:String} AND name = 'positions'"
     before = ch.query(table, parameters={"db": loaded}).result_rows
 
@@ -202,13 +205,13 @@ def test_dedupe_leaves_no_duplicates_and_loses_no_key(
 
 
 def test_a_failing_mutation_is_reported_then_killed(
-    ch: Client, connect: Connect, loaded: str, chdb_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ch: Client, connect: Connect, loaded: str, engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fx.run(connect, fx.spec(loaded))
     ch.command(
         "ALTER TABLE positions UPDATE value = throwIf(1, 'bad mutation') WHERE 1", settings={"mutations_sync": 0}
     )
-    manifest = write_manifest(tmp_path, chdb_url, loaded)
+    manifest = write_manifest(tmp_path, engine.url, loaded)
     time.sleep(2.1)
 
     code, pending = cli(capsys, "mutations", "-f", str(manifest), "--json")
@@ -232,11 +235,11 @@ def test_the_refresh_can_kill_stuck_mutations_in_its_preflight(ch: Client, conne
 
 
 def test_plan_changes_nothing_and_predicts_the_run(
-    ch: Client, connect: Connect, loaded: str, chdb_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ch: Client, connect: Connect, loaded: str, engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fx.run(connect, fx.spec(loaded))
     change_source(ch, 1)
-    manifest = write_manifest(tmp_path, chdb_url, loaded)
+    manifest = write_manifest(tmp_path, engine.url, loaded)
     tables = set(ch.query(f"SELECT name FROM system.tables WHERE database = '{loaded}'").result_rows)
     before = fx.checksum(ch, "positions")
 
@@ -252,7 +255,7 @@ def test_plan_changes_nothing_and_predicts_the_run(
     assert planned["new_slice_rows"] == record.slice_rows_after
 
     code, text = cli(
-        capsys, "plan", "-f", str(write_manifest(tmp_path, chdb_url, loaded, thresholds={"minSliceRows": 10**9}))
+        capsys, "plan", "-f", str(write_manifest(tmp_path, engine.url, loaded, thresholds={"minSliceRows": 10**9}))
     )
     assert code == 0 and "under minSliceRows" in text
 
@@ -269,7 +272,7 @@ def test_plan_changes_nothing_and_predicts_the_run(
     ],
 )
 def test_each_command_refuses_while_a_refresh_holds_the_lock(
-    ch: Client, loaded: str, chdb_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+    ch: Client, loaded: str, engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
 ) -> None:
     lock = f"{LOCK_PREFIX}positions"
     ch.command(
@@ -277,7 +280,7 @@ def test_each_command_refuses_while_a_refresh_holds_the_lock(
         "COMMENT 'refresh-1@node:7'"
     )
     ch.command(f"INSERT INTO {lock} SELECT 'refresh-1@node:7', now64(3)")
-    manifest = write_manifest(tmp_path, chdb_url, loaded)
+    manifest = write_manifest(tmp_path, engine.url, loaded)
     before = fx.checksum(ch, "positions")
 
     code, text = cli(capsys, command[0], "-f", str(manifest), *command[1:])

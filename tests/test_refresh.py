@@ -1,4 +1,5 @@
-"""The refresh engine's guarantees, each on the real ClickHouse engine (chDB)."""
+"""The refresh engine's guarantees, each on the real ClickHouse engine (chDB), embedded and served
+over HTTP (``tests/engines.py``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tablerefresh.dataplane.runs import RUNS_TABLE, Outcome, RunRecord, recent_r
 from tests import refresh_fixtures as fx
 
 Connect = Callable[[], Client]
+pytestmark = pytest.mark.engines()
 
 
 def test_first_run_builds_the_slice_and_records_it(ch: Client, connect: Connect, loaded: str) -> None:
