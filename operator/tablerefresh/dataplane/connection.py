@@ -13,7 +13,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from tablerefresh.dataplane.embedded import open_embedded
+from tablerefresh.dataplane.embedded import PathInUse, open_embedded
 from tablerefresh.dataplane.errors import InvalidInput, Unreachable
 from tablerefresh.dataplane.failures import connect_failure
 
@@ -74,6 +74,8 @@ def connect(
             send_receive_timeout=send_receive_timeout,
             autogenerate_session_id=False,
         )
+    except PathInUse as exc:  # the message says it all: no "cannot reach", no engine text
+        raise Unreachable(str(exc)) from exc
     except ImportError as exc:
         raise Unreachable(
             f"{redact(url)}: the embedded engine needs chdb (pip install 'tablerefresh[embedded]')"
