@@ -1,0 +1,66 @@
+"""A reader of the target and the operator's health query, each in a process of its own, in a loop
+until a stop file appears; then one JSON line of what they saw.
+
+python -m tests.readers reader MANIFEST STOP_FILE   # the open slice (one partition) and the slice
+python -m tests.readers health MANIFEST STOP_FILE   # tablerefresh.dataplane.health.measure
+
+They connect as the refresh does, to the manifest's URL with ``CLICKHOUSE_USER`` and
+``CLICKHOUSE_PASSWORD``. An error is recorded, not raised: the loop goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tablerefresh.dataplane.connection import connect
+from tablerefresh.dataplane.failures import one_line
+from tablerefresh.dataplane.health import measure
+from tablerefresh.spec import load_manifest
+
+
+def main(argv: list[str]) -> None:
+    kind, manifest, stop = argv
+    spec = load_manifest(manifest).spec
+    client = connect(spec.clickhouse.url, database=spec.clickhouse.database)
+    target = f"{spec.clickhouse.database}.{spec.target.table}"
+    seen: dict[str, Any] = {"loops": 0, "errors": [], "openRows": [], "sliceRows": [], "openDuplicates": 0}
+    ready = Path(stop).with_suffix(f".{kind}.ready")
+    while not Path(stop).exists():
+        try:
+            if kind == "reader":
+                open_rows, open_keys = client.query(
+                    f"SELECT count(), uniqExact(id) FROM {target} WHERE resolved_at IS NULL"
+                ).result_rows[0]
+                slice_rows = client.query(
+                    f"SELECT count() FROM {target} WHERE {spec.slice.predicate}",
+                    parameters={"window_start": int(time.time()) - 24 * 3600},
+                ).result_rows[0][0]
+                seen["openRows"].append(int(open_rows))
+                seen["openDuplicates"] = max(seen["openDuplicates"], int(open_rows) - int(open_keys))
+            else:
+                slice_rows = measure(client, spec).slice_rows
+            seen["sliceRows"].append(int(slice_rows))
+        except Exception as exc:  # recorded for the test to see
+            seen["errors"].append(one_line(exc))
+        seen["loops"] += 1
+        ready.touch()
+    client.close()
+    summary = {
+        "loops": seen["loops"],
+        "errors": seen["errors"][:5],
+        "errorCount": len(seen["errors"]),
+        "minSliceRows": min(seen["sliceRows"], default=None),
+        "sliceRowsSeen": sorted(set(seen["sliceRows"])),
+        "minOpenRows": min(seen["openRows"], default=None),
+        "openRowsSeen": sorted(set(seen["openRows"])),
+        "openDuplicates": seen["openDuplicates"],
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
