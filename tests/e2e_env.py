@@ -1,9 +1,11 @@
-"""What the end-to-end tests share: the operator as its own process, the Job runner, a chDB path
-with a target and a source table, and a TableRefresh on it with credentials from a Secret.
+"""What the end-to-end tests share: the operator as its own process, the Job runner, a ClickHouse
+server with a target and a source table, and a TableRefresh on it with credentials from a Secret.
 
-Every process that opens the chDB path is a child: the operator (health checks), each refresh the
-runner starts from a Job's Pod, and ``tests.chdb_helper`` for the tests' own SQL. They take turns on
-the path (``tablerefresh.dataplane.embedded``); the test process never opens it.
+The server is the real engine served over ClickHouse's own HTTP interface (``tests/served_engine.py``),
+started for the module with one password user, the Secret's ``refresher``: the operator's health
+checks, each refresh the runner starts from a Job's Pod, and the test's own SQL all connect to it
+over ``clickhouse://127.0.0.1:PORT`` at once, with those credentials, as in a cluster. Each test
+works in the database ``e2e``, dropped after it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import pytest
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
+from tablerefresh.dataplane.connection import connect
+from tablerefresh.dataplane.server import User
+from tests.conftest import require
 from tests.controlplane.cluster import free_port
 from tests.jobrunner.cron import Clock
 from tests.jobrunner.runner import JobRunner
@@ -35,6 +40,7 @@ from tests.kube_support import (
     stop_group,
     wait_for,
 )
+from tests.served_engine import ServedClickHouse, served
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -45,27 +51,39 @@ SECRET = "ch-credentials"
 USER, PASSWORD = "refresher", "s3cret-from-the-secret"
 
 
-def sql(path: Path, *statements: str) -> list[list[Any]]:
-    """Run statements on the chDB path in a process of their own; the last one's rows."""
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.chdb_helper", str(path), *statements],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if out.returncode != 0:
-        raise AssertionError(f"chdb_helper failed: {out.stderr[-3000:]}")
-    rows: list[list[Any]] = json.loads(out.stdout)
-    return rows
+class Target:
+    """The ClickHouse server a test's TableRefresh points at: its URL, and SQL as the Secret's user."""
+
+    def __init__(self, server: ServedClickHouse) -> None:
+        self.server = server
+        self.url = server.url
+
+    def sql(self, *statements: str) -> list[list[Any]]:
+        """Run statements; the last one's rows."""
+        made = connect(self.url, username=USER, password=PASSWORD)
+        try:
+            rows: list[list[Any]] = []
+            for statement in statements:
+                rows = [list(r) for r in made.query(statement).result_rows]
+            return rows
+        finally:
+            close_connections = getattr(made, "close_connections", None)
+            if close_connections is not None:  # no idle keep-alive connection for the server's stop to wait for
+                close_connections()
+            made.close()
 
 
-def create_tables(path: Path, *, source_rows: int = 100, target_old_rows: int = 50) -> None:
+def sql(target: Target, *statements: str) -> list[list[Any]]:
+    """Run statements on the test's ClickHouse server; the last one's rows."""
+    return target.sql(*statements)
+
+
+def create_tables(target: Target, *, source_rows: int = 100, target_old_rows: int = 50) -> None:
     """``trades`` (the target): ``target_old_rows`` rows three days old, outside the 24h slice;
     ``trades_src``: ``source_rows`` rows of the last minutes, the slice a refresh brings in."""
     columns = "(id UInt64, entry_time DateTime('UTC'), v UInt64)"
     sql(
-        path,
+        target,
         f"CREATE DATABASE IF NOT EXISTS {DB}",
         f"CREATE TABLE {DB}.{TABLE} {columns} ENGINE = MergeTree PARTITION BY toYYYYMMDD(entry_time) ORDER BY id",
         f"CREATE TABLE {DB}.{SOURCE} {columns} ENGINE = MergeTree ORDER BY id",
@@ -75,10 +93,10 @@ def create_tables(path: Path, *, source_rows: int = 100, target_old_rows: int = 
     )
 
 
-def manifest(namespace: str, path: Path, name: str = NAME, **spec: Any) -> dict[str, Any]:
+def manifest(namespace: str, url: str, name: str = NAME, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "schedule": "* * * * *",
-        "clickhouse": {"url": f"chdb://{path}", "database": DB, "credentialsSecret": {"name": SECRET}},
+        "clickhouse": {"url": url, "database": DB, "credentialsSecret": {"name": SECRET}},
         "target": {"table": TABLE},
         "slice": {"predicate": "entry_time >= {window_start:DateTime}"},
         "source": {"query": f"SELECT id, entry_time, v FROM {DB}.{SOURCE}"},
@@ -221,9 +239,20 @@ def last_run(kube: Kube, job: str | None = None) -> dict[str, Any] | None:
 # Fixtures.
 
 
+@pytest.fixture(scope="module")
+def e2e_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedClickHouse]:
+    """The module's ClickHouse server, whose one password user is the Secret's."""
+    require("chdb", "the embedded ClickHouse engine, served (pip install 'tablerefresh[embedded]')")
+    with served(tmp_path_factory.mktemp("e2e-server") / "data", users=[User(USER, PASSWORD)]) as server:
+        yield server
+
+
 @pytest.fixture
-def chdb_path(tmp_path: Path) -> Path:
-    return tmp_path / "chdb"
+def target(e2e_server: ServedClickHouse) -> Iterator[Target]:
+    """The test's ClickHouse: the module's server, where the database ``e2e`` is the test's."""
+    made = Target(e2e_server)
+    yield made
+    made.sql(f"DROP DATABASE IF EXISTS {DB} SYNC")
 
 
 @pytest.fixture
@@ -241,7 +270,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def runner(kube_api: client.ApiClient, namespace: str, tmp_path: Path, clock: Clock) -> Iterator[JobRunner]:
+def runner(
+    kube_api: client.ApiClient, namespace: str, tmp_path: Path, clock: Clock, target: Target
+) -> Iterator[JobRunner]:
     running = JobRunner(
         kube_api, [namespace], tmp_path / "pods", commands={"tablerefresh": INSTALLED}, clock=clock
     ).start()
@@ -251,7 +282,10 @@ def runner(kube_api: client.ApiClient, namespace: str, tmp_path: Path, clock: Cl
 
 
 @pytest.fixture
-def operator_process(controlplane: Any, kube: Kube, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+def operator_process(
+    controlplane: Any, kube: Kube, namespace: str, tmp_path: Path, target: Target
+) -> Iterator[OperatorProcess]:
+    """The operator, stopped before the test's database is dropped (it depends on ``target``)."""
     directory = tmp_path / "operator"
     directory.mkdir()
     running = OperatorProcess(Path(controlplane.kubeconfig), namespace, directory).start()

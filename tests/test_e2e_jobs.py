@@ -1,6 +1,7 @@
 """End to end, as deployed (issue 13): TableRefresh -> CronJob -> Job -> Pod running the rendered
 command with the manifest and the Secret's credentials -> termination message -> status.lastRun ->
-/metrics, on the embedded engine.
+/metrics, against a ClickHouse server over ``clickhouse://`` (the engine served over HTTP, started
+for the module) as the Secret's password user.
 
 The Job runner (``tests/jobrunner``) stands in for the CronJob and Job controllers and the kubelet;
 the operator is the real ``tablerefresh operator`` process; every refresh is the real
@@ -8,8 +9,6 @@ the operator is the real ``tablerefresh operator`` process; every refresh is the
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -23,10 +22,11 @@ from tests.e2e_env import (  # noqa: F401  (fixtures)
     USER,
     Kube,
     OperatorProcess,
-    chdb_path,
+    Target,
     clock,
     condition,
     create_tables,
+    e2e_server,
     kube,
     last_run,
     manifest,
@@ -34,6 +34,7 @@ from tests.e2e_env import (  # noqa: F401  (fixtures)
     runner,
     settle,
     sql,
+    target,
     tick,
 )
 from tests.jobrunner.cron import Clock
@@ -44,11 +45,11 @@ pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
 
 def test_the_scheduled_job_runs_the_real_refresh_and_last_run_has_its_figures(
-    kube: Kube, chdb_path: Path, operator_process: OperatorProcess, runner: JobRunner, clock: Clock
+    kube: Kube, target: Target, operator_process: OperatorProcess, runner: JobRunner, clock: Clock
 ) -> None:
-    create_tables(chdb_path, source_rows=100, target_old_rows=50)
+    create_tables(target, source_rows=100, target_old_rows=50)
     kube.secret()
-    kube.apply(manifest(kube.ns, chdb_path))
+    kube.apply(manifest(kube.ns, target.url))
     wait_for("the CronJob", lambda: kube.batch.list_namespaced_cron_job(kube.ns).items, timeout=30)
 
     tick(runner, clock)
@@ -63,7 +64,7 @@ def test_the_scheduled_job_runs_the_real_refresh_and_last_run_has_its_figures(
     assert (run["sliceRowsBefore"], run["sliceRowsAfter"]) == (0, 100), run
     assert run["duplicates"] == 0 and run["durationSeconds"] > 0
     assert run["runId"] == name  # TABLEREFRESH_RUN_ID from the Pod's job-name label (a fieldRef)
-    assert sql(chdb_path, f"SELECT count() FROM {DB}.{TABLE}") == [[150]]
+    assert sql(target, f"SELECT count() FROM {DB}.{TABLE}") == [[150]]
 
     # The Pod ran the rendered command, with the manifest and the Secret's credentials in its env.
     (pod_run,) = runner.runs_of(kube.ns, name)
@@ -96,12 +97,12 @@ def test_the_scheduled_job_runs_the_real_refresh_and_last_run_has_its_figures(
 
 
 def test_a_broken_source_query_fails_with_its_error_an_event_and_ready_false(
-    kube: Kube, chdb_path: Path, operator_process: OperatorProcess, runner: JobRunner, clock: Clock
+    kube: Kube, target: Target, operator_process: OperatorProcess, runner: JobRunner, clock: Clock
 ) -> None:
-    create_tables(chdb_path)
+    create_tables(target)
     kube.secret()
     broken = f"SELECT id, entry_time, v FROM {DB}.no_such_table"
-    kube.apply(manifest(kube.ns, chdb_path, source={"query": broken}))
+    kube.apply(manifest(kube.ns, target.url, source={"query": broken}))
     wait_for("the CronJob", lambda: kube.batch.list_namespaced_cron_job(kube.ns).items, timeout=30)
 
     tick(runner, clock)
@@ -127,18 +128,18 @@ def test_a_broken_source_query_fails_with_its_error_an_event_and_ready_false(
     wait_for("the failure counted", lambda: operator_process.sample("tablerefresh_runs_total", result="failed") == 1)
     assert operator_process.sample("tablerefresh_runs_total", result="succeeded") == 0
     # The target is as it was.
-    assert sql(chdb_path, f"SELECT count() FROM {DB}.{TABLE}") == [[50]]
+    assert sql(target, f"SELECT count() FROM {DB}.{TABLE}") == [[50]]
 
 
 def test_run_now_and_the_annotation_each_run_exactly_one_job(
-    kube: Kube, chdb_path: Path, operator_process: OperatorProcess, runner: JobRunner, controlplane: object
+    kube: Kube, target: Target, operator_process: OperatorProcess, runner: JobRunner, controlplane: object
 ) -> None:
     import subprocess
 
-    create_tables(chdb_path)
+    create_tables(target)
     kube.secret()
     # A schedule that is never due here: only run-now starts Jobs.
-    kube.apply(manifest(kube.ns, chdb_path, schedule="0 0 1 1 *"))
+    kube.apply(manifest(kube.ns, target.url, schedule="0 0 1 1 *"))
     wait_for("the CronJob", lambda: kube.batch.list_namespaced_cron_job(kube.ns).items, timeout=30)
 
     env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(controlplane.kubeconfig)}  # type: ignore[attr-defined]
@@ -171,11 +172,11 @@ def test_run_now_and_the_annotation_each_run_exactly_one_job(
 
 
 def test_a_suspended_tablerefresh_runs_no_job(
-    kube: Kube, chdb_path: Path, operator_process: OperatorProcess, runner: JobRunner, clock: Clock
+    kube: Kube, target: Target, operator_process: OperatorProcess, runner: JobRunner, clock: Clock
 ) -> None:
-    create_tables(chdb_path)
+    create_tables(target)
     kube.secret()
-    kube.apply(manifest(kube.ns, chdb_path, suspend=True))
+    kube.apply(manifest(kube.ns, target.url, suspend=True))
     cronjob = wait_for("the CronJob", lambda: kube.batch.list_namespaced_cron_job(kube.ns).items, timeout=30)[0]
     assert cronjob.spec.suspend is True
     for _ in range(3):  # three minutes of `* * * * *`
@@ -186,13 +187,13 @@ def test_a_suspended_tablerefresh_runs_no_job(
 
 
 def test_a_secret_without_the_password_key_never_starts_the_refresh(
-    kube: Kube, chdb_path: Path, operator_process: OperatorProcess, runner: JobRunner, clock: Clock
+    kube: Kube, target: Target, operator_process: OperatorProcess, runner: JobRunner, clock: Clock
 ) -> None:
     """The kubelet cannot build the container's env: the Pod waits (CreateContainerConfigError) until the
     Job's deadline, and status.lastRun says why, with the Kubernetes reason."""
-    create_tables(chdb_path)
+    create_tables(target)
     kube.secret(username=USER)  # no password key
-    kube.apply(manifest(kube.ns, chdb_path, activeDeadlineSeconds=3))
+    kube.apply(manifest(kube.ns, target.url, activeDeadlineSeconds=3))
     wait_for("the CronJob", lambda: kube.batch.list_namespaced_cron_job(kube.ns).items, timeout=30)
 
     tick(runner, clock)
@@ -204,4 +205,4 @@ def test_a_secret_without_the_password_key_never_starts_the_refresh(
     (pod,) = kube.pods()
     assert pod["status"]["phase"] == "Pending"
     assert runner.runs_of(kube.ns, job["metadata"]["name"])[0].argv is None  # no process was started
-    assert sql(chdb_path, f"SELECT count() FROM {DB}.{TABLE}") == [[50]]
+    assert sql(target, f"SELECT count() FROM {DB}.{TABLE}") == [[50]]

@@ -27,14 +27,16 @@ from tests.e2e_env import (  # noqa: F401  (fixtures)
     TABLE,
     Kube,
     OperatorProcess,
-    chdb_path,
+    Target,
     clock,
+    e2e_server,
     kube,
     last_run,
     manifest,
     operator_process,
     runner,
     sql,
+    target,
 )
 from tests.jobrunner.runner import JobRunner
 from tests.ksm_standin import KubeStateMetrics
@@ -74,11 +76,11 @@ def prometheus(
     running.stop()
 
 
-def stale_with_duplicates(path: Path) -> None:
+def stale_with_duplicates(target: Target) -> None:
     """The target: ids 0..99 two days old, and 0..4 a second time. The source: the same ids, fresh."""
     columns = "(id UInt64, entry_time DateTime('UTC'), v UInt64)"
     sql(
-        path,
+        target,
         f"CREATE DATABASE IF NOT EXISTS {DB}",
         f"CREATE TABLE {DB}.{TABLE} {columns} ENGINE = MergeTree PARTITION BY toYYYYMMDD(entry_time) ORDER BY id",
         f"CREATE TABLE {DB}.{SOURCE} {columns} ENGINE = MergeTree ORDER BY id",
@@ -94,13 +96,13 @@ def firing(prometheus: prometheus_server.Prometheus, namespace: str) -> set[str]
 
 def test_the_shipped_alerts_fire_on_the_operators_metrics_and_resolve_after_the_fix(
     kube: Kube,
-    chdb_path: Path,
+    target: Target,
     operator_process: OperatorProcess,
     runner: JobRunner,
     prometheus: prometheus_server.Prometheus,
     controlplane: Any,
 ) -> None:
-    stale_with_duplicates(chdb_path)
+    stale_with_duplicates(target)
     kube.secret()
     # Exchange: the run rebuilds the whole table from the source; the schedule is never due here.
     # An audit that passes: its series feeds the dashboard's audit panel.
@@ -108,7 +110,7 @@ def test_the_shipped_alerts_fire_on_the_operators_metrics_and_resolve_after_the_
     kube.apply(
         manifest(
             kube.ns,
-            chdb_path,
+            target.url,
             schedule="0 0 1 1 *",
             strategy="Exchange",
             healthCheck={"interval": "1s"},
@@ -142,7 +144,7 @@ def test_the_shipped_alerts_fire_on_the_operators_metrics_and_resolve_after_the_
     wait_for(
         "the data alerts resolved", lambda: not (DATA_ALERTS & firing(prometheus, kube.ns)), timeout=120, interval=0.5
     )
-    assert sql(chdb_path, f"SELECT count(), uniqExact(id) FROM {DB}.{TABLE}") == [[100, 100]]
+    assert sql(target, f"SELECT count(), uniqExact(id) FROM {DB}.{TABLE}") == [[100, 100]]
 
     # The dashboard: every panel's every query returns series for this TableRefresh.
     for title, expr in queries(dashboard()):

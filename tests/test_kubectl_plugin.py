@@ -21,16 +21,18 @@ from tests.e2e_env import (  # noqa: F401  (fixtures)
     TABLE,
     Kube,
     OperatorProcess,
-    chdb_path,
+    Target,
     clock,
     condition,
     create_tables,
+    e2e_server,
     kube,
     last_run,
     manifest,
     operator_process,
     runner,
     sql,
+    target,
 )
 from tests.jobrunner.runner import JobRunner
 from tests.kube_support import wait_for
@@ -70,7 +72,7 @@ def plugin(controlplane: Any, *args: str, check: bool = True) -> subprocess.Comp
 def tablerefresh(**status: Any) -> dict[str, Any]:
     return {
         "metadata": {"namespace": "shop", "name": "orders"},
-        "spec": manifest("shop", Path("/data"), "orders", schedule="0 */6 * * *")["spec"],
+        "spec": manifest("shop", "clickhouse://clickhouse.shop:8123", "orders", schedule="0 */6 * * *")["spec"],
         "status": status,
     }
 
@@ -210,11 +212,11 @@ def test_history_reads_jobs_as_the_operator_does_and_prefers_recent_runs() -> No
 @pytest.mark.kube
 @pytest.mark.slow
 def test_the_plugin_on_a_live_tablerefresh(
-    kube: Kube, chdb_path: Path, operator_process: OperatorProcess, runner: JobRunner, controlplane: Any
+    kube: Kube, target: Target, operator_process: OperatorProcess, runner: JobRunner, controlplane: Any
 ) -> None:
-    create_tables(chdb_path)
+    create_tables(target)
     kube.secret()
-    kube.apply(manifest(kube.ns, chdb_path, schedule="0 */6 * * *"))
+    kube.apply(manifest(kube.ns, target.url, schedule="0 */6 * * *"))
     wait_for("the CronJob", lambda: kube.batch.list_namespaced_cron_job(kube.ns).items, timeout=30)
 
     created = plugin(controlplane, "run-now", NAME, "-n", kube.ns, "-o", "json")
@@ -238,7 +240,7 @@ def test_the_plugin_on_a_live_tablerefresh(
 
     # Stale: only the rows three days old are left.
     sql(
-        chdb_path,
+        target,
         f"ALTER TABLE {DB}.{TABLE} DELETE WHERE entry_time > now() - INTERVAL 1 DAY SETTINGS mutations_sync = 1",
     )
     wait_for("Fresh=False", lambda: condition(kube.tr(), "Fresh").get("status") == "False", timeout=60)
