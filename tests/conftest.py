@@ -79,12 +79,15 @@ def _argnames(marker: pytest.Mark) -> list[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The served engine's full matrix is skipped unless asked for: CI runs the representative subset."""
-    if os.environ.get(FULL_MATRIX_ENV) == "1":
-        return
+    """A test's served-engine variant is marked ``served``; the served engine's full matrix is
+    skipped unless asked for: CI runs the representative subset."""
+    full = os.environ.get(FULL_MATRIX_ENV) == "1"
     skip = pytest.mark.skip(reason=f"the full engine matrix: set {FULL_MATRIX_ENV}=1 to run it")
     for item in items:
-        if item.get_closest_marker("full_matrix") is not None:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if SERVED in (params.get("engine"), params.get("engine_for_processes")):
+            item.add_marker(pytest.mark.served)
+        if not full and item.get_closest_marker("full_matrix") is not None:
             item.add_marker(skip)
 
 

@@ -125,14 +125,14 @@ def test_restore_of_an_exchange_backup(
 
 
 def test_restore_of_a_delete_insert_backup_takes_the_predicate_from_the_manifest(
-    ch: Client, connect: Connect, loaded: str, chdb_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ch: Client, connect: Connect, loaded: str, engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A rows backup's COMMENT records the predicate it was taken with, and whoever may ALTER the backup
     table may rewrite it (issue 24, finding 9): restore runs the manifest's, and refuses a backup
     whose record differs."""
     overrides: dict[str, Any] = {"strategy": "DeleteInsert", "backup": {"keep": 3}}
     the_spec = fx.spec(loaded, **overrides)
-    manifest = write_manifest(tmp_path, chdb_url, loaded, **overrides)
+    manifest = write_manifest(tmp_path, engine.url, loaded, **overrides)
     # Rows outside the slice (resolved a month ago), which no run of this manifest deletes.
     ch.command("INSERT INTO positions SELECT number + 50000000, now() - INTERVAL 30 DAY, 1, now() FROM numbers(10)")
     fx.run(connect, the_spec)
