@@ -14,7 +14,7 @@ process of its own, the refresh its client, with a password user), as a deployed
 
 A test opts into both with ``@pytest.mark.engines`` (module-wide with ``pytestmark``), ids
 ``embedded`` and ``served``; without it, it runs on the embedded engine as before. Variants beyond
-the representative subset that CI runs are marked ``full_matrix``: skipped unless
+the representative subset that CI runs are marked ``full_matrix``: deselected unless
 ``TABLEREFRESH_FULL_MATRIX=1`` (see ``conftest.pytest_collection_modifyitems``).
 """
 
