@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tablerefresh.controller.kube import KubeError
 from tablerefresh.controller.policy.admission import CREDENTIALS_LABEL
+from tablerefresh.dataplane.runs import RunRecord
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 UID = "0f0e0d0c-0000-4000-8000-000000000001"
@@ -116,3 +117,51 @@ class FakeKube:
 
     def delete_job(self, namespace: str, name: str) -> None:
         self.jobs.pop((namespace, name), None)
+
+
+def cond(type_: str, status: str, message: str = "m") -> dict[str, str]:
+    return {"type": type_, "status": status, "reason": "R", "message": message}
+
+
+CRONJOB_UID = "cj-uid"
+
+
+def job(name: str, *, end: str | None = None, at: datetime = T0, reason: str = "", message: str = "") -> dict[str, Any]:
+    status: dict[str, Any] = {"startTime": stamp(at - timedelta(seconds=60))}
+    if end == "Complete":
+        status |= {"completionTime": stamp(at), "conditions": [{"type": "Complete", "status": "True"}]}
+    elif end == "Failed":
+        failed = {"type": "Failed", "status": "True", "lastTransitionTime": stamp(at), "reason": reason}
+        status["conditions"] = [{"type": "FailureTarget", "status": "True"}, failed | {"message": message}]
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"uid-{name}",
+            "labels": {"app.kubernetes.io/managed-by": "tablerefresh", "tablerefresh.dev/name": "trades"},
+            "ownerReferences": [{"kind": "CronJob", "name": "trades", "uid": CRONJOB_UID, "controller": True}],
+        },
+        "spec": {"template": {"spec": {"containers": [{"env": ["the whole manifest"]}]}}},
+        "status": status,
+    }
+
+
+def pod(container: dict[str, Any], created: str = "2026-01-01T11:59:00Z") -> dict[str, Any]:
+    return {
+        "metadata": {"creationTimestamp": created},
+        "status": {"containerStatuses": [{"name": "refresh", **container}]},
+    }
+
+
+def terminated(exit_code: int, reason: str, message: str = "") -> dict[str, Any]:
+    return {"state": {"terminated": {"exitCode": exit_code, "reason": reason, "message": message}}}
+
+
+def summary_line(**fields: Any) -> str:
+    return RunRecord(
+        run_id="trades-1", target="db.trades", strategy="ReplacePartitions", started_at=T0, **fields
+    ).summary_line()
+
+
+def stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

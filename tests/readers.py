@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
+from clickhouse_connect.driver.client import Client
 
 from tablerefresh.dataplane.connection import connect
 from tablerefresh.dataplane.failures import one_line
@@ -64,3 +69,49 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+ROWS = 400_000
+
+
+class Reader:
+    """Polls the target from its own client, as a dashboard would, until stopped."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.open: list[tuple[int, float]] = []
+        self.totals: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            count, total = self.client.query(OPEN).result_rows[0]
+            self.open.append((int(count), round(float(total or 0), 2)))
+            self.totals.append(int(self.client.query(TOTAL).result_rows[0][0]))
+
+    def __enter__(self) -> Reader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def snapshot(client: Client) -> tuple[tuple[int, float], int]:
+    count, total = client.query(OPEN).result_rows[0]
+    return (int(count), round(float(total or 0), 2)), int(client.query(TOTAL).result_rows[0][0])
+
+
+@pytest.fixture
+def reader_client(connect: Callable[[], Client], database: str) -> Client:
+    client = connect()
+    client.database = database
+    return client
+
+
+OPEN = "SELECT count(), sum(value) FROM positions WHERE resolved_at IS NULL"
+
+
+TOTAL = "SELECT count() FROM positions"

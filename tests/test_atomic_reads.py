@@ -7,7 +7,6 @@ connection, as another process's would be: ``tests/test_concurrent_processes.py`
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 import pytest
@@ -15,49 +14,16 @@ from clickhouse_connect.driver.client import Client
 
 from tablerefresh.dataplane.runs import Outcome
 from tests import refresh_fixtures as fx
+from tests.readers import ROWS, Reader, snapshot
 
 pytestmark = pytest.mark.engines()
 
-ROWS = 400_000
-OPEN = "SELECT count(), sum(value) FROM positions WHERE resolved_at IS NULL"
-TOTAL = "SELECT count() FROM positions"
 
 
-class Reader:
-    """Polls the target from its own client, as a dashboard would, until stopped."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.open: list[tuple[int, float]] = []
-        self.totals: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            count, total = self.client.query(OPEN).result_rows[0]
-            self.open.append((int(count), round(float(total or 0), 2)))
-            self.totals.append(int(self.client.query(TOTAL).result_rows[0][0]))
-
-    def __enter__(self) -> Reader:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
-def snapshot(client: Client) -> tuple[tuple[int, float], int]:
-    count, total = client.query(OPEN).result_rows[0]
-    return (int(count), round(float(total or 0), 2)), int(client.query(TOTAL).result_rows[0][0])
 
 
-@pytest.fixture
-def reader_client(connect: Callable[[], Client], database: str) -> Client:
-    client = connect()
-    client.database = database
-    return client
 
 
 def test_replace_partitions_is_atomic_for_readers(

@@ -3,38 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from tests.conftest import repo_root
-
-
-def refresh(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tablerefresh", "refresh", *args],
-        cwd=repo_root(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PATH": "/usr/bin:/bin", **(env or {})},
-    )
-
-
-def manifest(tmp_path: Path, **spec_changes: Any) -> Path:
-    document = yaml.safe_load((repo_root() / "examples/polymarket/tablerefresh.yaml").read_text())
-    document["spec"].update(spec_changes)
-    path = tmp_path / "tr.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return path
-
-
-def summary(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+from tests.commands import manifest, refresh, summary
 
 
 def test_an_invalid_identifier_is_refused_naming_the_field(tmp_path: Path) -> None:

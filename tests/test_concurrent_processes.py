@@ -23,8 +23,8 @@ import pytest
 from tablerefresh.dataplane.lock import LOCK_PREFIX
 from tests import crash_helper
 from tests import refresh_fixtures as fx
+from tests.crash_helper import expected, probe, set_up
 from tests.engines import EMBEDDED, ROOT, SERVED, ProcessEngine, write_manifest
-from tests.test_crash import expected, probe, set_up
 
 RUNS = 5
 # The source sleeps 4 s over the 50k source rows (at most 3 s a block, blocks of up to 32k rows):

@@ -19,8 +19,7 @@ from tablerefresh.controller.runtime.wiring import (
     operator_settings,
     resolve_scope,
 )
-from tests.controller_fakes import UID, FakeKube, tr_body
-from tests.test_jobs import CRONJOB_UID, job
+from tests.controller_fakes import CRONJOB_UID, UID, FakeKube, job, tr_body
 
 # Records.
 

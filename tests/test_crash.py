@@ -11,7 +11,6 @@ import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,6 +18,7 @@ from tablerefresh.dataplane import names
 from tablerefresh.dataplane.lock import LOCK_PREFIX, TAKEOVER_PREFIX
 from tablerefresh.dataplane.runs import RUNS_TABLE
 from tests import crash_helper
+from tests.crash_helper import expected, probe, set_up
 from tests.engines import EMBEDDED, SERVED, ProcessEngine, full_matrix
 
 pytestmark = pytest.mark.engines()
@@ -28,20 +28,10 @@ def refresh(engine: ProcessEngine, manifest: Path, failpoint: str | None = None)
     return engine.tablerefresh("refresh", "-f", str(manifest), "--lock-ttl", "2", failpoint=failpoint)
 
 
-def set_up(engine: ProcessEngine, **kwargs: Any) -> Path:
-    manifest = engine.home / "manifest.yaml"
-    engine.call(crash_helper.setup, engine.url, engine.database, str(manifest), *kwargs.values())
-    return manifest
 
 
-def probe(engine: ProcessEngine) -> dict[str, Any]:
-    found: dict[str, Any] = engine.call(crash_helper.probe, engine.database)
-    return found
 
 
-def expected(engine: ProcessEngine, window_start: int) -> list[int]:
-    found: list[int] = engine.call(crash_helper.expected, engine.database, window_start)["checksum"]
-    return found
 
 
 # Every failpoint of a full run on the embedded engine. On the served one CI kills the run after the

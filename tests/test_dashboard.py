@@ -1,6 +1,6 @@
 """The Grafana dashboard: manifests/monitoring/dashboard.json is its one source; the ConfigMap beside it
 (labelled for Grafana's dashboard sidecar) carries the same JSON and is regenerated with
-    .venv/bin/python tests/test_dashboard.py
+    .venv/bin/python -m tests.test_dashboard
 Every panel's queries are evaluated by a real Prometheus in tests/test_e2e_prometheus.py.
 """
 
@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
-from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-MONITORING = ROOT / "manifests" / "monitoring"
-DASHBOARD = MONITORING / "dashboard.json"
+from tests.dashboard_queries import DASHBOARD, MONITORING, ROOT, dashboard, queries
+
 CONFIGMAP = MONITORING / "grafana-dashboard.yaml"
 SIDECAR_LABEL = "grafana_dashboard"  # the label kube-prometheus-stack's Grafana sidecar looks for
 HEADER = """\
-# GENERATED from dashboard.json by `.venv/bin/python tests/test_dashboard.py`: edit dashboard.json, not
+# GENERATED from dashboard.json by `.venv/bin/python -m tests.test_dashboard`: edit dashboard.json, not
 # this file (tests/test_dashboard.py fails when the two differ). Grafana's dashboard sidecar loads every
 # ConfigMap labelled grafana_dashboard: "1" in the namespaces it watches (kube-prometheus-stack: its own,
 # or all with sidecar.dashboards.searchNamespace: ALL).
@@ -36,26 +33,12 @@ SHOWN = {
     "tablerefresh_health_check_errors_total": "Health-check errors",
     "tablerefresh_audit_failing_rows": "Audit failing rows",
 }
-# Grafana's own variables, as the tests substitute them.
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "1h", "$__interval": "15s"}
 
 
-def dashboard() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text())
-    return loaded
 
 
-def queries(board: dict[str, Any]) -> list[tuple[str, str]]:
-    """(panel title, PromQL) of every query of every panel."""
-    return [(p["title"], t["expr"]) for p in board["panels"] for t in p.get("targets") or []]
 
 
-def expand(expr: str, namespace: str, name: str) -> str:
-    """A panel's query as Grafana sends it with one namespace and one TableRefresh selected."""
-    for variable, value in GRAFANA_VARIABLES.items():
-        expr = expr.replace(variable, value)
-    # Kubernetes names need no regex escaping: letters, digits, '-' and '.' (a '.' matching itself too).
-    return expr.replace("$namespace", namespace).replace("$name", name)
 
 
 def render_configmap() -> str:
@@ -86,7 +69,7 @@ def render_configmap() -> str:
 
 
 def test_the_configmap_carries_the_dashboard_and_the_sidecar_label() -> None:
-    assert CONFIGMAP.read_text() == render_configmap(), "regenerate: .venv/bin/python tests/test_dashboard.py"
+    assert CONFIGMAP.read_text() == render_configmap(), "regenerate: .venv/bin/python -m tests.test_dashboard"
     configmap = yaml.safe_load(CONFIGMAP.read_text())
     assert configmap["metadata"]["labels"][SIDECAR_LABEL] == "1"
     assert json.loads(configmap["data"]["tablerefresh.json"]) == dashboard()

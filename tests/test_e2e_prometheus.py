@@ -19,6 +19,7 @@ from kubernetes import client
 
 from tests import prometheus_server
 from tests.controlplane.pytest_plugin import missing
+from tests.dashboard_queries import dashboard, expand, queries
 from tests.e2e_env import (  # noqa: F401  (fixtures)
     DB,
     INSTALLED,
@@ -41,7 +42,6 @@ from tests.e2e_env import (  # noqa: F401  (fixtures)
 from tests.jobrunner.runner import JobRunner
 from tests.ksm_standin import KubeStateMetrics
 from tests.kube_support import wait_for
-from tests.test_dashboard import dashboard, expand, queries
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 

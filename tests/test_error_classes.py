@@ -16,7 +16,7 @@ from clickhouse_connect.driver.client import Client
 from tablerefresh.dataplane.connection import connect as real_connect
 from tablerefresh.dataplane.errors import ExitCode, TimedOut
 from tests import refresh_fixtures as fx
-from tests.test_cli_refresh import manifest, refresh, summary
+from tests.commands import manifest, refresh, summary
 
 
 def test_an_unknown_database_is_not_called_unreachable(tmp_path: Path) -> None:

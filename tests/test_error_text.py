@@ -15,7 +15,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from tablerefresh.cli import main
-from tests.test_operations import write_manifest
+from tests.commands import write_manifest
 
 USER = "zz_tenant_token_0123456789"
 PASSWORD = "pw_hunter2_abcdef"

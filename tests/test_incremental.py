@@ -24,7 +24,7 @@ from tablerefresh.dataplane.scope import Scope
 from tablerefresh.dataplane.spot_check import verify_sample
 from tablerefresh.spec import TableRefreshSpec
 from tests import refresh_fixtures as fx
-from tests.test_operations import cli, write_manifest
+from tests.commands import cli, write_manifest
 
 Connect = Callable[[], Client]
 FULL_TABLE = "positions_full"

@@ -21,8 +21,8 @@ from tablerefresh.dataplane import names
 from tablerefresh.dataplane.incremental import INCREMENTAL
 from tablerefresh.dataplane.lock import LOCK_PREFIX
 from tests import crash_helper
+from tests.crash_helper import expected, probe, set_up
 from tests.engines import EMBEDDED, SERVED, ProcessEngine, full_matrix
-from tests.test_crash import expected, probe, set_up
 
 # Long enough that a heartbeat (every TTL/12, at least 1s) never comes late on a loaded machine.
 LOCK_TTL = 6.0

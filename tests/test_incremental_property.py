@@ -25,9 +25,9 @@ from tablerefresh.spec import TableRefreshSpec, parse_duration
 from tablerefresh.workloads import polymarket
 from tests import refresh_fixtures as fx
 from tests.engines import EMBEDDED, SERVED, full_matrix
+from tests.polymarket_expected import expected_rows
 from tests.polymarket_history import History
 from tests.polymarket_reference import FILL_COLUMNS, FLOAT_COLUMNS, RESOLUTION_COLUMNS, ROW_COLUMNS, Row
-from tests.test_polymarket_refresh import expected_rows
 
 Connect = Callable[[], Client]
 FULL_TABLE = "full_rebuild"

@@ -11,7 +11,7 @@ from clickhouse_connect.driver.client import Client
 from tablerefresh.dataplane.incremental import INCREMENTAL
 from tablerefresh.dataplane.runs import Outcome
 from tests import refresh_fixtures as fx
-from tests.test_atomic_reads import ROWS, Reader, reader_client, snapshot  # noqa: F401 (a fixture)
+from tests.readers import ROWS, Reader, reader_client, snapshot  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.engines()
 SYNC = {"mutations_sync": 2}

@@ -3,7 +3,7 @@ Job that ended and its Pods -> status.lastRun."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -23,55 +23,23 @@ from tablerefresh.controller.policy.jobs import (
     runs_update,
     summary_of,
 )
-from tablerefresh.dataplane.runs import Outcome, RunRecord
+from tablerefresh.dataplane.runs import Outcome
 from tablerefresh.spec import load_manifest
-from tests.controller_fakes import T0
+from tests.controller_fakes import T0, job, pod, stamp, summary_line, terminated
 from tests.kube_support import ROOT
 
 EXAMPLE = ROOT / "examples" / "polymarket" / "tablerefresh.yaml"
 
-CRONJOB_UID = "cj-uid"
 
 
-def stamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def job(name: str, *, end: str | None = None, at: datetime = T0, reason: str = "", message: str = "") -> dict[str, Any]:
-    status: dict[str, Any] = {"startTime": stamp(at - timedelta(seconds=60))}
-    if end == "Complete":
-        status |= {"completionTime": stamp(at), "conditions": [{"type": "Complete", "status": "True"}]}
-    elif end == "Failed":
-        failed = {"type": "Failed", "status": "True", "lastTransitionTime": stamp(at), "reason": reason}
-        status["conditions"] = [{"type": "FailureTarget", "status": "True"}, failed | {"message": message}]
-    return {
-        "metadata": {
-            "name": name,
-            "namespace": "ns",
-            "uid": f"uid-{name}",
-            "labels": {"app.kubernetes.io/managed-by": "tablerefresh", "tablerefresh.dev/name": "trades"},
-            "ownerReferences": [{"kind": "CronJob", "name": "trades", "uid": CRONJOB_UID, "controller": True}],
-        },
-        "spec": {"template": {"spec": {"containers": [{"env": ["the whole manifest"]}]}}},
-        "status": status,
-    }
 
 
-def pod(container: dict[str, Any], created: str = "2026-01-01T11:59:00Z") -> dict[str, Any]:
-    return {
-        "metadata": {"creationTimestamp": created},
-        "status": {"containerStatuses": [{"name": "refresh", **container}]},
-    }
 
 
-def terminated(exit_code: int, reason: str, message: str = "") -> dict[str, Any]:
-    return {"state": {"terminated": {"exitCode": exit_code, "reason": reason, "message": message}}}
 
 
-def summary_line(**fields: Any) -> str:
-    return RunRecord(
-        run_id="trades-1", target="db.trades", strategy="ReplacePartitions", started_at=T0, **fields
-    ).summary_line()
 
 
 # The Job.

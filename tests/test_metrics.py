@@ -8,8 +8,7 @@ from prometheus_client import REGISTRY
 
 from tablerefresh.controller.runtime.metrics import ObjectSeries, Samples, samples
 from tablerefresh.spec import TableRefreshSpec
-from tests.controller_fakes import tr_body
-from tests.test_status import cond
+from tests.controller_fakes import cond, tr_body
 
 SPEC = TableRefreshSpec.model_validate(tr_body()["spec"])
 

@@ -13,42 +13,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.cli import main
 from tablerefresh.dataplane import backups, sql
 from tablerefresh.dataplane.errors import ExitCode
 from tablerefresh.dataplane.lock import LOCK_PREFIX
 from tablerefresh.dataplane.runs import Outcome
 from tests import refresh_fixtures as fx
+from tests.commands import cli, write_manifest
 from tests.engines import Engine
 
 Connect = Callable[[], Client]
 pytestmark = pytest.mark.engines()
 
 
-def write_manifest(tmp_path: Path, url: str, database: str, **overrides: Any) -> Path:
-    spec = fx.spec(database, **overrides).model_dump(by_alias=True, exclude_none=True, mode="json")
-    spec["clickhouse"]["url"] = url
-    path = tmp_path / "tr.yaml"
-    document = {
-        "apiVersion": "tablerefresh.dev/v1alpha1",
-        "kind": "TableRefresh",
-        "metadata": {"name": "t"},
-        "spec": spec,
-    }
-    path.write_text(yaml.safe_dump(document))
-    return path
 
 
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any]:
-    code = main(list(args))
-    out = capsys.readouterr()
-    try:
-        return code, json.loads(out.out)
-    except ValueError:
-        return code, out.out + out.err
 
 
 def change_source(ch: Client, step: int) -> None:

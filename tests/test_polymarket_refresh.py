@@ -18,15 +18,11 @@ from tablerefresh.dataplane.runs import Outcome, RunRecord
 from tablerefresh.spec import TableRefreshSpec
 from tablerefresh.workloads import polymarket
 from tests import refresh_fixtures as fx
+from tests.polymarket_expected import expected_rows
 from tests.polymarket_reference import (
-    FILL_COLUMNS,
     FLOAT_COLUMNS,
-    RESOLUTION_COLUMNS,
     ROW_COLUMNS,
-    Fill,
-    Resolution,
     Row,
-    slice_rows,
 )
 
 Connect = Callable[[], Client]
@@ -43,14 +39,6 @@ def reference_spec(database: str) -> TableRefreshSpec:
     )
 
 
-def expected_rows(ch: Client, window_start: datetime) -> dict[tuple[object, ...], Row]:
-    fills = [Fill(*r) for r in ch.query(f"SELECT {', '.join(FILL_COLUMNS)} FROM {polymarket.FILLS_TABLE}").result_rows]
-    resolutions = [
-        Resolution(*r)
-        for r in ch.query(f"SELECT {', '.join(RESOLUTION_COLUMNS)} FROM {polymarket.RESOLUTIONS_TABLE}").result_rows
-    ]
-    naive = window_start.astimezone(UTC).replace(tzinfo=None)
-    return {r.key: r for r in slice_rows(fills, resolutions, naive)}
 
 
 def table_slice(ch: Client, window_start: datetime) -> dict[tuple[object, ...], Row]:

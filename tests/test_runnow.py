@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tablerefresh.controller.policy.jobs import job_name
-from tests.test_controller_kube import (  # noqa: F401  (fixtures)
+from tests.operator_process import (  # noqa: F401  (fixtures)
     Api,
     api,
     apply,

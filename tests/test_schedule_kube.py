@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.kube_support import install_crd
-from tests.test_schedule import CASES, Case
+from tests.schedule_cases import CASES, Case
 
 pytestmark = pytest.mark.kube
 

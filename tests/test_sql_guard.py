@@ -29,7 +29,7 @@ from tablerefresh.dataplane.health import measure
 from tablerefresh.dataplane.runs import Outcome
 from tablerefresh.dataplane.sql_guard import PREDICATE, check_predicate, check_select, parse_ast
 from tests import refresh_fixtures as fx
-from tests.test_operations import write_manifest
+from tests.commands import write_manifest
 
 Connect = Callable[[], Client]
 

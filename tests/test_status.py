@@ -27,7 +27,7 @@ from tablerefresh.controller.policy.status import (
     status_change,
     summarize_ready,
 )
-from tests.controller_fakes import T0
+from tests.controller_fakes import T0, cond
 
 
 def decide(current: Mapping[str, Any], facts: Facts, *, now: datetime) -> StatusChange:
@@ -49,8 +49,6 @@ def condition(status: Mapping[str, Any], type_: str) -> dict[str, Any]:
     return found
 
 
-def cond(type_: str, status: str, message: str = "m") -> dict[str, str]:
-    return {"type": type_, "status": status, "reason": "R", "message": message}
 
 
 # Conditions.

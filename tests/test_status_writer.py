@@ -6,8 +6,7 @@ from datetime import timedelta
 
 from tablerefresh.controller.policy.status import HEALTH_CHECK, RECONCILER, Observation
 from tablerefresh.controller.runtime.status_writer import StatusMemory, StatusWriter
-from tests.controller_fakes import T0, FakeKube, tr_body
-from tests.test_status import cond
+from tests.controller_fakes import T0, FakeKube, cond, tr_body
 
 
 def health(status: str) -> list[Observation]:

@@ -18,8 +18,7 @@ from tablerefresh.controller.runtime.status_writer import StatusMemory, StatusWr
 from tablerefresh.controller.runtime.workers import Prober, reconcile, record_runs
 from tablerefresh.dataplane.errors import Unreachable
 from tablerefresh.dataplane.runs import Outcome
-from tests.controller_fakes import T0, UID, FakeKube, tr_body
-from tests.test_jobs import job, pod, summary_line, terminated
+from tests.controller_fakes import T0, UID, FakeKube, job, pod, summary_line, terminated, tr_body
 
 
 def condition(status: Mapping[str, Any], type_: str) -> dict[str, Any]:
