@@ -166,3 +166,11 @@ def loaded(ch: Client, database: str) -> str:
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def reader_client(connect: Callable[[], Client], database: str) -> Client:
+    """A second client on the test's database, for a reader beside the refresh (same engine)."""
+    client = connect()
+    client.database = database
+    return client

@@ -10,14 +10,11 @@ path it opens; on the served engine, from the test's own client.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from tests import crash_helper
 from tests import refresh_fixtures as fx
-from tests.engines import ProcessEngine
 
 SYNC = {"mutations_sync": 2}
 # Each incremental change touches other ids, and bumps updated_at, which is how the changed-keys
@@ -90,19 +87,3 @@ def keys(client: Client, database: str) -> dict[str, int]:
 def open_rows(client: Client, database: str) -> int:
     """Rows of the open slice (one partition: resolved_at NULL) of the target."""
     return int(client.query(f"SELECT count() FROM {database}.positions WHERE resolved_at IS NULL").result_rows[0][0])
-
-
-def set_up(engine: ProcessEngine, **kwargs: Any) -> Path:
-    manifest = engine.home / "manifest.yaml"
-    engine.call(crash_helper.setup, engine.url, engine.database, str(manifest), *kwargs.values())
-    return manifest
-
-
-def probe(engine: ProcessEngine) -> dict[str, Any]:
-    found: dict[str, Any] = engine.call(crash_helper.probe, engine.database)
-    return found
-
-
-def expected(engine: ProcessEngine, window_start: int) -> list[int]:
-    found: list[int] = engine.call(crash_helper.expected, engine.database, window_start)["checksum"]
-    return found

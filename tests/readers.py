@@ -14,11 +14,9 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from clickhouse_connect.driver.client import Client
 
 from tablerefresh.dataplane.connection import connect
@@ -102,13 +100,6 @@ class Reader:
 def snapshot(client: Client) -> tuple[tuple[int, float], int]:
     count, total = client.query(OPEN).result_rows[0]
     return (int(count), round(float(total or 0), 2)), int(client.query(TOTAL).result_rows[0][0])
-
-
-@pytest.fixture
-def reader_client(connect: Callable[[], Client], database: str) -> Client:
-    client = connect()
-    client.database = database
-    return client
 
 
 OPEN = "SELECT count(), sum(value) FROM positions WHERE resolved_at IS NULL"

@@ -23,7 +23,7 @@ import pytest
 from tablerefresh.dataplane.lock import LOCK_PREFIX
 from tests import crash_helper
 from tests import refresh_fixtures as fx
-from tests.crash_helper import expected, probe, set_up
+from tests.crash_runs import expected, probe, set_up
 from tests.engines import EMBEDDED, ROOT, SERVED, ProcessEngine, write_manifest
 
 RUNS = 5

@@ -20,17 +20,22 @@ from tablerefresh.controller.policy.cronjob import cronjob_name, render_cronjob
 from tablerefresh.spec import load_manifest, parse_manifest
 from tests.invalid_manifests import CASES, Invalid
 from tests.kube_support import CRD_FILE, GROUP, PLURAL, TEST_POLICY_ARGS, VERSION, install_crd, wait_for  # noqa: F401
-from tests.operator_process import (
+from tests.operator_process import (  # noqa: F401  (fixtures: api, crd, ns, operator, plane)
     EXAMPLE,
     Api,
     Operator,
+    api,
     apply,
     condition,
     contains,
+    crd,
     create_secret,
     example,
     kopf_done,
+    ns,
     observed,
+    operator,
+    plane,
 )
 
 pytestmark = pytest.mark.kube

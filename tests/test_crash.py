@@ -18,7 +18,7 @@ from tablerefresh.dataplane import names
 from tablerefresh.dataplane.lock import LOCK_PREFIX, TAKEOVER_PREFIX
 from tablerefresh.dataplane.runs import RUNS_TABLE
 from tests import crash_helper
-from tests.crash_helper import expected, probe, set_up
+from tests.crash_runs import expected, probe, set_up
 from tests.engines import EMBEDDED, SERVED, ProcessEngine, full_matrix
 
 pytestmark = pytest.mark.engines()

@@ -21,7 +21,7 @@ from tablerefresh.dataplane import names
 from tablerefresh.dataplane.incremental import INCREMENTAL
 from tablerefresh.dataplane.lock import LOCK_PREFIX
 from tests import crash_helper
-from tests.crash_helper import expected, probe, set_up
+from tests.crash_runs import expected, probe, set_up
 from tests.engines import EMBEDDED, SERVED, ProcessEngine, full_matrix
 
 # Long enough that a heartbeat (every TTL/12, at least 1s) never comes late on a loaded machine.

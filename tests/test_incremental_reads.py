@@ -11,7 +11,7 @@ from clickhouse_connect.driver.client import Client
 from tablerefresh.dataplane.incremental import INCREMENTAL
 from tablerefresh.dataplane.runs import Outcome
 from tests import refresh_fixtures as fx
-from tests.readers import ROWS, Reader, reader_client, snapshot  # noqa: F401 (a fixture)
+from tests.readers import ROWS, Reader, snapshot
 
 pytestmark = pytest.mark.engines()
 SYNC = {"mutations_sync": 2}
