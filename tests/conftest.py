@@ -88,6 +88,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         params = getattr(getattr(item, "callspec", None), "params", {})
         if SERVED in (params.get("engine"), params.get("engine_for_processes")):
             item.add_marker(pytest.mark.served)
+        # What a test needs, from the fixtures it uses: `-m "not kube"` runs without the control plane.
+        if "chdb_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.embedded)
+        if "controlplane" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kube)
         if not full and item.get_closest_marker("full_matrix") is not None:
             deselected.append(item)
         else:
