@@ -14,7 +14,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from tablerefresh.dataplane import sql_guard
-from tablerefresh.dataplane.connection import connect, env_secrets
+from tablerefresh.dataplane.connection import connect, env_secrets, require_embedded_database
 from tablerefresh.dataplane.errors import ExitCode, RefreshError
 from tablerefresh.dataplane.failures import one_line, scrub
 from tablerefresh.spec import ManifestError, TableRefresh, TableRefreshSpec, load_manifest, parse_manifest
@@ -73,6 +73,7 @@ def open_target(args: argparse.Namespace) -> tuple[TableRefresh, Callable[[], Cl
     manifest = with_overrides(read_manifest(args.file), args)
     spec = manifest.spec
     url = args.clickhouse or spec.clickhouse.url
+    require_embedded_database(url)
 
     def factory() -> Client:
         return connect(url, database=spec.clickhouse.database, settings=spec.clickhouse.settings)

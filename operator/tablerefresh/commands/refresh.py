@@ -11,7 +11,7 @@ from pathlib import Path
 from clickhouse_connect.driver.client import Client
 
 from tablerefresh.commands._target import MANIFEST_ENV, add_override_arguments, read_manifest, shown, with_overrides
-from tablerefresh.dataplane.connection import connect, env_secrets
+from tablerefresh.dataplane.connection import connect, env_secrets, require_embedded_database
 from tablerefresh.dataplane.errors import ExitCode, RefreshError
 from tablerefresh.dataplane.operation import new_run_id, owner_of
 from tablerefresh.dataplane.refresh import Refresh, RunOptions
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         manifest = with_overrides(read_manifest(args.file), args)
         spec = manifest.spec
         url = args.clickhouse or spec.clickhouse.url
+        require_embedded_database(url)
         query = source_query(spec)
     except (ManifestError, RefreshError) as exc:
         record = RunRecord(
