@@ -210,7 +210,8 @@ def run_demo(
     for args, what in (
         (f"plan -f {shown}", "what a run would replace, changing nothing"),
         (f"refresh -f {shown}", "one more run, as the CronJob's Job does it"),
-        (f"backups -f {shown}", "the backups swaps kept"),
+        # Not `backups`: the reference manifest keeps none (spec.backup.keep: 0).
+        (f"history -f {shown}", "the runs so far, newest first"),
     ):
         say(f"  {command} {args:<48} # {what}")
     client.close()

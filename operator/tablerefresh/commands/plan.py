@@ -14,7 +14,7 @@ from tablerefresh.dataplane.source import source_query
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_target_arguments(parser)
+    add_target_arguments(parser, min_slice_rows=True)  # it says whether the threshold would stop the run
 
 
 @guarded

@@ -37,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="whole seconds the client waits for a statement's answer (default 3600); a write it stops waiting "
         "for may still run on the server",
     )
+    # Every command that works on a table takes --json; this one's output is JSON already.
+    parser.add_argument(
+        "--json", action="store_true", help="accepted for symmetry: the summary (stdout's last line) is always JSON"
+    )
 
 
 def _seconds(text: str) -> int:

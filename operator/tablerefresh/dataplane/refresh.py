@@ -711,11 +711,11 @@ class Refresh:
             self.record.duplicates = staged_duplicates
             self.record.rows_after = self._count(tq)
             self.record.slice_rows_after = new_slice_rows
-        if self.spec.backup.keep:
-            self._quietly(
-                "prune old backups",
-                lambda: backups.prune(self.client, self.database, target.name, self.spec.backup.keep),
-            )
+        # Every backup counts, dedupe's and restore's too: with keep 0 a refresh leaves none.
+        self._quietly(
+            "prune old backups",
+            lambda: backups.prune(self.client, self.database, target.name, self.spec.backup.keep),
+        )
 
     def _swap(self, target: TableInfo, staging: str, changes: list[PartitionChange]) -> None:
         """The swap statement; when its answer does not arrive (or is an error), find out on a new
@@ -913,8 +913,8 @@ class Refresh:
             failpoint("swapped")
         self.record.duplicates = self._duplicates(tq, self.in_slice)
         self._record_after(tq)
-        if self.spec.backup.keep:
-            self._quietly(
-                "prune old backups",
-                lambda: backups.prune(self.client, self.database, target.name, self.spec.backup.keep),
-            )
+        # Every backup counts, dedupe's and restore's too: with keep 0 a refresh leaves none.
+        self._quietly(
+            "prune old backups",
+            lambda: backups.prune(self.client, self.database, target.name, self.spec.backup.keep),
+        )
