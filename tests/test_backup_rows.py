@@ -14,7 +14,7 @@ from clickhouse_connect.driver.client import Client
 
 from tablerefresh.dataplane import backups, catalog
 from tests import refresh_fixtures as fx
-from tests.test_operations import cli, write_manifest
+from tests.commands import cli, write_manifest
 
 
 def test_backups_show_the_rows_a_query_returns_not_the_masked_ones(

@@ -19,8 +19,9 @@ from tablerefresh.cli import main
 from tablerefresh.dataplane import backups
 from tablerefresh.dataplane.runs import Outcome
 from tablerefresh.plugin.main import main as plugin_main
+from tests import crash_helper
 from tests import refresh_fixtures as fx
-from tests.test_operations import change_source, cli, write_manifest
+from tests.commands import cli, write_manifest
 
 TABLE_COMMANDS = ("refresh", "plan", "verify", "history", "backups", "restore", "dedupe", "mutations")
 THRESHOLD_COMMANDS = {"refresh", "plan"}
@@ -85,7 +86,7 @@ def test_backup_keep_counts_the_backups_of_dedupe_and_restore_too(
     assert code == 0, deduped
     # dedupe takes a backup whatever keep says: it is its undo
     assert deduped["runId"] in [b.run_id for b in backups.list_backups(ch, loaded, "positions")]
-    change_source(ch, 1)
+    crash_helper.change(ch, loaded)
 
     record = fx.run(connect, the_spec)
 

@@ -22,8 +22,8 @@ from tablerefresh.spec import load_manifest, parse_manifest
 from tablerefresh.text import yaml_text
 from tablerefresh.workloads import polymarket
 from tests import refresh_fixtures as fx
+from tests.commands import write_manifest
 from tests.conftest import repo_root
-from tests.test_operations import write_manifest
 
 EXAMPLE = repo_root() / "manifests" / "examples" / "configmap-source.yaml"
 UID = "11111111-2222-3333-4444-555555555555"

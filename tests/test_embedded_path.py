@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tablerefresh.cli import main
-from tests.test_operations import write_manifest
+from tests.commands import write_manifest
 
 COMMANDS = [
     ["refresh"],

@@ -14,8 +14,9 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from tablerefresh.cli import main
+from tests import crash_helper
 from tests import refresh_fixtures as fx
-from tests.test_operations import change_source, cli, write_manifest
+from tests.commands import cli, write_manifest
 
 INCREMENTAL = {
     "source": {"query": fx.INCREMENTAL_SOURCE},
@@ -53,7 +54,7 @@ def test_history_shows_the_kind_and_the_strategy_or_operation_each_in_its_column
 ) -> None:
     manifest = write_manifest(tmp_path, chdb_url, loaded, **INCREMENTAL)
     assert refresh(capsys, "-f", str(manifest))[0] == 0  # the first: full
-    change_source(ch, 1)
+    crash_helper.change(ch, loaded)
     code, second = refresh(capsys, "-f", str(manifest))
     assert code == 0 and second["kind"] == "Incremental"
     assert cli(capsys, "dedupe", "-f", str(manifest))[0] == 0
@@ -91,7 +92,7 @@ def test_full_on_an_incremental_manifest_gives_the_reason_full(
     code, forced = refresh(capsys, "-f", str(incremental), "--full")
     assert code == 0 and (forced["kind"], forced["kindReason"]) == ("Full", "--full")
     # and after a run of the same definition, where it would have been incremental
-    change_source(ch, 1)
+    crash_helper.change(ch, loaded)
     code, again = refresh(capsys, "-f", str(incremental), "--full")
     assert code == 0 and (again["kind"], again["kindReason"]) == ("Full", "--full")
     code, listed = cli(capsys, "history", "-f", str(incremental), "--json")
