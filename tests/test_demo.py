@@ -37,7 +37,7 @@ def test_demo_refreshes_the_reference_table_and_prints_a_healthy_status(tmp_path
     url = f"chdb://{(tmp_path / 'demo' / 'chdb').resolve()}"
     assert f"(ClickHouse URL {url})" in done.stdout
     next_steps = done.stdout[done.stdout.index("next, try:") :].splitlines()[1:]
-    assert [line.split()[1] for line in next_steps] == ["plan", "refresh", "backups"]
+    assert [line.split()[1] for line in next_steps] == ["plan", "refresh", "history"]
     assert done.stdout.count("fills: 30,000 / 30,000 rows") == 1
     assert "INFO" not in done.stderr
     manifest = str(tmp_path / "demo" / "tablerefresh.yaml")

@@ -201,7 +201,7 @@ def test_a_change_later_than_lateness_is_missed_then_seen_by_the_sample_and_repa
 
     repaired = fx.run(connect, spec, run_time=at(20), force_full=True)
 
-    assert repaired.kind == FULL and repaired.kind_reason == "a full run was asked for"
+    assert repaired.kind == FULL and repaired.kind_reason == "--full"
     assert repaired.sample_keys == 500 and repaired.sample_differences is not None
     assert repaired.sample_differences > 0
     fx.run(

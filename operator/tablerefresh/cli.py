@@ -91,5 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Retries and pool warnings of the HTTP client: the error that matters reaches the user anyway.
         logging.getLogger("urllib3").setLevel(logging.ERROR)
     _scrub_logs()
-    result: int = module.run(args)
+    try:
+        result: int = module.run(args)
+    except KeyboardInterrupt:
+        # Ctrl-C in a command that does not handle it itself (refresh does, with its summary):
+        # one line, no traceback, the shell's code for it.
+        print(f"tablerefresh {args.command}: interrupted", file=sys.stderr)
+        return 130
     return result

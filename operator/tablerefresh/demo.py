@@ -21,11 +21,14 @@ from clickhouse_connect.driver.client import Client
 
 from tablerefresh.controller.policy.checks import judge
 from tablerefresh.controller.policy.status import format_time, merge
+from tablerefresh.dataplane import sql
 from tablerefresh.dataplane.connection import connect
 from tablerefresh.dataplane.health import measure
+from tablerefresh.dataplane.names import BACKUP
 from tablerefresh.dataplane.refresh import Refresh, RunOptions
 from tablerefresh.dataplane.runs import Outcome, RunRecord
 from tablerefresh.spec import TableRefresh
+from tablerefresh.text import yaml_text
 from tablerefresh.workloads import polymarket
 
 
@@ -37,6 +40,84 @@ class DemoResult:
 
 
 MANIFEST_FILE = "tablerefresh.yaml"
+DATABASE_DIR = "chdb"
+# The first line of the manifest the demo writes: how a later demo knows the directory is a demo's.
+MANIFEST_HEADER = "# Written by `tablerefresh demo`"
+# Databases every embedded engine has; ``default`` counts only when it holds a table.
+_ENGINE_DATABASES = frozenset({"system", "information_schema", "INFORMATION_SCHEMA", "default"})
+# The tables of the demo's database: the workload's, and the runs, backups, lock and staging of its runs.
+_RUN_TABLES = "_tablerefresh_"
+
+
+class DataDirRefused(Exception):
+    """The demo's data directory holds something the demo did not make: it is left as it is."""
+
+
+def write_manifest(path: Path, manifest: TableRefresh) -> None:
+    """The demo's manifest, long strings (the source query) as YAML block scalars, readable and editable."""
+    path.write_text(
+        f"{MANIFEST_HEADER}: the reference manifest on the demo's database, with\n"
+        "# minSliceRows scaled to its data (the shipped manifest guards a production table).\n"
+        + yaml_text(manifest.model_dump(mode="json", by_alias=True, exclude_none=True))
+    )
+
+
+def earlier_demo(data_dir: Path, url: str, database: str) -> str | None:
+    """What the demo would replace in ``data_dir``: None when the directory is new or empty, a
+    description of the earlier demo it holds, or ``DataDirRefused`` (saying what it found) when
+    it holds anything else: the demo drops its database, which must never be someone's data."""
+    where = _shown(data_dir)
+    if not data_dir.exists():
+        return None
+    if not data_dir.is_dir():
+        raise DataDirRefused(f"--data-dir {where} is not a directory")
+    entries = sorted(p.name for p in data_dir.iterdir())
+    if not entries:
+        return None
+    manifest = data_dir / MANIFEST_FILE
+    foreign = [e for e in entries if e not in (MANIFEST_FILE, DATABASE_DIR)]
+    if foreign:
+        found = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise DataDirRefused(f"--data-dir {where} holds {found}, which no earlier demo wrote; {_ELSEWHERE}")
+    if not manifest.is_file() or not manifest.read_text(errors="replace").startswith(MANIFEST_HEADER):
+        found = f"a {MANIFEST_FILE} the demo did not write" if manifest.exists() else "a chdb/ but no demo manifest"
+        raise DataDirRefused(f"--data-dir {where} holds {found}; {_ELSEWHERE}")
+    if not (data_dir / DATABASE_DIR).is_dir():
+        return f"its manifest {MANIFEST_FILE} (it has no database)"
+    client = connect(url)
+    try:
+        tables = client.query(
+            "SELECT database, name FROM system.tables WHERE database NOT IN {engine:Array(String)} "
+            "OR database = 'default' ORDER BY database, name",
+            parameters={"engine": sorted(_ENGINE_DATABASES)},
+        ).result_rows
+        databases = {str(d) for (d,) in client.query("SELECT name FROM system.databases").result_rows}
+        ours = set(polymarket.SCHEMA_TABLES)
+        foreign = [f"database {d}" for d in sorted(databases - _ENGINE_DATABASES - {database})]
+        foreign += [f"{d}.{t}" for d, t in tables if d != database or not (t in ours or t.startswith(_RUN_TABLES))]
+        if foreign:
+            found = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise DataDirRefused(f"--data-dir {where} holds {found}, besides an earlier demo's database; {_ELSEWHERE}")
+        if database not in databases:
+            return f"its manifest {MANIFEST_FILE} (its database {database} is gone)"
+        names = [str(t) for d, t in tables if d == database]
+        counted = {t: _rows(client, database, t) for t in names if t in ours}
+        runs = _rows(client, database, "_tablerefresh_runs") if "_tablerefresh_runs" in names else 0
+        kept = sum(1 for t in names if t.startswith(BACKUP))
+    finally:
+        client.close()
+    figures = ", ".join(f"{t} {n:,} rows" for t, n in counted.items())
+    return (
+        f"its manifest {MANIFEST_FILE} and its database {database} ({figures}; "
+        f"{runs:,} recorded run(s), {kept} backup(s)), dropped and made anew"
+    )
+
+
+_ELSEWHERE = "the demo replaces only an earlier demo: give a new or empty --data-dir"
+
+
+def _rows(client: Client, database: str, table: str) -> int:
+    return int(client.query(f"SELECT count() FROM {sql.table(database, table)}").result_rows[0][0])
 
 
 def run_demo(
@@ -45,10 +126,12 @@ def run_demo(
     def say(message: str) -> None:
         print(message, file=out, flush=True)
 
-    data_dir.mkdir(parents=True, exist_ok=True)
     url = f"chdb://{data_dir.resolve() / 'chdb'}"
     base = polymarket.manifest()
     database = base.spec.clickhouse.database
+    # Before anything is written: the directory is new, empty, or an earlier demo's (replaced).
+    replaced = earlier_demo(data_dir, url, database)
+    data_dir.mkdir(parents=True, exist_ok=True)
     # The shipped manifest guards a production table (minSliceRows 5M); scale it to the demo's data.
     min_rows = max(1, fills // 200)
     spec = base.spec.model_copy(
@@ -63,11 +146,9 @@ def run_demo(
         return connect(url, database=database, settings=spec.clickhouse.settings)
 
     manifest_path = data_dir / MANIFEST_FILE
-    manifest_path.write_text(
-        "# Written by `tablerefresh demo`: the reference manifest on the demo's database, with\n"
-        "# minSliceRows scaled to its data (the shipped manifest guards a production table).\n"
-        + yaml.safe_dump(manifest.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False)
-    )
+    if replaced:
+        say(f"replacing the earlier demo in {_shown(data_dir)}: {replaced}")
+    write_manifest(manifest_path, manifest)
     say(f"embedded ClickHouse: {url}, database {database}")
     admin = connect(url)
     admin.command(f"DROP DATABASE IF EXISTS {database} SYNC")
@@ -129,7 +210,8 @@ def run_demo(
     for args, what in (
         (f"plan -f {shown}", "what a run would replace, changing nothing"),
         (f"refresh -f {shown}", "one more run, as the CronJob's Job does it"),
-        (f"backups -f {shown}", "the backups swaps kept"),
+        # Not `backups`: the reference manifest keeps none (spec.backup.keep: 0).
+        (f"history -f {shown}", "the runs so far, newest first"),
     ):
         say(f"  {command} {args:<48} # {what}")
     client.close()

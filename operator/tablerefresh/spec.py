@@ -213,7 +213,16 @@ class MutationsSpec(_Model):
 
 
 class BackupSpec(_Model):
-    keep: int = Field(0, ge=0, le=100, description="Keep what the last N swaps replaced")
+    keep: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description=(
+            "Backups to keep: after each swap a refresh drops all but the newest N backup tables of the "
+            "target, those of dedupe and restore included (Exchange keeps at least 1; dedupe and restore "
+            "always take one, their undo)"
+        ),
+    )
 
 
 class Toleration(_Model):

@@ -14,7 +14,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from tablerefresh.dataplane import sql_guard
-from tablerefresh.dataplane.connection import connect, env_secrets
+from tablerefresh.dataplane.connection import connect, env_secrets, require_embedded_database
 from tablerefresh.dataplane.errors import ExitCode, RefreshError
 from tablerefresh.dataplane.failures import one_line, scrub
 from tablerefresh.spec import ManifestError, TableRefresh, TableRefreshSpec, load_manifest, parse_manifest
@@ -36,31 +36,33 @@ def read_manifest(path: str | None) -> TableRefresh:
         raise ManifestError(f"${MANIFEST_ENV} is not JSON: {exc}") from exc
 
 
-def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+def add_target_arguments(parser: argparse.ArgumentParser, *, min_slice_rows: bool = False) -> None:
     parser.add_argument(
         "-f", "--file", help="the TableRefresh manifest (YAML); default: $TABLEREFRESH_MANIFEST (JSON), as in a Job"
     )
-    add_override_arguments(parser)
+    add_override_arguments(parser, min_slice_rows=min_slice_rows)
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
-def add_override_arguments(parser: argparse.ArgumentParser) -> None:
+def add_override_arguments(parser: argparse.ArgumentParser, *, min_slice_rows: bool = True) -> None:
+    """``--clickhouse``, and ``--min-slice-rows`` for the commands that check the threshold (refresh, plan)."""
     parser.add_argument(
         "--clickhouse",
         metavar="URL",
         help="override spec.clickhouse.url (chdb:///abs/path or chdb://rel/path: embedded)",
     )
-    parser.add_argument(
-        "--min-slice-rows",
-        type=int,
-        metavar="N",
-        help="override spec.thresholds.minSliceRows (a production manifest on a small data set)",
-    )
+    if min_slice_rows:
+        parser.add_argument(
+            "--min-slice-rows",
+            type=int,
+            metavar="N",
+            help="override spec.thresholds.minSliceRows (a production manifest on a small data set)",
+        )
 
 
 def with_overrides(manifest: TableRefresh, args: argparse.Namespace) -> TableRefresh:
     """The manifest with what the command line overrides; the URL is applied when connecting."""
-    if args.min_slice_rows is None:
+    if getattr(args, "min_slice_rows", None) is None:
         return manifest
     if args.min_slice_rows < 0:
         raise ManifestError(f"--min-slice-rows must not be negative: {args.min_slice_rows}")
@@ -73,6 +75,7 @@ def open_target(args: argparse.Namespace) -> tuple[TableRefresh, Callable[[], Cl
     manifest = with_overrides(read_manifest(args.file), args)
     spec = manifest.spec
     url = args.clickhouse or spec.clickhouse.url
+    require_embedded_database(url)
 
     def factory() -> Client:
         return connect(url, database=spec.clickhouse.database, settings=spec.clickhouse.settings)

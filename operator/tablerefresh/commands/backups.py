@@ -24,7 +24,10 @@ def run(args: argparse.Namespace) -> int:
         emit_json([b.describe() for b in found])
         return 0
     if not found:
-        print(f"no backups of {spec.clickhouse.database}.{spec.target.table} (spec.backup.keep: {spec.backup.keep})")
+        print(
+            f"no backups of {spec.clickhouse.database}.{spec.target.table}: a refresh keeps the newest "
+            f"spec.backup.keep ({spec.backup.keep}) backups, dedupe's and restore's included"
+        )
         return 0
     print(f"{'run id':<40}{'taken at (UTC)':<22}{'kind':<12}{'rows':>14}  partitions")
     for b in found:

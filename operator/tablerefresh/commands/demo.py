@@ -21,9 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.fills < 1:
         raise SystemExit("tablerefresh demo: --fills must be positive")
-    from tablerefresh.demo import run_demo  # imports chdb: only this command needs it
+    from tablerefresh.demo import DataDirRefused, run_demo  # imports chdb: only this command needs it
 
     # The command as the user typed it (e.g. .venv/bin/tablerefresh), for the next steps it prints.
     typed = sys.argv[0] if Path(sys.argv[0]).name == "tablerefresh" else "tablerefresh"
-    result = run_demo(args.data_dir, fills=args.fills, seed=args.seed, command=typed)
+    try:
+        result = run_demo(args.data_dir, fills=args.fills, seed=args.seed, command=typed)
+    except DataDirRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0 if all(r.outcome == Outcome.SUCCEEDED for r in result.runs) else 1

@@ -11,7 +11,17 @@ from tablerefresh.dataplane import catalog
 from tablerefresh.dataplane.runs import RUNS_TABLE, recent_runs
 
 # The columns shown, by the runs table's names; --json gives every column.
-_SHOWN = ("run_id", "started_at", "duration_seconds", "strategy", "outcome", "reason", "rows_before", "rows_after")
+_SHOWN = (
+    "run_id",
+    "started_at",
+    "duration_seconds",
+    "kind",
+    "strategy",
+    "outcome",
+    "reason",
+    "rows_before",
+    "rows_after",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,15 +46,18 @@ def run(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no recorded runs of {target}")
         return 0
+    # One meaning per word: "kind" is Full or Incremental, as in the summary and status.lastRun; the
+    # strategy (or the operation: Dedupe, Restore) has a column of its own.
     print(
-        f"{'run id':<36} {'started (UTC)':<19} {'took':>8} {'kind':<17} {'outcome':<15} "
-        f"{'rows before':>12} {'rows after':>12}  reason / partitions"
+        f"{'run id':<36} {'started (UTC)':<19} {'took':>8} {'kind':<11} {'strategy/operation':<18} "
+        f"{'outcome':<15} {'rows before':>12} {'rows after':>12}  reason / partitions"
     )
     for r in runs:
         detail = r["reason"] or ", ".join(r["partitions"]) or "-"
         print(
             f"{r['run_id']:<36} {r['started_at']:%Y-%m-%d %H:%M:%S} {r['duration_seconds']:>7.1f}s "
-            f"{r['strategy']:<17} {r['outcome']:<15} {r['rows_before']:>12,} {r['rows_after']:>12,}  {detail}"
+            f"{r.get('kind') or '-':<11} {r['strategy']:<18} {r['outcome']:<15} "
+            f"{r['rows_before']:>12,} {r['rows_after']:>12,}  {detail}"
         )
     return 0
 

@@ -14,7 +14,7 @@ from tablerefresh.dataplane.source import source_query
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_target_arguments(parser)
+    add_target_arguments(parser, min_slice_rows=True)  # it says whether the threshold would stop the run
 
 
 @guarded
@@ -29,13 +29,14 @@ def run(args: argparse.Namespace) -> int:
         emit_json(asdict(result) | {"wouldRun": result.would_run})
         return 0
     print(f"plan for {result.target} ({result.strategy}), window from {result.window_start}")
-    if result.kind:
-        changed = "" if result.changed_keys is None else f", {result.changed_keys:,} changed key(s)"
-        print(f"{result.kind.lower()} run{changed}: {result.kind_reason}")
-        print(f"{'partition':<14}{'rows now':>14}{'kept':>14}{'rows after':>14}{'change':>9}")
+    changed = "" if result.changed_keys is None else f", {result.changed_keys:,} changed key(s)"
+    print(f"{result.kind.lower()} run{changed}: {result.kind_reason}")
+    print(f"{'partition':<14}{'rows now':>14}{'kept':>14}{'rows after':>14}{'change':>9}")
     for c in result.changes:
         change = (c.new_rows - c.old_rows) / c.old_rows if c.old_rows else float("inf") if c.new_rows else 0.0
         print(f"{c.partition:<14}{c.old_rows:>14,}{c.kept:>14,}{c.new_rows:>14,}{change:>+9.1%}")
+    if not result.changes:
+        print("(no partition is swapped)")
     print(f"slice rows: {result.old_slice_rows:,} now, {result.new_slice_rows:,} from the source")
     print(f"source: {result.source_rows:,} rows, {result.source_duplicates:,} duplicate keys")
     print("statements, in order:")

@@ -11,8 +11,9 @@ from pathlib import Path
 from clickhouse_connect.driver.client import Client
 
 from tablerefresh.commands._target import MANIFEST_ENV, add_override_arguments, read_manifest, shown, with_overrides
-from tablerefresh.dataplane.connection import connect, env_secrets
+from tablerefresh.dataplane.connection import connect, env_secrets, require_embedded_database
 from tablerefresh.dataplane.errors import ExitCode, RefreshError
+from tablerefresh.dataplane.interrupt import Stop, signals
 from tablerefresh.dataplane.operation import new_run_id, owner_of
 from tablerefresh.dataplane.refresh import Refresh, RunOptions
 from tablerefresh.dataplane.runs import Outcome, RunRecord
@@ -37,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="whole seconds the client waits for a statement's answer (default 3600); a write it stops waiting "
         "for may still run on the server",
     )
+    # Every command that works on a table takes --json; this one's output is JSON already.
+    parser.add_argument(
+        "--json", action="store_true", help="accepted for symmetry: the summary (stdout's last line) is always JSON"
+    )
 
 
 def _seconds(text: str) -> int:
@@ -57,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         manifest = with_overrides(read_manifest(args.file), args)
         spec = manifest.spec
         url = args.clickhouse or spec.clickhouse.url
+        require_embedded_database(url)
         query = source_query(spec)
     except (ManifestError, RefreshError) as exc:
         record = RunRecord(
@@ -88,8 +94,13 @@ def run(args: argparse.Namespace) -> int:
         heartbeat_seconds=max(1.0, args.lock_ttl / 12),
         force_full=args.full,
         secrets=env_secrets(),
+        stop=Stop(),
     )
-    record = Refresh(spec, client_factory, query, options).run()
+    assert options.stop is not None
+    # Ctrl-C and SIGTERM stop the run at its next step, its running statement killed: it ends with
+    # a summary (outcome Interrupted), a run record, staging dropped and the lock released.
+    with signals(options.stop):
+        record = Refresh(spec, client_factory, query, options).run()
     return emit(record, args.summary_file)
 
 
@@ -101,7 +112,9 @@ def emit(record: RunRecord, summary_file: Path | None) -> int:
     record.error = shown(record.error)
     line = record.summary_line()
     print(line, flush=True)
-    if record.exit_code:
+    if record.outcome == Outcome.INTERRUPTED:
+        print(record.error, file=sys.stderr, flush=True)  # "interrupted by SIGINT: the target … is unchanged"
+    elif record.exit_code:
         print(f"error: {record.error}", file=sys.stderr, flush=True)
     if summary_file is not None:
         try:

@@ -20,10 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
     from tablerefresh.controller.policy.cronjob import render_cronjob
     from tablerefresh.spec import ManifestError, load_manifest
+    from tablerefresh.text import yaml_text
 
     try:
         tr = load_manifest(args.file)
@@ -31,5 +30,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"tablerefresh render: {exc}", file=sys.stderr)
         return 2
     uid = args.owner_uid or str((tr.metadata.model_extra or {}).get("uid") or PLACEHOLDER_UID)
-    sys.stdout.write(yaml.safe_dump(render_cronjob(tr, owner_uid=uid), sort_keys=False, width=120))
+    # Long strings (the manifest in the Job's env) as block scalars, readable and editable.
+    sys.stdout.write(yaml_text(render_cronjob(tr, owner_uid=uid)))
     return 0

@@ -94,18 +94,23 @@ def mark_table(client: Client, database: str, name: str, run_id: str) -> None:
 
 
 def list_backups(client: Client, database: str, target: str) -> list[Backup]:
-    """Oldest first."""
+    """Oldest first, each with the rows a query of it returns.
+
+    Not ``system.tables.total_rows``: that sums the parts' rows, which count the rows a lightweight
+    ``DELETE`` only masks (an incremental run's swapped partitions carry such masks, and a backup of
+    them links the same parts)."""
     rows = client.query(
-        "SELECT name, comment, total_rows FROM system.tables "
+        "SELECT name, comment FROM system.tables "
         "WHERE database = {db:String} AND startsWith(name, {p:String}) ORDER BY name",
         parameters={"db": database, "p": names.backup_prefix(target)},
     ).result_rows
     backups = []
-    for name, comment, total in rows:
+    for name, comment in rows:
         try:
             meta = json.loads(comment)
         except ValueError:
             continue  # not one of ours after all
+        total = client.query(f"SELECT count() FROM {sql.table(database, name)}").result_rows[0][0]
         backups.append(
             Backup(
                 table=name,

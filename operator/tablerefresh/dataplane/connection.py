@@ -13,6 +13,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from tablerefresh.dataplane import embedded
 from tablerefresh.dataplane.embedded import PathInUse, open_embedded
 from tablerefresh.dataplane.errors import InvalidInput, Unreachable
 from tablerefresh.dataplane.failures import connect_failure
@@ -58,6 +59,7 @@ def connect(
     settings = dict(settings or {})
     try:
         if parts.scheme == "chdb":
+            _check_chdb_form(url)
             return open_embedded(chdb_url(url), database=database, settings=settings, wait=connect_timeout)
         interface = _SCHEMES.get(parts.scheme)
         if interface is None:
@@ -82,6 +84,32 @@ def connect(
         ) from exc
     except ClickHouseError as exc:
         raise connect_failure(exc, redact(url), database) from exc
+
+
+def _check_chdb_form(url: str) -> None:
+    """``chdb:/srv/x`` (one slash) and ``chdb:x`` parse as a path too, but are no chdb URL."""
+    if not url.startswith("chdb://"):
+        raise InvalidInput(f"{redact(url)} is not a chdb URL: write chdb:///abs/path or chdb://rel/path")
+
+
+# A directory the embedded engine has opened holds its catalog here.
+_ENGINE_CATALOG = "metadata"
+
+
+def require_embedded_database(url: str) -> None:
+    """For the commands that work on a table (all but ``demo`` and ``serve``): a ``chdb://`` URL
+    must name a directory the embedded engine made, or ``InvalidInput`` ("no embedded database
+    at …", exit code 2). Opening a path creates an engine there, folders and all, so a mistyped
+    path would otherwise leave a folder behind and fail later, blaming the database."""
+    if urlsplit(url).scheme != "chdb":
+        return
+    _check_chdb_form(url)
+    path = embedded.data_path(chdb_url(url))
+    if path is not None and not (path / _ENGINE_CATALOG).is_dir():
+        raise InvalidInput(
+            f"no embedded database at {path} (from {url}): chdb:// names the directory of one that exists, "
+            "as made by `tablerefresh demo` or `tablerefresh serve --data-dir`"
+        )
 
 
 def chdb_url(url: str) -> str:

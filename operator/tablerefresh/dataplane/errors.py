@@ -19,6 +19,10 @@ class ExitCode(IntEnum):
     UNREACHABLE = 6  # ClickHouse could not be reached, or refused the credentials
     AFTER_SWAP = 7  # the swap ran (or may have): the target changed, and a step at or after the swap failed
     AUDIT_FAILED = 8  # one of the user's audits found bad rows in the staged data: the target is untouched
+    # Stopped by a signal, as 128 + its number (the shell's and Kubernetes' convention): the summary
+    # says whether the target is unchanged or the swap had run.
+    INTERRUPTED = 130  # SIGINT: Ctrl-C
+    TERMINATED = 143  # SIGTERM: the pod deleted, activeDeadlineSeconds, a node drained
 
 
 class RefreshError(Exception):
@@ -86,3 +90,19 @@ class TimedOut(Unreachable):
 class AuditFailed(VerificationFailed):
     exit_code = ExitCode.AUDIT_FAILED
     reason = "AuditFailed"
+
+
+class Interrupted(RefreshError):
+    """SIGINT or SIGTERM stopped the run: exit code 128 + the signal's number (130, 143)."""
+
+    reason = "Interrupted"
+
+    def __init__(self, message: str, signum: int, *, after_swap: bool = False) -> None:
+        super().__init__(message)
+        self.exit_code = ExitCode(128 + signum)
+        if after_swap:
+            self.reason = AFTER_SWAP_INTERRUPTION
+
+
+# An interruption's reason once the swap had run (or may have): the target holds new data.
+AFTER_SWAP_INTERRUPTION = "InterruptedAfterSwap"

@@ -4,7 +4,8 @@ crash or an error anywhere is safe.
 ``TABLEREFRESH_FAILPOINT`` holds a comma-separated list of ``name`` or ``name=action``:
 - ``kill`` (the default): the process SIGKILLs itself on reaching that point: no ``finally`` runs,
   no lock is released, just as when a node dies or the OOM killer strikes;
-- ``error``: the step raises :class:`InjectedFault`, as a dropped connection would.
+- ``error``: the step raises :class:`InjectedFault`, as a dropped connection would;
+- ``sigint``, ``sigterm``: the process sends itself that signal, as Ctrl-C or Kubernetes would.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 from clickhouse_connect.driver.exceptions import OperationalError
 
 ENV = "TABLEREFRESH_FAILPOINT"
+_SIGNALS = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM}
 
 
 class InjectedFault(OperationalError):
@@ -28,6 +30,8 @@ def failpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "error":
         raise InjectedFault(f"injected failure at {name}")
+    elif action in _SIGNALS:
+        os.kill(os.getpid(), _SIGNALS[action])
 
 
 def _armed() -> dict[str, str]:

@@ -69,6 +69,18 @@ def choose(
     *,
     force_full: bool = False,
 ) -> RunKind:
+    kind = _choose(incremental, past, definition, run_time)
+    if force_full and incremental is not None:
+        # The reason is what the user asked for, whatever else would have made the run full.
+        return RunKind(FULL, FORCED, continues=kind.continues)
+    return kind
+
+
+# The reason of a full run asked for on the command line (``tablerefresh refresh --full``).
+FORCED = "--full"
+
+
+def _choose(incremental: IncrementalSpec | None, past: History, definition: str, run_time: datetime) -> RunKind:
     if incremental is None:
         return RunKind(FULL, "the spec has no incremental section")
     last = past.last_change
@@ -84,8 +96,6 @@ def choose(
         return RunKind(FULL, f"the last run ({last.run_id}) has a later run time than this one (clock skew?)")
     if past.last_full is None:
         return RunKind(FULL, "no full run of this definition yet", continues=True)
-    if force_full:
-        return RunKind(FULL, "a full run was asked for", continues=True)
     every = parse_duration(incremental.full_every)
     if run_time - past.last_full >= every:
         return RunKind(FULL, f"the last full run is {incremental.full_every} or more old (fullEvery)", continues=True)

@@ -30,7 +30,7 @@ class Plan:
     outside: dict[str, int]
     statements: list[str]
     problems: list[str] = field(default_factory=list)
-    kind: str = ""
+    kind: str = ""  # Full or Incremental, as the run would choose (every run of a spec without incremental is Full)
     kind_reason: str = ""
     since: str | None = None
     changed_keys: int | None = None
@@ -148,8 +148,8 @@ def plan(refresh: Refresh) -> Plan:
         outside=outside,
         statements=statements,
         problems=staging_problems(facts, spec.thresholds),
-        kind=kind.kind if spec.incremental else "",
-        kind_reason=kind.reason if spec.incremental else "",
+        kind=kind.kind,
+        kind_reason=kind.reason,
         since=None if kind.since is None else str(kind.since),
         changed_keys=changed_keys,
     )

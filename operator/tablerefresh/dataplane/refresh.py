@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -52,6 +53,7 @@ from tablerefresh.dataplane.errors import (
     AuditFailed,
     ExitCode,
     FailedAfterSwap,
+    Interrupted,
     InvalidInput,
     LockHeld,
     PreflightRefused,
@@ -61,6 +63,7 @@ from tablerefresh.dataplane.errors import (
 from tablerefresh.dataplane.failpoints import failpoint
 from tablerefresh.dataplane.failures import one_line, scrub
 from tablerefresh.dataplane.incremental import RunKind, choose, definition_hash
+from tablerefresh.dataplane.interrupt import Stop
 from tablerefresh.dataplane.lock import TableLock
 from tablerefresh.dataplane.runs import Outcome, RunRecord, write_run
 from tablerefresh.dataplane.scope import Scope
@@ -90,6 +93,8 @@ class RunOptions:
     force_full: bool = False  # an incremental spec's run is full whatever its history
     # Values that must never appear in the run's error (the credentials): replaced by *** (failures.scrub).
     secrets: tuple[str, ...] = ()
+    # Set by a signal (``interrupt.signals``): the run stops at its next step, its statements killed.
+    stop: Stop | None = None
 
 
 class Refresh:
@@ -141,7 +146,22 @@ class Refresh:
         self._source_columns: list[str] = []
         self._staging_name = ""
         # Set once the target may have changed: what it holds then, for the error of a later failure.
-        self._swapped: str | None = None
+        # Set and read under a lock: a signal's thread kills the run's statements only before the swap.
+        self._swap_lock = threading.Lock()
+        self.__swapped: str | None = None
+        if options.stop is not None:
+            options.stop.on_request(self._kill_statements)
+
+    @property
+    def _swapped(self) -> str | None:
+        return self.__swapped
+
+    @_swapped.setter
+    def _swapped(self, what: str | None) -> None:
+        with self._swap_lock:
+            if self.__swapped is None and what is not None:
+                self._check_stop()  # a stop asked for before the swap: the swap never starts
+            self.__swapped = what
 
     @property
     def source_columns(self) -> list[str]:
@@ -152,7 +172,43 @@ class Refresh:
     def client(self) -> Client:
         if self._client is None:
             self._client = self.connect()
+            # What marks this run's statements in system.processes, for _kill_statements.
+            self._client.set_client_setting("log_comment", self._statement_mark)
         return self._client
+
+    @property
+    def _statement_mark(self) -> str:
+        return f"tablerefresh run {self.options.run_id}"
+
+    # -- a signal's stop ---------------------------------------------------------------------
+
+    def _check_stop(self) -> None:
+        stop = self.options.stop
+        if stop is not None and stop.signum is not None:
+            raise self._interruption(stop)
+
+    def _interruption(self, stop: Stop) -> Interrupted:
+        assert stop.signum is not None
+        if self.__swapped is not None:
+            what = f"interrupted by {stop.name} after the swap: {self.__swapped}"
+            return Interrupted(what, stop.signum, after_swap=True)
+        return Interrupted(f"interrupted by {stop.name}: the target {self.record.target} is unchanged", stop.signum)
+
+    def _kill_statements(self, signum: int) -> None:
+        """From the signal's thread: kill the statements this run's client is running, so that it
+        stops within a pod's grace period; never once the swap may have started (the swap is quick,
+        and a replace stopped halfway would leave the target part old, part new)."""
+        with self._swap_lock:
+            if self.__swapped is not None or self._client is None:
+                return
+            killer = self.connect()
+            try:
+                killer.command(
+                    "KILL QUERY WHERE Settings['log_comment'] = "
+                    f"{sql.string_literal(self._statement_mark)} AND query_id != queryID() ASYNC"
+                )
+            finally:
+                killer.close()
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -189,7 +245,8 @@ class Refresh:
         except Exception as exc:
             self._fail(exc)
             self._count_target_after_failure()
-        if locked:
+        # An interrupted run is recorded even before it held the lock: its stop is no one else's.
+        if locked or self.record.outcome == Outcome.INTERRUPTED:
             self._quietly(
                 "write the run record",
                 lambda: write_run(self.client, self.database, self.record, reconnect=self.connect),
@@ -208,6 +265,12 @@ class Refresh:
         strategy(target, lock)
 
     def _fail(self, exc: Exception) -> None:
+        stop = self.options.stop
+        if stop is not None and stop.signum is not None:
+            # Whatever the error (a killed statement's, most likely), a signal stopped the run.
+            interrupted = exc if isinstance(exc, Interrupted) else self._interruption(stop)
+            self._finish(Outcome.INTERRUPTED, interrupted)
+            return
         if isinstance(exc, RefreshError):
             error = exc
         elif isinstance(exc, ClickHouseError):
@@ -265,6 +328,7 @@ class Refresh:
     @contextmanager
     def _step(self, name: str) -> Iterator[None]:
         """One line as a step starts; its time too when it took long enough to matter."""
+        self._check_stop()
         started = time.monotonic()
         log.info("%s ...", name)
         yield
@@ -711,11 +775,11 @@ class Refresh:
             self.record.duplicates = staged_duplicates
             self.record.rows_after = self._count(tq)
             self.record.slice_rows_after = new_slice_rows
-        if self.spec.backup.keep:
-            self._quietly(
-                "prune old backups",
-                lambda: backups.prune(self.client, self.database, target.name, self.spec.backup.keep),
-            )
+        # Every backup counts, dedupe's and restore's too: with keep 0 a refresh leaves none.
+        self._quietly(
+            "prune old backups",
+            lambda: backups.prune(self.client, self.database, target.name, self.spec.backup.keep),
+        )
 
     def _swap(self, target: TableInfo, staging: str, changes: list[PartitionChange]) -> None:
         """The swap statement; when its answer does not arrive (or is an error), find out on a new
@@ -832,8 +896,8 @@ class Refresh:
             lock.assert_held()
             # From here the staging name may hold the previous table: never drop it (a later run
             # keeps it as a backup if this one cannot).
-            self._staging = None
             self._swapped = f"the tables were exchanged or may have been; the previous table is {self.database}.{name}"
+            self._staging = None
             previous = self._exchange_tables(target, name)
             failpoint("swapped")
             kept = backups.keep_table(self.client, target, self.options.run_id, previous)
@@ -913,8 +977,8 @@ class Refresh:
             failpoint("swapped")
         self.record.duplicates = self._duplicates(tq, self.in_slice)
         self._record_after(tq)
-        if self.spec.backup.keep:
-            self._quietly(
-                "prune old backups",
-                lambda: backups.prune(self.client, self.database, target.name, self.spec.backup.keep),
-            )
+        # Every backup counts, dedupe's and restore's too: with keep 0 a refresh leaves none.
+        self._quietly(
+            "prune old backups",
+            lambda: backups.prune(self.client, self.database, target.name, self.spec.backup.keep),
+        )

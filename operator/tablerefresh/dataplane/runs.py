@@ -20,6 +20,7 @@ from clickhouse_connect.driver.exceptions import OperationalError
 from pydantic.alias_generators import to_camel
 
 from tablerefresh.dataplane import sql
+from tablerefresh.dataplane.errors import AFTER_SWAP_INTERRUPTION
 from tablerefresh.dataplane.failures import one_line
 from tablerefresh.dataplane.unanswered import unanswered
 
@@ -33,6 +34,7 @@ class Outcome:
     FAILED = "Failed"
     SKIPPED = "Skipped"  # another run held the lock; nothing was changed
     FAILED_AFTER_SWAP = "FailedAfterSwap"  # the target holds the swapped data; a step after the swap failed
+    INTERRUPTED = "Interrupted"  # SIGINT or SIGTERM; reason InterruptedAfterSwap once the swap had run
 
 
 @dataclass
@@ -244,10 +246,11 @@ def history(client: Client, database: str, target: str, definition: str) -> Hist
         return History()
     table = sql.table(database, RUNS_TABLE)
     changed = [Outcome.SUCCEEDED, Outcome.FAILED_AFTER_SWAP]
-    params = {"t": target, "d": definition, "restore": RESTORE, "changed": changed}
+    params = {"t": target, "d": definition, "restore": RESTORE, "changed": changed, "after": AFTER_SWAP_INTERRUPTION}
     rows = client.query(
         f"SELECT run_id, strategy, outcome, kind, run_time, definition FROM {table} "
-        "WHERE target = {t:String} AND (outcome IN {changed:Array(String)} OR strategy = {restore:String}) "
+        "WHERE target = {t:String} AND (outcome IN {changed:Array(String)} OR strategy = {restore:String} "
+        "OR reason = {after:String}) "
         "AND strategy != 'Dedupe' ORDER BY started_at DESC LIMIT 1",
         parameters=params,
     ).result_rows

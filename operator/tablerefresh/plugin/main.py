@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(prog=PROG, parents=[common], description="TableRefresh status and runs.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    status = sub.add_parser("status", parents=[common], help="is the table healthy, and if not, why")
+    # Each command's help page opens with the same line as the command list.
+    words = "is the table healthy, and if not, why"
+    status = sub.add_parser("status", parents=[common], help=words, description=words)
     status.add_argument("name", nargs="?", help="one TableRefresh (default: every one in the namespace)")
     status.add_argument("-A", "--all-namespaces", action="store_true", default=False, help="in every namespace")
     for name, words in (
@@ -42,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("resume", "schedule refreshes again (clears spec.suspend)"),
         ("history", "the refresh Jobs and their outcomes, oldest first"),
     ):
-        sub.add_parser(name, parents=[common], help=words).add_argument("name", help="the TableRefresh")
+        command = sub.add_parser(name, parents=[common], help=words, description=words)
+        command.add_argument("name", help="the TableRefresh")
     return parser
 
 

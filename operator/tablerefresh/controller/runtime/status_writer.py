@@ -20,7 +20,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tablerefresh.controller.kube import Kube, KubeError
-from tablerefresh.controller.policy.status import Event, Observation, Source, StatusChange, overlay, status_change
+from tablerefresh.controller.policy.status import (
+    READY,
+    Event,
+    Observation,
+    Source,
+    StatusChange,
+    overlay,
+    status_change,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +71,9 @@ class StatusWriter:
         write's Events. Returns what was decided; None when the object is gone."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
+        current = self.current(memory, body)
         change = status_change(
-            self.current(memory, body),
+            current,
             source,
             fields,
             conditions,
@@ -81,6 +90,8 @@ class StatusWriter:
                     return None  # deleted meanwhile
                 raise
         memory.applied = {**memory.applied, source.name: (next(self._order), change.status)}
+        if change.changed:
+            _log_ready(namespace, name, source, current, change.status)
         for event in change.events:
             try:
                 self._kube.post_event(body, event.type, event.reason, event.message)
@@ -97,3 +108,31 @@ class StatusWriter:
             len(change.events),
         )
         return change
+
+
+def _ready(status: Mapping[str, Any]) -> Mapping[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == READY), {})
+
+
+def _log_ready(
+    namespace: str, name: str, source: Source, before: Mapping[str, Any], after: Mapping[str, Any]
+) -> None:
+    """One INFO line whenever Ready's status (or the reason it gives) changes, whichever source's
+    write changed it: the reconciler, a health check or a run, so the log never lags the object."""
+    old, new = _ready(before), _ready(after)
+    if not new or (old.get("status"), old.get("reason")) == (new.get("status"), new.get("reason")):
+        return
+    log.info(
+        "%s/%s: Ready %s -> %s (%s: %s), from the %s",
+        namespace,
+        name,
+        old.get("status", "unset"),
+        new.get("status"),
+        new.get("reason"),
+        new.get("message"),
+        _WRITERS.get(source.name, source.name),
+    )
+
+
+# How a source is named in that line.
+_WRITERS = {"reconcile": "reconciler", "health": "health check", "runs": "Job watch"}
