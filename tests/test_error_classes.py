@@ -6,6 +6,8 @@ not: tests/test_failures.py covers their wording from the error the client raise
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +23,13 @@ from tests.commands import manifest, refresh, summary
 
 def test_an_unknown_database_is_not_called_unreachable(tmp_path: Path) -> None:
     empty = tmp_path / "empty-engine"
+    # An embedded engine with no database of the manifest's, made in a process of its own (this one
+    # holds the session's engine, and chDB runs one per process).
+    make = (
+        "import clickhouse_connect; "
+        f"clickhouse_connect.get_client(dsn='chdb://{empty}').command('CREATE DATABASE other')"
+    )
+    subprocess.run([sys.executable, "-c", make], check=True, capture_output=True, timeout=120)
     done = refresh("-f", str(manifest(tmp_path)), "--clickhouse", f"chdb://{empty}")
     assert done.returncode == ExitCode.INVALID
     out = summary(done)

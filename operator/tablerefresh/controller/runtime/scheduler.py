@@ -114,8 +114,11 @@ class Scheduler(Generic[C, R]):
                 wake_at = self._start_due()
                 self._wake.clear()
                 delay = max(0.0, min(self._max_sleep, wake_at - self._clock()))
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+                # that arrives as the event is set, and the scheduler then never stops.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
         finally:
             for task in list(self._tasks):
                 task.cancel()
@@ -168,7 +171,8 @@ class Scheduler(Generic[C, R]):
         async with server, self._limit:
             future = asyncio.get_running_loop().run_in_executor(self._pool, self._probe, check)
             try:
-                return await asyncio.wait_for(asyncio.shield(future), timeout=self.timeout)
+                async with asyncio.timeout(self.timeout):  # not wait_for: see run_forever
+                    return await asyncio.shield(future)
             except TimeoutError:
                 await self._record(check, self._timed_out(check, self.timeout))
                 with contextlib.suppress(Exception):
