@@ -1,7 +1,9 @@
 """The kill soak's steps that touch the engine (``bench/kills.py``), each in a process of its own.
 
 chDB runs one engine per process and one process per data path at a time, so the soak itself never
-opens the engine: it runs this module between the refresh processes it starts and kills.
+opens the embedded engine: it runs this module between the refresh processes it starts and kills.
+With ``--server`` the engine is served (``bench/server.py``) and the soak calls :func:`answer`
+itself, as one more client.
 
     python -m bench.kills_engine DATA_DIR REQUEST      # REQUEST is JSON; prints one JSON line last
 
@@ -9,7 +11,8 @@ A request holds any of, done in this order:
 - ``setup: {"fills": N, "strategy": S}``: generate the reference workload, build the table's whole
   history, write the manifest the refresh processes run (``DATA_DIR/manifest.yaml``);
 - ``check: true``: compare the target with the old and the new rows of the last ``prepare``, by
-  unique key, and list the tables a run keeps beside it;
+  unique key, and list the tables a run keeps beside it; for a mixed state, compare each partition
+  too (``_partition_id``): one that holds exactly its old rows, its new rows, or neither (half done);
 - ``prepare: TRIAL``: change the source so that the next run rebuilds different rows, then store the
   rows the target holds now (``old``) and the rows a run must leave (``new``, computed from the
   source query, not by a run).
@@ -17,11 +20,13 @@ A request holds any of, done in this order:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import clickhouse_connect
 import yaml
@@ -34,6 +39,9 @@ from tablerefresh.dataplane.lock import LOCK_PREFIX, TAKEOVER_PREFIX
 from tablerefresh.spec import Strategy, TableRefreshSpec, load_manifest
 from tablerefresh.workloads import polymarket
 
+if TYPE_CHECKING:
+    from bench.server import BenchServer
+
 EXPECT = "kills_expected"  # the database holding the old and the new rows of the current trial
 MANIFEST = "manifest.yaml"
 LEFTOVER_PREFIXES = (names.STAGING, LOCK_PREFIX, TAKEOVER_PREFIX)
@@ -45,9 +53,10 @@ def engine_url(data_dir: Path) -> str:
     return f"chdb://{data_dir.resolve() / 'chdb'}"
 
 
-def setup(data_dir: Path, fills: int, strategy: str) -> dict[str, Any]:
-    w = prepare(data_dir, fills)
-    spec = w.spec.model_copy(update={"clickhouse": w.spec.clickhouse.model_copy(update={"url": engine_url(data_dir)})})
+def setup(data_dir: Path, fills: int, strategy: str, server: BenchServer | None = None) -> dict[str, Any]:
+    w = prepare(data_dir, fills, server=server)
+    url = server.url if server is not None else engine_url(data_dir)
+    spec = w.spec.model_copy(update={"clickhouse": w.spec.clickhouse.model_copy(update={"url": url})})
     if strategy == Strategy.EXCHANGE:
         # Exchange rebuilds the whole table: the reference query yields it all with a window that
         # reaches back past the first resolution (as the history run does).
@@ -69,9 +78,13 @@ class CannotJudge(Exception):
 class Trial:
     """The target, and the expected rows, on one engine."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, server: BenchServer | None = None) -> None:
         self.spec: TableRefreshSpec = load_manifest(data_dir / MANIFEST).spec
-        self.client: Client = clickhouse_connect.get_client(dsn=engine_url(data_dir), database=DB)
+        self.client: Client = (
+            server.client(database=DB)
+            if server is not None
+            else clickhouse_connect.get_client(dsn=engine_url(data_dir), database=DB)
+        )
         self.target = sql.table(DB, self.spec.target.table)
         if self.spec.source.query is None:
             raise SystemExit("the soak's manifest must hold its source query inline")
@@ -96,6 +109,39 @@ class Trial:
             floats=frozenset(i for i, t in enumerate(result.column_types) if "Float" in t.name),
             rows=[tuple(r) for r in result.result_rows],
         )
+
+    def partition_rows(self, table: str) -> tuple[Rows, dict[str, Rows]]:
+        """The table's rows by partition id (the old and new tables have the target's partitioning)."""
+        result = self.client.query(f"SELECT _partition_id, * FROM {table}")
+        columns = tuple(result.column_names[1:])
+        empty = Rows(
+            columns=columns,
+            key=tuple(columns.index(c) for c in self.spec.unique_key),
+            floats=frozenset(i for i, t in enumerate(result.column_types[1:]) if "Float" in t.name),
+            rows=[],
+        )
+        parts: dict[str, Rows] = {}
+        for partition, *row in result.result_rows:
+            parts.setdefault(str(partition), Rows(empty.columns, empty.key, empty.floats, [])).rows.append(tuple(row))
+        return empty, parts
+
+    def partitions(self) -> dict[str, list[str]]:
+        """Each partition of the target, the old rows or the new: ``old`` (exactly its old rows),
+        ``new`` (exactly its new rows; a partition the run leaves as it was is neither listed) or
+        ``neither`` (half done: e.g. a new part beside its old one, some keys twice)."""
+        empty, target = self.partition_rows(self.target)
+        _, old = self.partition_rows(sql.table(EXPECT, "old"))
+        _, new = self.partition_rows(sql.table(EXPECT, "new"))
+        verdict: dict[str, list[str]] = {"old": [], "new": [], "neither": []}
+        for partition in sorted(target.keys() | old.keys() | new.keys()):
+            rows = target.get(partition, empty)
+            is_old = difference(rows, old.get(partition, empty)) is None
+            is_new = difference(rows, new.get(partition, empty)) is None
+            if is_old != is_new:
+                verdict["old" if is_old else "new"].append(partition)
+            elif not is_old:
+                verdict["neither"].append(partition)
+        return verdict
 
     def change(self, trial: int) -> None:
         """One open market resolves (its rows move from the open partition to this month's, so the open
@@ -168,25 +214,47 @@ class Trial:
         ).result_rows
         leftovers = [str(t) for (t,) in tables if str(t).startswith(LEFTOVER_PREFIXES)]
         _, month = self.window()
-        return {"state": state, "vsOld": vs_old, "vsNew": vs_new, "leftovers": leftovers, "month": month}
+        partitions = self.partitions() if state == "mixed" else {}
+        return {
+            "state": state,
+            "vsOld": vs_old,
+            "vsNew": vs_new,
+            "leftovers": leftovers,
+            "month": month,
+            "partitions": partitions,
+        }
+
+
+def answer(data_dir: Path, request: dict[str, Any], server: BenchServer | None = None) -> dict[str, Any]:
+    """Do what ``request`` asks (module docstring), on the embedded engine or through ``server``."""
+    answered: dict[str, Any] = {}
+    if "setup" in request:
+        answered["setup"] = setup(data_dir, **request["setup"], server=server)
+    if request.get("check") or "prepare" in request:
+        trial = Trial(data_dir, server)
+        try:
+            if request.get("check"):
+                answered["check"] = trial.check()
+            if "prepare" in request:
+                try:
+                    answered["prepare"] = trial.prepare(int(request["prepare"]))
+                except CannotJudge as exc:
+                    answered["prepare"] = {"error": str(exc)}
+        finally:
+            trial.client.close()
+    return answered
+
+
+def quietly(data_dir: Path, request: dict[str, Any], server: BenchServer) -> dict[str, Any]:
+    """:func:`answer` in the soak's own process, its progress lines kept off the soak's output (as
+    they are when it runs in a process of its own)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return answer(data_dir, request, server)
 
 
 def main(argv: list[str]) -> None:
     data_dir, request = Path(argv[0]), json.loads(argv[1])
-    answer: dict[str, Any] = {}
-    if "setup" in request:
-        answer["setup"] = setup(data_dir, **request["setup"])
-    if request.get("check") or "prepare" in request:
-        trial = Trial(data_dir)
-        if request.get("check"):
-            answer["check"] = trial.check()
-        if "prepare" in request:
-            try:
-                answer["prepare"] = trial.prepare(int(request["prepare"]))
-            except CannotJudge as exc:
-                answer["prepare"] = {"error": str(exc)}
-        trial.client.close()
-    print(json.dumps(answer), flush=True)
+    print(json.dumps(answer(data_dir, request)), flush=True)
 
 
 if __name__ == "__main__":
