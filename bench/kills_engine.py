@@ -15,7 +15,9 @@ A request holds any of, done in this order:
   too (``_partition_id``): one that holds exactly its old rows, its new rows, or neither (half done);
 - ``prepare: TRIAL``: change the source so that the next run rebuilds different rows, then store the
   rows the target holds now (``old``) and the rows a run must leave (``new``, computed from the
-  source query, not by a run).
+  source query, not by a run). A market resolves (rows move between partitions, a swap of two)
+  only while more than ``KEEP_OPEN`` are open; the workload starts with about fills/300 open, so
+  from about trial fills/300 - 25 on, trials only add trades (a swap of the open partition).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ EXPECT = "kills_expected"  # the database holding the old and the new rows of th
 MANIFEST = "manifest.yaml"
 LEFTOVER_PREFIXES = (names.STAGING, LOCK_PREFIX, TAKEOVER_PREFIX)
 _INSERT = {"insert_deduplicate": 0}
+KEEP_OPEN = 20  # markets the soak leaves open (``Trial.change``)
 
 
 def engine_url(data_dir: Path) -> str:
@@ -146,21 +149,29 @@ class Trial:
     def change(self, trial: int) -> None:
         """One open market resolves (its rows move from the open partition to this month's, so the open
         partition shrinks); on even trials, new trades in open markets too (new keys, and new values
-        for positions); once no market is open, new trades in any market. Each trial tags its rows."""
+        for positions). Once only ``KEEP_OPEN`` markets are open, none resolves and every trial has
+        new trades in open markets: resolving the last ones would empty the open partition, which a
+        run refuses (``maxSliceDropFraction``). Each trial tags its rows."""
         fills, resolutions = polymarket.FILLS_TABLE, polymarket.RESOLUTIONS_TABLE
         settled = f"SELECT condition_id FROM {DB}.{resolutions} WHERE is_deleted = 0 AND payout_numerators != ''"
         params = {"tag": f"-k{trial}", "trial": trial}
         open_markets = f"SELECT DISTINCT condition_id FROM {DB}.{fills} WHERE condition_id NOT IN ({settled})"
-        resolving = self.client.query(
-            f"SELECT condition_id FROM ({open_markets}) ORDER BY cityHash64(condition_id, {{trial:UInt32}}) LIMIT 1",
-            parameters=params,
-        ).result_rows
+        still_open = int(self.client.query(f"SELECT count() FROM ({open_markets})").result_rows[0][0])
+        resolving = (
+            self.client.query(
+                f"SELECT condition_id FROM ({open_markets}) ORDER BY cityHash64(condition_id, {{trial:UInt32}}) "
+                "LIMIT 1",
+                parameters=params,
+            ).result_rows
+            if still_open > KEEP_OPEN
+            else []
+        )
         if trial % 2 == 0 or not resolving:
             self.client.command(
                 f"INSERT INTO {DB}.{fills} SELECT concat(fill_id, {{tag:String}}), concat(tx_hash, {{tag:String}}), "
                 "now(), wallet, condition_id, outcome_index, tokens_delta, usdc_delta, source, is_self_fill, "
                 f"is_maker FROM {DB}.{fills} WHERE cityHash64(fill_id, {{trial:UInt32}}) % 40 = 0 "
-                + (f"AND condition_id NOT IN ({settled})" if resolving else ""),
+                + (f"AND condition_id NOT IN ({settled})" if still_open else ""),
                 parameters=params,
                 settings=_INSERT,
             )
