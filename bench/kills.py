@@ -48,9 +48,10 @@ Where the engine lives, and what is killed:
   in a process of its own; no replication, no query log), whose clients the refresh processes are,
   with a password user, as a Job is. The kill hits the client only, and the server runs on the
   statement it was running: the soak waits until the server runs no statement of the refresh
-  processes' user (how long is reported), then checks. The recovery run starts at once, as the next
-  Job may, and meets the dead run's lock while its TTL has not passed: it must exit 3 and change
-  nothing (counted), and runs again after the TTL (at most 4 runs in all);
+  processes' user (how long is reported), copies the target as it is then (checked afterwards),
+  and starts the recovery run at once, as the next Job may. That run meets the dead run's lock
+  while its TTL has not passed: it must exit 3 and change nothing (counted), and runs again after
+  the TTL (at most 4 runs in all);
 - ``--server-crash``: the same server, SIGKILLed at the instant instead (the engine with it), and
   started again at once on the same data directory and ports, as a supervisor would; the refresh
   process lives on, may reconnect, and ends as it will (its exit code and reason are tabulated,
@@ -391,6 +392,7 @@ class Soak:
         while from_swap and process.poll() is None and not _SWAP_STEP.search(log.read_text()):
             time.sleep(0.0005)
         restart: float | None = None
+        drain: float | None = 0.0
         try:
             code = process.wait(timeout=at)
             killed = False
@@ -422,29 +424,37 @@ class Soak:
         text = log.read_text()
         if not killed:
             step = "ended" if code == 0 else last_step(text)
-        # A killed client's statement runs on in the server: wait until it ends, then look.
-        drain = self.server.drain() if self.server is not None else 0.0
-        after = self.engine(check=True)["check"]
-        # Embedded: the next run once the dead run's lock is older than its TTL. On a server: at once,
-        # as the next Job may, and again after the TTL when it meets the dead run's lock (exit 3).
-        if self.mode == EMBEDDED:
-            time.sleep(max(0.0, killed_at + self.lock_ttl + 0.5 - time.monotonic()))
         reruns: list[int] = []
         waits_changed: list[str] = []
+        if self.server is None:
+            # Embedded: check, then the next run once the dead run's lock is older than its TTL.
+            after = self.engine(check=True)["check"]
+            time.sleep(max(0.0, killed_at + self.lock_ttl + 0.5 - time.monotonic()))
+        else:
+            # A killed client's statement runs on in the server: wait until it ends, and copy the
+            # target as it is then. The next run starts at once, as the next Job may; it meets the
+            # dead run's lock until the TTL has passed (exit 3, and the target as the copy), and runs
+            # again after the TTL. The copy is checked afterwards.
+            drain = self.server.drain()
+            self.engine(snapshot=True)
         delay = time.monotonic() - killed_at
         for attempt in range(_RECOVERY_ATTEMPTS):
             rerun, seconds, output = self.run(f"{name}-rerun" + (f"-{attempt}" if attempt else ""))
             reruns.append(rerun)
             if rerun != _LOCK_HELD or attempt == _RECOVERY_ATTEMPTS - 1:
                 break
-            now = self.engine(check=True)["check"]
-            if now["state"] != after["state"] or (now["state"] == "mixed" and now["vsNew"] != after["vsNew"]):
-                waits_changed.append(f"{after['state']} -> {now['state']} ({now['vsNew']})")
+            changed = self.engine(unchanged=True)["unchanged"] if self.server is not None else None
+            if changed is not None:
+                waits_changed.append(changed)
             time.sleep(max(self.lock_ttl / 2, killed_at + self.lock_ttl + 0.5 - time.monotonic()))
         request: dict[str, Any] = {"check": True}
+        if self.server is not None:
+            request["checkSnapshot"] = True
         if next_change is not None:
             request["prepare"] = next_change
         answer = self.engine(**request)
+        if self.server is not None:
+            after = answer["checkSnapshot"]
         seen = Observation(
             i,
             at,

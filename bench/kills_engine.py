@@ -10,6 +10,9 @@ itself, as one more client.
 A request holds any of, done in this order:
 - ``setup: {"fills": N, "strategy": S}``: generate the reference workload, build the table's whole
   history, write the manifest the refresh processes run (``DATA_DIR/manifest.yaml``);
+- ``snapshot: true``: copy the target as it is now (``kills_expected.after``);
+- ``unchanged: true``: None when the target holds exactly the snapshot's rows, else what differs;
+- ``checkSnapshot: true``: ``check`` of the snapshot instead of the target;
 - ``check: true``: compare the target with the old and the new rows of the last ``prepare``, by
   unique key, and list the tables a run keeps beside it; for a mixed state, compare each partition
   too (``_partition_id``): one that holds exactly its old rows, its new rows, or neither (half done);
@@ -128,11 +131,12 @@ class Trial:
             parts.setdefault(str(partition), Rows(empty.columns, empty.key, empty.floats, [])).rows.append(tuple(row))
         return empty, parts
 
-    def partitions(self) -> dict[str, list[str]]:
-        """Each partition of the target, the old rows or the new: ``old`` (exactly its old rows),
-        ``new`` (exactly its new rows; a partition the run leaves as it was is neither listed) or
-        ``neither`` (half done: e.g. a new part beside its old one, some keys twice)."""
-        empty, target = self.partition_rows(self.target)
+    def partitions(self, table: str) -> dict[str, list[str]]:
+        """Each partition of ``table`` (the target or its snapshot), the old rows or the new: ``old``
+        (exactly its old rows), ``new`` (exactly its new rows; a partition the run leaves as it was
+        is neither listed) or ``neither`` (half done: e.g. a new part beside its old one, some keys
+        twice)."""
+        empty, target = self.partition_rows(table)
         _, old = self.partition_rows(sql.table(EXPECT, "old"))
         _, new = self.partition_rows(sql.table(EXPECT, "new"))
         verdict: dict[str, list[str]] = {"old": [], "new": [], "neither": []}
@@ -215,8 +219,22 @@ class Trial:
             raise CannotJudge(f"trial {trial}: the change left the target's rows as they were")
         return {"month": month, "old": len(old_rows.rows), "new": len(new_rows.rows)}
 
-    def check(self) -> dict[str, Any]:
-        actual = self.rows(self.target)
+    def snapshot(self) -> None:
+        """Copy the target as it is now (``kills_expected.after``), to be checked later."""
+        after = sql.table(EXPECT, "after")
+        self.client.command(f"DROP TABLE IF EXISTS {after} SYNC")
+        self.client.command(f"CREATE TABLE {after} AS {self.target}")
+        self.client.command(f"INSERT INTO {after} SELECT * FROM {self.target}", settings=_INSERT)
+
+    def unchanged(self) -> str | None:
+        """None when the target holds exactly the snapshot's rows; else what differs."""
+        return difference(self.rows(self.target), self.rows(sql.table(EXPECT, "after")))
+
+    def check(self, table: str | None = None) -> dict[str, Any]:
+        """The target (or ``table``, its snapshot) against the old and the new rows; the tables a run
+        leaves beside the target now."""
+        table = table or self.target
+        actual = self.rows(table)
         vs_old = difference(actual, self.rows(sql.table(EXPECT, "old")))
         vs_new = difference(actual, self.rows(sql.table(EXPECT, "new")))
         state = "old" if vs_old is None else "new" if vs_new is None else "mixed"
@@ -225,7 +243,7 @@ class Trial:
         ).result_rows
         leftovers = [str(t) for (t,) in tables if str(t).startswith(LEFTOVER_PREFIXES)]
         _, month = self.window()
-        partitions = self.partitions() if state == "mixed" else {}
+        partitions = self.partitions(table) if state == "mixed" else {}
         return {
             "state": state,
             "vsOld": vs_old,
@@ -241,9 +259,15 @@ def answer(data_dir: Path, request: dict[str, Any], server: BenchServer | None =
     answered: dict[str, Any] = {}
     if "setup" in request:
         answered["setup"] = setup(data_dir, **request["setup"], server=server)
-    if request.get("check") or "prepare" in request:
+    if request.keys() & {"snapshot", "unchanged", "checkSnapshot", "check", "prepare"}:
         trial = Trial(data_dir, server)
         try:
+            if request.get("snapshot"):
+                trial.snapshot()
+            if request.get("unchanged"):
+                answered["unchanged"] = trial.unchanged()
+            if request.get("checkSnapshot"):
+                answered["checkSnapshot"] = trial.check(sql.table(EXPECT, "after"))
             if request.get("check"):
                 answered["check"] = trial.check()
             if "prepare" in request:
