@@ -179,6 +179,8 @@ EMBEDDED, SERVER, SERVER_CRASH = "embedded", "server", "server-crash"
 MODES = (EMBEDDED, SERVER, SERVER_CRASH)
 _LOCK_HELD = 3  # tablerefresh refresh: another run holds the lock (nothing changed)
 _FAILED_AFTER_SWAP = 7
+# Exit codes that say the spec, the data or the target's state refused the run: a crash is none of these.
+_BLAMES_INPUT = (2, 4, 5, 8)
 _RECOVERY_ATTEMPTS = 4  # runs after a kill: the first may meet the dead run's lock, the next ones not
 _CLIENT_LIMIT = 300.0  # seconds a client may go on after its server crashed before the soak kills it
 
@@ -209,7 +211,7 @@ class Tally:
     still_running: int = 0  # --server: trials where the server ran the killed client's statement on
     drains: list[float] = field(default_factory=list)  # --server: how long it ran on, each such trial
     restarts: list[float] = field(default_factory=list)  # --server-crash: seconds until the server answered again
-    delays: list[float] = field(default_factory=list)  # seconds from each kill to its first recovery run
+    delays: list[float] = field(default_factory=list)  # seconds from each killed run's end to its first recovery
     outcomes: Counter[tuple[int, str, str]] = field(default_factory=Counter)  # crash: (exit, reason, state)
     steps: Counter[tuple[str, str]] = field(default_factory=Counter)  # (last step logged, state)
     problems: list[str] = field(default_factory=list)
@@ -240,7 +242,7 @@ class Observation:
     drain: float | None = 0.0  # --server: seconds the server ran the killed client's statements on
     restart: float | None = None  # --server-crash: seconds until the restarted server answered
     waits_changed: list[str] = field(default_factory=list)  # a recovery run that exited 3 changed the target
-    delay: float = 0.0  # seconds from the kill to the first recovery run's start
+    delay: float = 0.0  # seconds from the killed run's end (its kill; after a crash, its exit) to the first recovery
 
     @property
     def rerun(self) -> int:
@@ -253,7 +255,8 @@ def judge(tally: Tally, seen: Observation, mode: str = EMBEDDED) -> list[str]:
     A server crash inside the swap may leave a mixed state (a plain MergeTree's multi-partition
     replace is not crash-atomic): counted, and the next run must repair it; anywhere else, and after
     any kill of a client, a mixed state breaks a promise. After a server crash the run's own exit
-    code must be honest: 0 only with the new rows, and a changed target never reported as untouched."""
+    code must be honest: 0 only with the new rows, a changed target never reported as untouched, and
+    the crash never blamed on the input or the data (exit 2, 4, 5 or 8)."""
     tally.trials += 1
     problems = []
     if not seen.killed and seen.code != 0:
@@ -299,6 +302,11 @@ def judge(tally: Tally, seen: Observation, mode: str = EMBEDDED) -> list[str]:
             problems.append(f"the run exited 0 after the crash, yet the target holds the {state} rows")
         if state != "old" and seen.code not in (0, _FAILED_AFTER_SWAP):
             problems.append(f"the target holds the {state} rows, yet the run exited {seen.code} (nothing changed)")
+        if seen.code in _BLAMES_INPUT:
+            problems.append(
+                f"after its server crashed the run exited {seen.code} ({seen.summary.get('reason', '')}), blaming "
+                f"its input or data: {str(seen.summary.get('error', ''))[:300]}"
+            )
     if seen.reruns[0] == _LOCK_HELD:
         tally.lock_waits += 1
     problems += [f"a recovery run that exited 3 changed the target: {change}" for change in seen.waits_changed]
@@ -572,6 +580,8 @@ def _describe(seen: Observation) -> str:
     if seen.restart is not None:
         said = seen.summary.get("reason") or seen.summary.get("outcome") or ""
         what += f", server back in {seen.restart:.1f}s, run exit {seen.code} {said}".rstrip()
+        if seen.summary.get("error"):
+            what += f" ({str(seen.summary['error'])[:160]})"
     if seen.drain:
         what += f", server ran its statement {seen.drain:.2f}s on"
     what += f": {seen.after['state']} rows"
@@ -626,8 +636,8 @@ def report(
         say(f"{label:<50}{value:>6}")
     if tally.delays:
         say(
-            f"the first recovery run started {min(tally.delays):.1f}s to {max(tally.delays):.1f}s after the kill "
-            f"(median {statistics.median(tally.delays):.1f}s; the lock TTL is what decides whether it meets the lock)"
+            f"the first recovery run started {min(tally.delays):.1f}s to {max(tally.delays):.1f}s after the killed "
+            f"run ended (median {statistics.median(tally.delays):.1f}s): it meets the dead run's lock within the TTL"
         )
     if tally.drains:
         say(

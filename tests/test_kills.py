@@ -102,6 +102,8 @@ def test_a_server_crash_inside_the_swap_may_leave_a_mix_which_the_next_run_repai
     assert judge(Tally(), observation(code=0), SERVER_CRASH)  # exit 0, yet the old rows
     assert judge(Tally(), observation(code=1, after={**half, "state": "new"}), SERVER_CRASH)
     assert judge(Tally(), observation(code=7), SERVER_CRASH) == []
+    blamed = observation(code=2, summary={"reason": "InvalidSpec", "error": "the slice predicate does not compile"})
+    assert "blaming its input" in judge(Tally(), blamed, SERVER_CRASH)[0]
     unconverged = judge(Tally(), observation(reruns=[3, 3, 3, 3]), SERVER)
     assert unconverged and "exited [3, 3, 3, 3]" in unconverged[0]
     met = Tally()
