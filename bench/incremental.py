@@ -33,8 +33,9 @@ On the embedded engine (the default) every run is in this process, the engine in
 s" is this process's. With ``--server`` the engine is served over ClickHouse's HTTP in a process of
 its own (``bench/server.py``) and each refresh runs in a process of its own, a client, as a Job
 is: "CPU s" is then the server process's plus the refresh process's, and the benchmark also reports
-the server's peak memory for each kind of run (its resident set's high-water mark over the run;
-there is no query log) and the refresh process's own peak resident set.
+the server's peak memory for each kind of run (its resident set's high-water mark over the run, and
+the engine's own tracked memory sampled every 50 ms; there is no query log) and the refresh
+process's own peak resident set.
 """
 
 from __future__ import annotations
@@ -303,7 +304,7 @@ def served(full: list[Measured], incremental: dict[int, list[Measured]], repeat:
         f"(CPU: median of {repeat}; memory: highest of {repeat}):"
     )
     print(
-        f"{'run':<28}{'server CPU s':>14}{'server peak MB':>16}{'at start MB':>13}"
+        f"{'run':<28}{'server CPU s':>14}{'server peak MB':>16}{'at start MB':>13}{'engine MB':>11}"
         f"{'client CPU s':>14}{'(process)':>11}{'client RSS MB':>15}"
     )
     kinds = [("full (forced)", full)] + [(f"incremental, {share}% changed", incremental[share]) for share in SHARES]
@@ -314,16 +315,19 @@ def served(full: list[Measured], incremental: dict[int, list[Measured]], repeat:
         peak = max(m.server_peak_mb or 0.0 for m in runs)
         start = max(m.server_start_mb or 0.0 for m in runs)
         rss = max(m.client_rss_mb or 0.0 for m in runs)
+        engine = max(m.engine_peak_mb or 0.0 for m in runs)
         print(
-            f"{label:<28}{server_cpu:>14.2f}{peak:>16.0f}{start:>13.0f}{client_cpu:>14.2f}{client_process:>11.2f}"
+            f"{label:<28}{server_cpu:>14.2f}{peak:>16.0f}{start:>13.0f}{engine:>11.0f}{client_cpu:>14.2f}"
+            f"{client_process:>11.2f}"
             f"{rss:>15.0f}"
         )
     print(
         "CPU s in the table above is the server's over the run plus the client's during the run; client CPU s "
         "(process): the refresh process's during the run (over its whole life, its start-up included); server "
         "peak MB: the server process's resident set high-water mark over the run (VmHWM, reset at its start), "
-        "beside its resident set at the start; client RSS MB: the refresh process's own peak (the interpreter "
-        "and its modules included)."
+        "beside its resident set at the start; engine MB: the engine's tracked memory (MemoryTracking) at its "
+        "highest sample, every 50 ms; client RSS MB: the refresh process's own peak (the interpreter and its "
+        "modules included)."
     )
 
 

@@ -11,8 +11,8 @@ On the embedded engine (the default) every run is in this process, the engine in
 ``--server`` the engine is served over ClickHouse's HTTP in a process of its own
 (``bench/server.py``), the baseline is sent to it, and each refresh runs in a process of its own, a
 client, as a Job is; it also reports the server process's CPU seconds and peak memory for each
-measurement (its resident set's high-water mark over the run; there is no query log), and the
-refresh process's own peak resident set.
+measurement (its resident set's high-water mark over the run, and the engine's own tracked memory
+sampled every 50 ms; there is no query log), and the refresh process's own peak resident set.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def run(data_dir: Path, fills: int, repeat: int, server: BenchServer | None = No
             seconds = baseline()
             use = server.since(mark)
             results["baseline"].append(seconds)
-            used["baseline"].append(Use(use.cpu, use.peak_mb, use.start_mb))
+            used["baseline"].append(Use(use.cpu, use.peak_mb, use.start_mb, use.tracked_peak_mb))
             return
         variant, query = variants[name]
         run = measured(w, variant, query)
@@ -189,6 +189,7 @@ class Use:
     cpu: float
     server_peak_mb: float | None
     server_start_mb: float | None
+    engine_peak_mb: float | None
     client_cpu: float | None = None
     client_process_cpu: float | None = None
     client_rss_mb: float | None = None
@@ -196,7 +197,13 @@ class Use:
     @classmethod
     def of(cls, run: Measured) -> Use:
         return cls(
-            run.cpu, run.server_peak_mb, run.server_start_mb, run.client_cpu, run.client_process_cpu, run.client_rss_mb
+            run.cpu,
+            run.server_peak_mb,
+            run.server_start_mb,
+            run.engine_peak_mb,
+            run.client_cpu,
+            run.client_process_cpu,
+            run.client_rss_mb,
         )
 
 
@@ -204,19 +211,21 @@ def served(used: dict[str, list[Use]], repeat: int) -> None:
     """What the server and the refresh processes used, per measurement: CPU medians of ``repeat``
     runs, memory the highest of them."""
     base_cpu = statistics.median(m.cpu for m in used["baseline"])
+    base_engine = max(m.engine_peak_mb or 0.0 for m in used["baseline"]) or 1.0
     print(
         "\nserver process (the engine) and refresh process (a client), per measurement "
         f"(CPU: median of {repeat}; memory: highest of {repeat}):"
     )
     print(
         f"{'measurement':<34}{'CPU s':>8}{'ratio':>8}{'server peak MB':>16}{'at start MB':>13}"
-        f"{'client CPU s':>14}{'(process)':>11}{'client RSS MB':>15}"
+        f"{'engine MB':>11}{'ratio':>7}{'client CPU s':>14}{'(process)':>11}{'client RSS MB':>15}"
     )
     for name in ("baseline", "ReplacePartitions", "Exchange", "DeleteInsert"):
         runs = used[name]
         cpu = statistics.median(m.cpu for m in runs)
         peak = max(m.server_peak_mb or 0.0 for m in runs)
         start = max(m.server_start_mb or 0.0 for m in runs)
+        engine = max(m.engine_peak_mb or 0.0 for m in runs)
         label = "bare INSERT … SELECT (baseline)" if name == "baseline" else f"{name} end to end"
         client_cpu = client_process = client_rss = ""
         if name != "baseline":
@@ -225,13 +234,14 @@ def served(used: dict[str, list[Use]], repeat: int) -> None:
             client_rss = f"{max(m.client_rss_mb or 0.0 for m in runs):.0f}"
         print(
             f"{label:<34}{cpu:>8.2f}{cpu / base_cpu:>8.2f}{peak:>16.0f}{start:>13.0f}"
-            f"{client_cpu:>14}{client_process:>11}{client_rss:>15}"
+            f"{engine:>11.0f}{engine / base_engine:>7.2f}{client_cpu:>14}{client_process:>11}{client_rss:>15}"
         )
     print(
         "CPU s: the server process's over the run, plus the refresh process's during the run for a refresh; "
         "client CPU s (process): the refresh process's during the run (over its whole life, its start-up "
         "included); server peak MB: the server process's resident set high-water mark over the run (VmHWM, "
-        "reset at its start), beside its resident set at the start; client RSS MB: the refresh process's own peak."
+        "reset at its start), beside its resident set at the start; engine MB: the engine's tracked memory "
+        "(MemoryTracking) at its highest sample, every 50 ms; client RSS MB: the refresh process's own peak."
     )
 
 

@@ -13,6 +13,9 @@ With no query log, the server's figures for a run come from its process:
   current resident set just before the run by writing ``5`` to ``/proc/PID/clear_refs``. It is the
   whole process's (the engine's caches included), so the resident set at the run's start is
   reported beside it;
+- the engine's own peak: its memory tracker (``MemoryTracking`` in ``system.metrics``, what the
+  queries and merges hold, without the allocator's cache), sampled every 50 ms during the run, so a
+  peak shorter than that may be missed;
 - CPU: the process's user and system time (``/proc/PID/stat``) over the run. Background merges
   count too: the benchmarks wait for them to finish before each run.
 """
@@ -26,6 +29,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
@@ -46,23 +50,60 @@ _ROOT = Path(__file__).resolve().parent.parent
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-@dataclass(frozen=True)
+_SAMPLE_SECONDS = 0.05
+
+
+@dataclass
 class Mark:
-    """The server process at a run's start."""
+    """The server process at a run's start, and the engine's tracked memory sampled since."""
 
     cpu: float
     rss_mb: float
     peak_reset: bool  # whether VmHWM was reset (else it is the peak since the process started)
+    sampler: TrackedPeak
 
 
 @dataclass(frozen=True)
 class ServerUse:
-    """The server process over one run: CPU seconds, peak and starting resident set."""
+    """The server process over one run: CPU seconds, peak and starting resident set, and the
+    engine's tracked memory at its highest sample."""
 
     cpu: float
     peak_mb: float
     start_mb: float
     peak_reset: bool
+    tracked_peak_mb: float
+
+
+class TrackedPeak:
+    """The highest ``MemoryTracking`` the engine reports, sampled every 50 ms from a client of its own."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="tracked-peak", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        rows = self.client.query("SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'").result_rows
+        self.peak = max(self.peak, int(rows[0][0]) if rows else 0)
+
+    def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a sample lost to a busy server is a sample missed
+                self._sample()
+            if self._stop.wait(_SAMPLE_SECONDS):
+                return
+
+    def stop(self) -> float:
+        """Stop sampling (one last sample first); the peak in MB."""
+        self._stop.set()
+        self._thread.join()
+        with contextlib.suppress(Exception):
+            self._sample()
+        self.client.close()
+        return self.peak / 2**20
 
 
 class BenchServer:
@@ -128,17 +169,20 @@ class BenchServer:
         return (int(after_name[11]) + int(after_name[12])) / _CLOCK_TICKS
 
     def mark(self) -> Mark:
-        """Reset the peak to the resident set now, and note the CPU time: call just before a run."""
+        """Reset the peak to the resident set now, note the CPU time and start sampling the engine's
+        tracked memory: call just before a run, and :meth:`since` just after."""
         try:
             with open(f"/proc/{self.pid}/clear_refs", "w") as clear:
                 clear.write("5")
             reset = True
         except OSError:
             reset = False
-        return Mark(self.cpu_seconds(), self.rss_mb(), reset)
+        sampler = TrackedPeak(self.client())
+        return Mark(self.cpu_seconds(), self.rss_mb(), reset, sampler)
 
     def since(self, mark: Mark) -> ServerUse:
-        return ServerUse(self.cpu_seconds() - mark.cpu, self.peak_mb(), mark.rss_mb, mark.peak_reset)
+        tracked = mark.sampler.stop()
+        return ServerUse(self.cpu_seconds() - mark.cpu, self.peak_mb(), mark.rss_mb, mark.peak_reset, tracked)
 
     # -- statements of the refresh processes --------------------------------------------------
 

@@ -95,7 +95,8 @@ class Measured:
     on a server, the server process's plus the refresh process's during the run. The other figures
     are a server run's: the refresh process's own CPU seconds during the run and over its whole life
     (its start-up included) and its peak resident set, the server process's peak resident set over
-    the run and its resident set at the start (``bench/server.py``)."""
+    the run and its resident set at the start, and the engine's tracked memory at its highest
+    sample (``bench/server.py``)."""
 
     record: RunRecord
     cpu: float
@@ -104,6 +105,7 @@ class Measured:
     client_rss_mb: float | None = None
     server_peak_mb: float | None = None
     server_start_mb: float | None = None
+    engine_peak_mb: float | None = None
 
 
 def measured(
@@ -124,6 +126,7 @@ def measured(
             ran.client_rss_mb,
             ran.server.peak_mb,
             ran.server.start_mb,
+            ran.server.tracked_peak_mb,
         )
     options = RunOptions(
         run_id=run_id, owner=f"{run_id}@{socket.gethostname()}:{os.getpid()}", run_time=run_time, force_full=full
