@@ -1,7 +1,7 @@
-"""Incremental refresh benchmark on the embedded engine: incremental runs as a ratio to a full run.
+"""Incremental refresh benchmark: incremental runs as a ratio to a full run.
 
     .venv/bin/python -m bench.incremental [--fills 20000000] [--repeat 2] [--pattern uniform|clustered]
-                                          [--data-dir DIR]
+                                          [--data-dir DIR] [--server]
 
 Generates the reference workload and builds its whole history (as ``bench.refresh`` does), then
 refreshes it with the incremental manifest (``examples/polymarket/tablerefresh-incremental.yaml``)
@@ -28,19 +28,24 @@ positions move from partition 0 to their month). Which positions a batch chooses
 slice every 50 ms (it must never see fewer rows than min(old, new)), and a forced full run whose
 result is compared, row by row, with what the incremental runs had left (floats within 1e-6
 relative), with its ``verifySample`` compare as well. Prints figures, asserts nothing.
+
+On the embedded engine (the default) every run is in this process, the engine inside it, and "CPU
+s" is this process's. With ``--server`` the engine is served over ClickHouse's HTTP in a process of
+its own (``bench/server.py``) and each refresh runs in a process of its own, a client, as a Job
+is: "CPU s" is then the server process's plus the refresh process's, and the benchmark also reports
+the server's peak memory for each kind of run (its resident set's high-water mark over the run, and
+the engine's own tracked memory sampled every 50 ms; there is no query log) and the refresh
+process's own peak resident set.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import resource
-import socket
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -48,11 +53,11 @@ from pathlib import Path
 from clickhouse_connect.driver.client import Client
 
 from bench.refresh import SliceReader
-from bench.workload import prepare, settle
+from bench.server import BenchServer
+from bench.workload import Measured, Workload, measured, prepare, settle
 from tablerefresh.dataplane import sample
 from tablerefresh.dataplane.catalog import describe_table
-from tablerefresh.dataplane.refresh import Refresh, RunOptions
-from tablerefresh.dataplane.runs import Outcome, RunRecord
+from tablerefresh.dataplane.runs import RunRecord
 from tablerefresh.spec import TableRefreshSpec
 from tablerefresh.workloads import polymarket
 
@@ -79,35 +84,8 @@ class Clock:
         return self.now + self.runs * STEP
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process, the embedded engine's included: steadier than wall time on a busy machine."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-@dataclass(frozen=True)
-class Measured:
-    record: RunRecord
-    cpu: float
-
-
-def refresh(
-    spec: TableRefreshSpec, connect: Callable[[], Client], source: str, run_time: datetime, *, full: bool = False
-) -> RunRecord:
-    return measured(spec, connect, source, run_time, full=full).record
-
-
-def measured(
-    spec: TableRefreshSpec, connect: Callable[[], Client], source: str, run_time: datetime, *, full: bool = False
-) -> Measured:
-    run_id = f"bench-{run_time:%Y%m%dT%H%M%S}-{time.monotonic_ns() % 10**6}"
-    options = RunOptions(
-        run_id=run_id, owner=f"{run_id}@{socket.gethostname()}:{os.getpid()}", run_time=run_time, force_full=full
-    )
-    before = cpu_seconds()
-    record = Refresh(spec, connect, source, options).run()
-    assert record.outcome == Outcome.SUCCEEDED, record.error
-    return Measured(record, cpu_seconds() - before)
+def refresh(w: Workload, spec: TableRefreshSpec, source: str, run_time: datetime, *, full: bool = False) -> RunRecord:
+    return measured(w, spec, source, run_time, full=full).record
 
 
 def change(
@@ -191,15 +169,24 @@ def main() -> None:
     )
     parser.add_argument("--data-dir", type=Path, help="chDB path (default: a temporary directory)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step of each run")
+    parser.add_argument(
+        "--server", action="store_true", help="serve the engine over HTTP; each refresh is a client process"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s")
     with tempfile.TemporaryDirectory(prefix="tablerefresh-bench-") as tmp:
-        run(args.data_dir or Path(tmp), args.fills, args.repeat, args.pattern)
+        data_dir = args.data_dir or Path(tmp)
+        if args.server:
+            with BenchServer(data_dir / "chdb") as server:
+                print(f"served engine at {server.url}, pid {server.pid}")
+                run(data_dir, args.fills, args.repeat, args.pattern, server)
+        else:
+            run(data_dir, args.fills, args.repeat, args.pattern)
 
 
-def run(data_dir: Path, fills: int, repeat: int, pattern: str = "uniform") -> None:
+def run(data_dir: Path, fills: int, repeat: int, pattern: str = "uniform", server: BenchServer | None = None) -> None:
     started = time.monotonic()
-    w = prepare(data_dir, fills, progress=lambda m: print(f"  {m}"))
+    w = prepare(data_dir, fills, progress=lambda m: print(f"  {m}"), server=server)
     client, connect = w.client, w.connect
     base = polymarket.incremental_manifest().spec
     spec = base.model_copy(
@@ -213,7 +200,7 @@ def run(data_dir: Path, fills: int, repeat: int, pattern: str = "uniform") -> No
     assert source is not None
     clock = Clock(w.now)
     settle(client)
-    first = refresh(spec, connect, source, clock.last_run)  # the first run of this definition: full
+    first = refresh(w, spec, source, clock.last_run)  # the first run of this definition: full
     print(f"first run of the incremental manifest: {first.kind}, {first.duration_seconds:.1f}s")
     positions = slice_positions(client, spec, clock.last_run)
     slice_conditions = slice_condition_count(client, spec, clock.last_run)
@@ -225,12 +212,12 @@ def run(data_dir: Path, fills: int, repeat: int, pattern: str = "uniform") -> No
     batch = 0
     for _ in range(repeat):
         settle(client)
-        full.append(measured(spec, connect, source, clock.next_run(), full=True))
+        full.append(measured(w, spec, source, clock.next_run(), full=True))
         for share in SHARES:
             batch += 1
             conditions[share].append(change(client, spec, clock, share, batch, pattern))
             settle(client)
-            run = measured(spec, connect, source, clock.next_run())
+            run = measured(w, spec, source, clock.next_run())
             assert run.record.kind == "Incremental", run.record.kind_reason
             incremental[share].append(run)
 
@@ -243,7 +230,7 @@ def run(data_dir: Path, fills: int, repeat: int, pattern: str = "uniform") -> No
     reader = SliceReader(connect(), f"({spec.slice.predicate})", window_start)
     old = reader.count()
     with reader:
-        watched = refresh(spec, connect, source, run_time)
+        watched = refresh(w, spec, source, run_time)
     lowest, bound = min(reader.counts, default=old), min(old, reader.count())
 
     # What the incremental runs left, against a full rebuild of the same data.
@@ -253,7 +240,7 @@ def run(data_dir: Path, fills: int, repeat: int, pattern: str = "uniform") -> No
         f"INSERT INTO {SNAPSHOT} SELECT * FROM {polymarket.TARGET_TABLE}", settings={"insert_deduplicate": 0}
     )
     checked = spec.model_copy(update={"incremental": base.incremental})
-    repaired = refresh(checked, connect, source, clock.next_run(), full=True)
+    repaired = refresh(w, checked, source, clock.next_run(), full=True)
     target = describe_table(client, w.spec.clickhouse.database, polymarket.TARGET_TABLE)
     names = ", ".join(c.name for c in target.columns)
     predicate = spec.slice.predicate
@@ -303,8 +290,45 @@ def run(data_dir: Path, fills: int, repeat: int, pattern: str = "uniform") -> No
         f"{repaired.sample_differences} of {repaired.sample_keys} keys' rows differ "
         f"(full run with the sample {repaired.duration_seconds:.1f}s)"
     )
+    if server is not None:
+        served(full, incremental, repeat)
+        return
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"process RSS peak {rss_mb:.0f} MB (the embedded ClickHouse engine included)")
+
+
+def served(full: list[Measured], incremental: dict[int, list[Measured]], repeat: int) -> None:
+    """What the server and the refresh processes used, per kind of run: CPU medians, memory the highest."""
+    print(
+        "\nserver process (the engine) and refresh process (a client), per kind of run "
+        f"(CPU: median of {repeat}; memory: highest of {repeat}):"
+    )
+    print(
+        f"{'run':<28}{'server CPU s':>14}{'server peak MB':>16}{'at start MB':>13}{'engine MB':>11}"
+        f"{'client CPU s':>14}{'(process)':>11}{'client RSS MB':>15}"
+    )
+    kinds = [("full (forced)", full)] + [(f"incremental, {share}% changed", incremental[share]) for share in SHARES]
+    for label, runs in kinds:
+        server_cpu = statistics.median(m.cpu - (m.client_cpu or 0.0) for m in runs)
+        client_cpu = statistics.median(m.client_cpu or 0.0 for m in runs)
+        client_process = statistics.median(m.client_process_cpu or 0.0 for m in runs)
+        peak = max(m.server_peak_mb or 0.0 for m in runs)
+        start = max(m.server_start_mb or 0.0 for m in runs)
+        rss = max(m.client_rss_mb or 0.0 for m in runs)
+        engine = max(m.engine_peak_mb or 0.0 for m in runs)
+        print(
+            f"{label:<28}{server_cpu:>14.2f}{peak:>16.0f}{start:>13.0f}{engine:>11.0f}{client_cpu:>14.2f}"
+            f"{client_process:>11.2f}"
+            f"{rss:>15.0f}"
+        )
+    print(
+        "CPU s in the table above is the server's over the run plus the client's during the run; client CPU s "
+        "(process): the refresh process's during the run (over its whole life, its start-up included); server "
+        "peak MB: the server process's resident set high-water mark over the run (VmHWM, reset at its start), "
+        "beside its resident set at the start; engine MB: the engine's tracked memory (MemoryTracking) at its "
+        "highest sample, every 50 ms; client RSS MB: the refresh process's own peak (the interpreter and its "
+        "modules included)."
+    )
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ and that no staging, lock or takeover table is left.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from bench.kills import Rows, Tally, difference, last_step, soak
+import pytest
+from bench.kills import SERVER, SERVER_CRASH, Observation, Rows, Tally, difference, in_swap, judge, last_step, soak
 
 from tests.conftest import require
 
@@ -62,3 +64,73 @@ def test_a_short_soak_keeps_every_promise(tmp_path: Path) -> None:
     assert tally.trials == 3 and tally.mixed == tally.leftovers == tally.failed_runs == 0
     assert tally.old + tally.new + tally.finished + tally.skipped == 3
     assert tally.reruns_ok + tally.skipped == 3
+
+
+def observation(**changes: object) -> Observation:
+    new = {"state": "new", "vsOld": "x", "vsNew": None, "leftovers": [], "month": "2026-11-01", "partitions": {}}
+    seen = Observation(
+        trial=0,
+        at=1.0,
+        killed=True,
+        code=-9,
+        step="build staging from the source query",
+        after={**new, "state": "old", "vsOld": None, "vsNew": "y"},
+        month="2026-11-01",
+        reruns=[0],
+        rerun_seconds=1.0,
+        rerun_output="",
+        final=new,
+        log="trial-0.log",
+    )
+    return dataclasses.replace(seen, **changes)
+
+
+def test_a_server_crash_inside_the_swap_may_leave_a_mix_which_the_next_run_repairs() -> None:
+    mixed = {"state": "mixed", "vsOld": "a", "vsNew": "b", "leftovers": [], "month": "2026-11-01"}
+    half = {**mixed, "partitions": {"old": [], "new": ["202611"], "neither": ["0"]}}
+    split = {**mixed, "partitions": {"old": ["0"], "new": ["202611"], "neither": []}}
+    tally = Tally()
+
+    # Counted, not a broken promise: a plain MergeTree's multi-partition replace is not crash-atomic.
+    assert judge(tally, observation(step="swap N partition(s)", code=7, after=half), SERVER_CRASH) == []
+    assert judge(tally, observation(step="swap N partition(s)", code=7, after=split), SERVER_CRASH) == []
+    assert (tally.mixed, tally.half_done, tally.split, tally.reruns_ok) == (2, 1, 1, 2)
+    # Anywhere else, or after a client's kill, a mix breaks one.
+    assert judge(Tally(), observation(step="verify the swap", code=7, after=split), SERVER_CRASH)
+    assert judge(Tally(), observation(step="swap N partition(s)", after=split), SERVER)
+    # The run's own exit code after a crash must be honest, and the next run must converge.
+    assert judge(Tally(), observation(code=0), SERVER_CRASH)  # exit 0, yet the old rows
+    assert judge(Tally(), observation(code=1, after={**half, "state": "new"}), SERVER_CRASH)
+    assert judge(Tally(), observation(code=7), SERVER_CRASH) == []
+    blamed = observation(code=2, summary={"reason": "InvalidSpec", "error": "the slice predicate does not compile"})
+    assert "blaming its input" in judge(Tally(), blamed, SERVER_CRASH)[0]
+    unconverged = judge(Tally(), observation(reruns=[3, 3, 3, 3]), SERVER)
+    assert unconverged and "exited [3, 3, 3, 3]" in unconverged[0]
+    met = Tally()
+    assert judge(met, observation(reruns=[3, 0]), SERVER) == [] and met.lock_waits == 1
+
+
+def test_in_swap_is_the_swap_statement_itself() -> None:
+    assert in_swap("swap N partition(s)") and in_swap("exchange tables")
+    assert not in_swap("verify the swap") and not in_swap("build staging from the source query")
+
+
+@pytest.mark.served
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [SERVER, SERVER_CRASH])
+def test_a_short_soak_against_a_server_keeps_every_promise(tmp_path: Path, mode: str) -> None:
+    """Two kills of the client (``--server``) or of the server (``--server-crash``): each leaves
+    the old or the new rows (or, after a crash inside the swap, a mix the next run repairs), and the
+    next run converges with nothing left beside the target."""
+    require("chdb", "the embedded ClickHouse engine")
+    lines: list[str] = []
+
+    tally = soak(tmp_path, trials=2, fills=5_000, lock_ttl=2.0, measure=2, seed=149, mode=mode, say=lines.append)
+
+    assert tally.problems == [], "\n".join(lines + tally.problems)
+    assert tally.trials == 2 and tally.leftovers == tally.failed_runs == 0
+    assert tally.reruns_ok + tally.skipped == 2
+    if mode == SERVER:
+        assert tally.mixed == 0
+    else:
+        assert len(tally.restarts) + tally.finished == 2
