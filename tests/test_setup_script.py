@@ -30,7 +30,7 @@ def stand_in(tmp_path: Path) -> Path:
     return root
 
 
-def setup(root: Path, path: str) -> subprocess.CompletedProcess[str]:
+def run_setup(root: Path, path: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", str(root / "scripts" / "setup")],
         cwd=root,
@@ -43,7 +43,7 @@ def setup(root: Path, path: str) -> subprocess.CompletedProcess[str]:
 
 def test_setup_says_how_to_put_the_plugin_on_path_and_that_works(tmp_path: Path) -> None:
     root = stand_in(tmp_path)
-    done = setup(root, "/usr/bin:/bin")
+    done = run_setup(root, "/usr/bin:/bin")
     assert done.returncode == 0, done.stderr
     bin_dir = root.resolve() / ".venv" / "bin"
     lines = done.stderr.splitlines()
@@ -67,5 +67,5 @@ def test_setup_says_how_to_put_the_plugin_on_path_and_that_works(tmp_path: Path)
         assert ran.stdout.strip() == "plugin ran: status", ran.stderr
 
     # Once it is on PATH, setup says so instead.
-    again = setup(root, f"{bin_dir}:/usr/bin:/bin")
+    again = run_setup(root, f"{bin_dir}:/usr/bin:/bin")
     assert again.stderr.splitlines()[-1] == "kubectl tablerefresh is ready (.venv/bin is on your PATH)"
