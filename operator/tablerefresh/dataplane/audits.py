@@ -47,6 +47,8 @@ def check(
         try:
             columns = client.query(f"DESCRIBE ({_query(audit)})", parameters=bound, settings=described).result_rows
         except ClickHouseError as exc:
+            if getattr(exc, "code", None) is None:
+                raise  # the connection broke, not the audit
             raise InvalidInput(f"{what} does not compile: {one_line(exc)}") from exc
         if len(columns) != 1 or not _NUMBER.match(str(columns[0][1])):
             kinds = ", ".join(f"{c[0]} {c[1]}" for c in columns)

@@ -116,6 +116,8 @@ def query_columns(
     try:
         rows = client.query(f"DESCRIBE ({query})", parameters=parameters).result_rows
     except DatabaseError as exc:
+        if getattr(exc, "code", None) is None:
+            raise  # the connection broke, not the query: the caller reports the connection
         raise InvalidInput(f"{what} does not compile: {one_line(exc)}") from exc
     return [Column(r[0], r[1]) for r in rows]
 

@@ -375,6 +375,8 @@ class Refresh:
         try:
             self.client.query(f"SELECT 1 FROM {target.qualified} WHERE {self.in_slice} LIMIT 0", parameters=self.params)
         except ClickHouseError as exc:
+            if getattr(exc, "code", None) is None:
+                raise  # the connection broke, not the predicate
             raise InvalidInput(f"the slice predicate does not compile: {one_line(exc)}") from exc
         audits.check(self.client, self.spec.audits, target.name, self.params)
         return target
