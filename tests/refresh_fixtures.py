@@ -8,14 +8,15 @@ import socket
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-import yaml
 from clickhouse_connect.driver.client import Client
 
 from tablerefresh.dataplane.refresh import Refresh, RunOptions
 from tablerefresh.dataplane.runs import RunRecord
 from tablerefresh.spec import TableRefreshSpec
+from tests.engines import write_manifest
 
 COLUMNS = "id UInt64, resolved_at Nullable(DateTime), value Float64, updated_at DateTime"
 PREDICATE = "resolved_at IS NULL OR resolved_at >= {window_start:DateTime}"
@@ -152,13 +153,4 @@ def set_up_engine(
     client.command(f"CREATE DATABASE {database}")
     create_tables(client, database)
     fill_source(client, database, rows=rows)
-    body = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
-    body["clickhouse"]["url"] = url
-    document = {
-        "apiVersion": "tablerefresh.dev/v1alpha1",
-        "kind": "TableRefresh",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": body,
-    }
-    with open(manifest, "w") as out:
-        yaml.safe_dump(document, out)
+    write_manifest(Path(manifest), spec, url, name)
