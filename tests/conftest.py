@@ -26,8 +26,9 @@ from tests.engines import (
 )
 from tests.served_engine import ServedClickHouse, served
 
-# The Kubernetes test control plane (fixtures controlplane, kube_api, namespace).
-pytest_plugins = ["tests.controlplane.pytest_plugin"]
+# The Kubernetes test control plane (fixtures controlplane, kube_api, namespace) and the harness on
+# it (api, crd, operator, operator_process).
+pytest_plugins = ["tests.controlplane.pytest_plugin", "tests.harness.fixtures"]
 
 
 def require(module: str, what: str) -> None:

@@ -10,9 +10,6 @@ works in the database ``e2e``, dropped after it.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,24 +19,17 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from prometheus_client.parser import text_string_to_metric_families
 
 from tablerefresh.dataplane.connection import connect
 from tablerefresh.dataplane.server import User
 from tests.conftest import require
-from tests.controlplane.cluster import free_port
+from tests.harness.kube import (
+    GROUP,
+    VERSION,
+    Kube,
+)
 from tests.jobrunner.cron import Clock
 from tests.jobrunner.runner import JobRunner
-from tests.kube_support import (
-    CREDENTIALS_LABELS,
-    GROUP,
-    PLURAL,
-    TEST_POLICY_ARGS,
-    VERSION,
-    install_crd,
-    stop_group,
-    wait_for,
-)
 from tests.served_engine import ServedClickHouse, served
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,124 +105,14 @@ def manifest(namespace: str, url: str, name: str = NAME, **spec: Any) -> dict[st
     }
 
 
-class OperatorProcess:
-    """``tablerefresh operator`` watching one namespace, with its /metrics on a loopback port."""
-
-    def __init__(self, kubeconfig: Path, namespace: str, directory: Path) -> None:
-        self.kubeconfig, self.namespace, self.directory = kubeconfig, namespace, directory
-        self.metrics_port = free_port()
-        self.log = directory / "operator.log"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> OperatorProcess:
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.directory),
-            "KUBECONFIG": str(self.kubeconfig),
-        }
-        with self.log.open("wb") as out:
-            self._process = subprocess.Popen(
-                [
-                    INSTALLED,
-                    "operator",
-                    "--namespace",
-                    self.namespace,
-                    "--metrics-port",
-                    str(self.metrics_port),
-                    "--resync",
-                    "5",
-                    *TEST_POLICY_ARGS,
-                ],
-                env=env,
-                cwd=self.directory,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        wait_for("the operator's /metrics", self._serving, timeout=60)
-        return self
-
-    def _serving(self) -> bool:
-        assert self._process is not None and self._process.poll() is None, self.log.read_text()[-3000:]
-        try:
-            return bool(self.metrics_text())
-        except OSError:
-            return False
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
-
-    def metrics_text(self) -> str:
-        import urllib.request
-
-        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
-            text: str = response.read().decode()
-            return text
-
-    def sample(self, metric: str, **labels: str) -> float | None:
-        """A series of its /metrics, scraped now (namespace, name and table filled in)."""
-        wanted = {"namespace": self.namespace, "name": NAME, "table": TABLE, **labels}
-        for family in text_string_to_metric_families(self.metrics_text()):
-            for s in family.samples:
-                if s.name == metric and all(s.labels.get(k) == v for k, v in wanted.items()):
-                    return float(s.value)
-        return None
-
-    def stop(self) -> None:
-        stop_group(self._process)
+def credentials(api: Kube, namespace: str, **data: str) -> None:
+    """The Secret the TableRefresh names, labelled for its use, with the server's user (or ``data``)."""
+    api.secret(namespace, SECRET, data or {"username": USER, "password": PASSWORD})
 
 
-class Kube:
-    """Plain-dict reads and writes on the test cluster."""
-
-    def __init__(self, api_client: client.ApiClient, plane: Any, namespace: str) -> None:
-        self.core = client.CoreV1Api(api_client)
-        self.batch = client.BatchV1Api(api_client)
-        self.custom = client.CustomObjectsApi(api_client)
-        self.plane, self.ns = plane, namespace
-
-    def apply(self, document: dict[str, Any]) -> None:
-        self.plane.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(document))
-
-    def secret(self, name: str = SECRET, **data: str) -> None:
-        body = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": name, "namespace": self.ns, "labels": dict(CREDENTIALS_LABELS)},
-            "stringData": data or {"username": USER, "password": PASSWORD},
-        }
-        self.core.create_namespaced_secret(self.ns, body, _preload_content=False)
-
-    def tr(self, name: str = NAME) -> dict[str, Any]:
-        response = self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.ns, PLURAL, name, _preload_content=False
-        )
-        data: dict[str, Any] = json.loads(response.data)
-        return data
-
-    def _items(self, call: Any) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = json.loads(call(self.ns, _preload_content=False).data)["items"]
-        return items
-
-    def jobs(self) -> list[dict[str, Any]]:
-        return self._items(self.batch.list_namespaced_job)
-
-    def pods(self) -> list[dict[str, Any]]:
-        return self._items(self.core.list_namespaced_pod)
-
-    def events(self, reason: str | None = None) -> list[dict[str, Any]]:
-        return [e for e in self._items(self.core.list_namespaced_event) if reason is None or e["reason"] == reason]
-
-
-def condition(tr: dict[str, Any], kind: str) -> dict[str, Any]:
-    found = next((c for c in (tr.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
-    return found or {}
-
-
-def last_run(kube: Kube, job: str | None = None) -> dict[str, Any] | None:
+def last_run(api: Kube, namespace: str, job: str | None = None) -> dict[str, Any] | None:
     """status.lastRun once it records a Job (``job``, when given)."""
-    run = (kube.tr().get("status") or {}).get("lastRun") or {}
+    run = (api.tr(namespace, NAME).get("status") or {}).get("lastRun") or {}
     return run if run and (job is None or run.get("jobName") == job) else None
 
 
@@ -256,12 +136,6 @@ def target(e2e_server: ServedClickHouse) -> Iterator[Target]:
 
 
 @pytest.fixture
-def kube(kube_api: client.ApiClient, controlplane: Any, namespace: str) -> Kube:
-    install_crd(controlplane)
-    return Kube(kube_api, controlplane, namespace)
-
-
-@pytest.fixture
 def clock() -> Clock:
     """The CronJob controller's clock, stopped at the test's start: the test moves it."""
     stopped = Clock()
@@ -279,18 +153,6 @@ def runner(
     yield running
     running.stop()
     assert not running.errors, running.errors
-
-
-@pytest.fixture
-def operator_process(
-    controlplane: Any, kube: Kube, namespace: str, tmp_path: Path, target: Target
-) -> Iterator[OperatorProcess]:
-    """The operator, stopped before the test's database is dropped (it depends on ``target``)."""
-    directory = tmp_path / "operator"
-    directory.mkdir()
-    running = OperatorProcess(Path(controlplane.kubeconfig), namespace, directory).start()
-    yield running
-    running.stop()
 
 
 def tick(runner: JobRunner, clock: Clock) -> None:

@@ -1,4 +1,4 @@
-"""What the health and run-outcome tests share: the operator in this process (``operator_thread``),
+"""What the health and run-outcome tests share: the operator in this process (the harness's ``operator``),
 a TableRefresh over a chDB table of the session's engine, and reads of status, Events and metrics.
 
 chDB cannot be stopped from inside the process that runs it, and the operator must run in the
@@ -8,7 +8,6 @@ closed loopback port (``UNREACHABLE_URL``) and back, not a server going down.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,20 +16,14 @@ from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
-from kubernetes import client
-from kubernetes.config import kube_config
 from prometheus_client import REGISTRY
 
 from tablerefresh.controller.runtime import status_writer
-from tests.kube_support import CRD_FILE, GROUP, PLURAL, VERSION, install_crd, wait_for  # noqa: F401
-from tests.operator_thread import OperatorThread
+from tests.harness.kube import GROUP, VERSION, Kube, condition
 
 ROOT = Path(__file__).resolve().parent.parent
 UNREACHABLE_URL = "clickhouse://127.0.0.1:9"  # the discard port: nothing listens, connect is refused
 TABLE = "trades"
-
-
-
 
 
 # The target table.
@@ -90,82 +83,16 @@ def tablerefresh(namespace: str, name: str, target: Target, **spec: Any) -> dict
     }
 
 
-# The cluster.
-
-
-@pytest.fixture
-def crd(controlplane: Any) -> None:
-    install_crd(controlplane)
-
-
-def start_operator(
-    controlplane: Any, namespace: str, monkeypatch: pytest.MonkeyPatch, **controller_options: Any
-) -> OperatorThread:
-    """The operator in this process, watching ``namespace`` of the test control plane."""
-    # kopf's login loads the default kubeconfig, whose path the client reads from $KUBECONFIG at import.
-    monkeypatch.setenv("KUBECONFIG", str(controlplane.kubeconfig))
-    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(controlplane.kubeconfig))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    return OperatorThread(Path(controlplane.kubeconfig), namespace, **controller_options).start()
-
-
-@pytest.fixture
-def operator(controlplane: Any, crd: None, namespace: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[OperatorThread]:
-    running = start_operator(controlplane, namespace, monkeypatch)
-    yield running
-    running.stop()
-
-
-class Api:
-    """Plain-dict reads and writes (the wire JSON), as the operator itself does."""
-
-    def __init__(self, api_client: client.ApiClient, controlplane: Any) -> None:
-        self.core = client.CoreV1Api(api_client)
-        self.batch = client.BatchV1Api(api_client)
-        self.custom = client.CustomObjectsApi(api_client)
-        self.plane = controlplane
-
-    def apply(self, document: dict[str, Any]) -> None:
-        self.plane.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(document))
-
-    def tr(self, ns: str, name: str) -> dict[str, Any]:
-        response = self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, _preload_content=False)
-        data: dict[str, Any] = json.loads(response.data)
-        return data
-
-    def patch_spec(self, ns: str, name: str, spec: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, {"spec": spec})
-
-    def events(self, ns: str, reason: str | None = None) -> list[dict[str, Any]]:
-        response = self.core.list_namespaced_event(ns, _preload_content=False)
-        items: list[dict[str, Any]] = json.loads(response.data)["items"]
-        return [e for e in items if reason is None or e["reason"] == reason]
-
-    def cronjob(self, ns: str, name: str) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.batch.read_namespaced_cron_job(name, ns, _preload_content=False).data)
-        return data
-
-
-@pytest.fixture
-def api(kube_api: client.ApiClient, controlplane: Any) -> Api:
-    return Api(kube_api, controlplane)
-
-
 # Reading what the operator wrote.
 
 
-def condition(tr: dict[str, Any], type_: str) -> dict[str, Any]:
-    found = next((c for c in (tr.get("status") or {}).get("conditions") or [] if c["type"] == type_), None)
-    return found or {}
-
-
-def has(api: Api, ns: str, name: str, type_: str, status: str) -> dict[str, Any] | None:
+def has(api: Kube, ns: str, name: str, type_: str, status: str) -> dict[str, Any] | None:
     """The object once its condition ``type_`` has ``status``."""
     tr = api.tr(ns, name)
     return tr if condition(tr, type_).get("status") == status else None
 
 
-def checked_and_ready(api: Api, ns: str, name: str) -> dict[str, Any] | None:
+def checked_and_ready(api: Kube, ns: str, name: str) -> dict[str, Any] | None:
     """The object once a health check has judged it and Ready=True (the reconciler alone can say True)."""
     tr = api.tr(ns, name)
     judged = condition(tr, "Fresh") and (tr.get("status") or {}).get("health")

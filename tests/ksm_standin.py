@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from tests.kube_support import GROUP, PLURAL, VERSION
+from tests.harness.kube import GROUP, PLURAL, VERSION
 
 CONFIG = Path(__file__).resolve().parent.parent / "manifests" / "monitoring" / "kube-state-metrics.yaml"
 

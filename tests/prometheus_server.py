@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from tests.controlplane.cluster import free_port
-from tests.kube_support import stop_group, wait_for
+from tests.harness.kube import stop_group, wait_for
 
 BINARY = "prometheus"
 

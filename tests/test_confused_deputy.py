@@ -34,7 +34,7 @@ from tablerefresh.controller.runtime.controller import server_address
 from tablerefresh.controller.runtime.status_writer import StatusMemory, StatusWriter
 from tablerefresh.controller.runtime.workers import Prober, RunNowRefused, reconcile, run_now
 from tablerefresh.spec import JobSpec
-from tests.kube_support import CREDENTIALS_LABELS, GROUP, PLURAL, VERSION, install_crd
+from tests.harness.kube import CREDENTIALS_LABELS, GROUP, PLURAL, VERSION, condition, install_crd
 
 pytestmark = pytest.mark.kube
 
@@ -177,10 +177,6 @@ class Cluster:
 def cluster(kube_api: client.ApiClient, controlplane: Any, namespace: str) -> Cluster:
     install_crd(controlplane)
     return Cluster(kube_api, controlplane, namespace)
-
-
-def condition(tr: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next(c for c in tr["status"]["conditions"] if c["type"] == kind)
 
 
 def secret_refs(cronjob: dict[str, Any]) -> list[str]:

@@ -1,4 +1,4 @@
-"""The operator against the real API server of the test control plane (issue 4's "Must show").
+"""The operator against the real API server of the test control controlplane (issue 4's "Must show").
 
 Each test gets its own namespace and its own operator process watching only that namespace
 (``python -m tablerefresh operator --namespace NS``), so a test can stop and restart it.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,73 +17,32 @@ from kubernetes import watch
 
 from tablerefresh.controller.policy.cronjob import cronjob_name, render_cronjob
 from tablerefresh.spec import load_manifest, parse_manifest
-from tests.invalid_manifests import CASES, Invalid
-from tests.kube_support import CRD_FILE, GROUP, PLURAL, TEST_POLICY_ARGS, VERSION, install_crd, wait_for  # noqa: F401
-from tests.operator_process import (  # noqa: F401  (fixtures: api, crd, ns, operator, plane)
-    EXAMPLE,
-    Api,
-    Operator,
-    api,
-    apply,
+from tests.controller_env import EXAMPLE, contains, create_secret, example, kopf_done, observed
+from tests.harness.kube import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Kube,
     condition,
-    contains,
-    crd,
-    create_secret,
-    example,
-    kopf_done,
-    ns,
-    observed,
-    operator,
-    plane,
+    wait_for,
 )
+from tests.harness.operators import OperatorProcess
+from tests.invalid_manifests import CASES, Invalid
 
 pytestmark = pytest.mark.kube
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-def test_example_creates_its_cronjob_within_two_seconds(plane: Any, api: Api, ns: str, operator: Operator) -> None:
-    create_secret(plane, ns)
-    document = example(ns)
+def test_example_creates_its_cronjob_and_status_catches_up(
+    controlplane: Any, api: Kube, namespace: str, operator_process: OperatorProcess
+) -> None:
+    create_secret(controlplane, namespace)
+    document = example(namespace)
     name = document["metadata"]["name"]
-    started = time.monotonic()
-    apply(plane, document)
-    cronjob = wait_for("the CronJob", lambda: api.cronjob(ns, name), timeout=5, interval=0.02)
-    elapsed = time.monotonic() - started
-    assert elapsed < 2.0, f"CronJob after {elapsed:.2f}s\n{operator.tail()}"
+    api.apply(document)
+    # How fast is bench/controller.py's question (apply-to-CronJob latency), never a timed assert here.
+    cronjob = wait_for("the CronJob", lambda: api.cronjob(namespace, name), timeout=30)
 
-    tr = wait_for("status to catch up", lambda: observed(api, ns, name))
+    tr = wait_for("status to catch up", lambda: observed(api, namespace, name))
     assert tr["status"]["observedGeneration"] == tr["metadata"]["generation"]
     desired = render_cronjob(parse_manifest(tr), owner_uid=tr["metadata"]["uid"])
     assert contains(cronjob, desired) == []
@@ -95,93 +53,105 @@ def test_example_creates_its_cronjob_within_two_seconds(plane: Any, api: Api, ns
     assert tr["status"]["cronJobRef"]["uid"] == cronjob["metadata"]["uid"]
 
 
-def test_kubectl_get_tr_shows_the_columns(plane: Any, api: Api, ns: str, operator: Operator) -> None:
-    create_secret(plane, ns)
-    document = example(ns)
-    apply(plane, document)
+def test_kubectl_get_tr_shows_the_columns(
+    controlplane: Any, api: Kube, namespace: str, operator_process: OperatorProcess
+) -> None:
+    create_secret(controlplane, namespace)
+    document = example(namespace)
+    api.apply(document)
     name = document["metadata"]["name"]
     # Once the first health check has run (it cannot reach the example's ClickHouse from here), the
     # columns show the object as it stays; tests/test_runs_kube.py fills them all from a real check and run.
-    tr = wait_for("the first check", lambda: (t := observed(api, ns, name)) and (t["status"].get("health") and t))
+    tr = wait_for(
+        "the first check", lambda: (t := observed(api, namespace, name)) and (t["status"].get("health") and t)
+    )
     ready = condition(tr, "Ready")
     assert ready is not None
-    out = plane.kubectl("get", "tr", "-n", ns).stdout
+    out = controlplane.kubectl("get", "tr", "-n", namespace).stdout
     header, row = out.splitlines()[:2]
     assert header.split() == [
         *("NAME", "SCHEDULE", "SUSPEND", "READY", "STALE(H)", "DUPS"),
         *("LAST", "RUN", "LAST", "SUCCESS", "LAST", "FAILURE", "AGE"),
     ]
     assert row.split()[:8] == [name, "0", "*/6", "*", "*", "*", "false", ready["status"]]
-    wide = plane.kubectl("get", "tablerefreshes", "-n", ns, "-o", "wide").stdout
+    wide = controlplane.kubectl("get", "tablerefreshes", "-n", namespace, "-o", "wide").stdout
     assert "REASON" in wide.splitlines()[0] and ready["reason"] in wide
 
 
 def test_a_hand_edited_cronjob_is_reverted_and_a_deleted_one_recreated(
-    plane: Any, api: Api, ns: str, operator: Operator
+    controlplane: Any, api: Kube, namespace: str, operator_process: OperatorProcess
 ) -> None:
-    create_secret(plane, ns)
-    document = example(ns)
+    create_secret(controlplane, namespace)
+    document = example(namespace)
     name = document["metadata"]["name"]
-    apply(plane, document)
-    first = wait_for("the CronJob", lambda: api.cronjob(ns, name))
+    api.apply(document)
+    first = wait_for("the CronJob", lambda: api.cronjob(namespace, name))
 
-    plane.kubectl(
+    controlplane.kubectl(
         "patch",
         "cronjob",
         name,
         "-n",
-        ns,
+        namespace,
         "--type=merge",
         "-p",
         '{"spec":{"schedule":"* * * * *","suspend":true}}',
     )
     wait_for(
         "the edit to be reverted",
-        lambda: (cj := api.cronjob(ns, name)) and cj["spec"]["schedule"] == "0 */6 * * *" and not cj["spec"]["suspend"],
+        lambda: (
+            (cj := api.cronjob(namespace, name))
+            and cj["spec"]["schedule"] == "0 */6 * * *"
+            and not cj["spec"]["suspend"]
+        ),
     )
 
-    plane.kubectl("delete", "cronjob", name, "-n", ns, "--wait=false")
+    controlplane.kubectl("delete", "cronjob", name, "-n", namespace, "--wait=false")
     again = wait_for(
         "the CronJob to come back",
-        lambda: (cj := api.cronjob(ns, name)) and cj["metadata"]["uid"] != first["metadata"]["uid"] and cj,
+        lambda: (cj := api.cronjob(namespace, name)) and cj["metadata"]["uid"] != first["metadata"]["uid"] and cj,
     )
     assert again["spec"]["schedule"] == "0 */6 * * *"
     tr = wait_for(
         "cronJobRef to follow",
-        lambda: (t := api.tr(ns, name))["status"]["cronJobRef"]["uid"] == again["metadata"]["uid"] and t,
+        lambda: (t := api.tr(namespace, name))["status"]["cronJobRef"]["uid"] == again["metadata"]["uid"] and t,
     )
-    assert len(api.cronjobs(ns)) == 1, tr
+    assert len(api.cronjobs(namespace)) == 1, tr
 
 
-def test_schedule_change_and_suspend_reach_the_cronjob(plane: Any, api: Api, ns: str, operator: Operator) -> None:
-    create_secret(plane, ns)
-    document = example(ns)
+def test_schedule_change_and_suspend_reach_the_cronjob(
+    controlplane: Any, api: Kube, namespace: str, operator_process: OperatorProcess
+) -> None:
+    create_secret(controlplane, namespace)
+    document = example(namespace)
     name = document["metadata"]["name"]
-    apply(plane, document)
-    before = wait_for("Ready", lambda: observed(api, ns, name))
+    api.apply(document)
+    before = wait_for("Ready", lambda: observed(api, namespace, name))
 
-    apply(plane, example(ns, schedule="*/15 * * * *", suspend=True))
+    api.apply(example(namespace, schedule="*/15 * * * *", suspend=True))
     wait_for(
         "the change on the CronJob",
-        lambda: (cj := api.cronjob(ns, name)) and cj["spec"]["schedule"] == "*/15 * * * *" and cj["spec"]["suspend"],
+        lambda: (
+            (cj := api.cronjob(namespace, name)) and cj["spec"]["schedule"] == "*/15 * * * *" and cj["spec"]["suspend"]
+        ),
     )
-    after = wait_for("observedGeneration to move", lambda: observed(api, ns, name))
+    after = wait_for("observedGeneration to move", lambda: observed(api, namespace, name))
     assert after["metadata"]["generation"] > before["metadata"]["generation"]
     assert after["status"]["observedGeneration"] == after["metadata"]["generation"]
 
-    apply(plane, example(ns, schedule="*/15 * * * *", suspend=False))
-    wait_for("resume", lambda: (cj := api.cronjob(ns, name)) and cj["spec"]["suspend"] is False)
+    api.apply(example(namespace, schedule="*/15 * * * *", suspend=False))
+    wait_for("resume", lambda: (cj := api.cronjob(namespace, name)) and cj["spec"]["suspend"] is False)
 
 
 def test_cronjob_has_the_owner_reference_and_none_of_the_tablerefresh_labels(
-    plane: Any, api: Api, ns: str, operator: Operator
+    controlplane: Any, api: Kube, namespace: str, operator_process: OperatorProcess
 ) -> None:
-    create_secret(plane, ns)
-    document = example(ns)
+    create_secret(controlplane, namespace)
+    document = example(namespace)
     name = document["metadata"]["name"]
-    apply(plane, document)
-    tr = wait_for("Ready", lambda: observed(api, ns, name))
-    cronjob = api.cronjob(ns, name)
+    api.apply(document)
+    tr = wait_for("Ready", lambda: observed(api, namespace, name))
+    cronjob = api.cronjob(namespace, name)
     assert cronjob is not None
     assert cronjob["metadata"]["ownerReferences"] == [
         {
@@ -203,16 +173,16 @@ def test_cronjob_has_the_owner_reference_and_none_of_the_tablerefresh_labels(
 
 
 def test_tablerefresh_gets_no_annotation_or_finalizer_from_the_controller(
-    plane: Any, api: Api, ns: str, operator: Operator
+    controlplane: Any, api: Kube, namespace: str, operator_process: OperatorProcess
 ) -> None:
-    create_secret(plane, ns)
-    document = example(ns)
+    create_secret(controlplane, namespace)
+    document = example(namespace)
     name = document["metadata"]["name"]
-    apply(plane, document)
-    wait_for("Ready", lambda: observed(api, ns, name))
-    apply(plane, example(ns, suspend=True))  # an update runs kopf's update handler too
-    wait_for("the update", lambda: (t := observed(api, ns, name)) and t["metadata"]["generation"] > 1 and t)
-    tr = wait_for("kopf's own bookkeeping of the update", lambda: kopf_done(api.tr(ns, name), suspend=True))
+    api.apply(document)
+    wait_for("Ready", lambda: observed(api, namespace, name))
+    api.apply(example(namespace, suspend=True))  # an update runs kopf's update handler too
+    wait_for("the update", lambda: (t := observed(api, namespace, name)) and t["metadata"]["generation"] > 1 and t)
+    tr = wait_for("kopf's own bookkeeping of the update", lambda: kopf_done(api.tr(namespace, name), suspend=True))
     assert not tr["metadata"].get("annotations"), tr["metadata"].get("annotations")
     assert not tr["metadata"].get("finalizers")
     assert tr["metadata"]["labels"] == document["metadata"]["labels"]
@@ -224,112 +194,122 @@ def test_tablerefresh_gets_no_annotation_or_finalizer_from_the_controller(
     assert set(tr["status"]["kopf"]) == {"digest"}  # a digest of the spec, not a copy of it
 
 
-def test_deleting_does_not_wait_for_the_operator(plane: Any, api: Api, ns: str, operator: Operator) -> None:
-    create_secret(plane, ns)
-    document = example(ns)
+def test_deleting_does_not_wait_for_the_operator(
+    controlplane: Any, api: Kube, namespace: str, operator_process: OperatorProcess
+) -> None:
+    create_secret(controlplane, namespace)
+    document = example(namespace)
     name = document["metadata"]["name"]
-    apply(plane, document)
-    wait_for("Ready", lambda: observed(api, ns, name))
-    operator.stop()
-    plane.kubectl("delete", "tr", name, "-n", ns, "--timeout=10s")
-    assert name not in plane.kubectl("get", "tr", "-n", ns, "-o", "name").stdout
+    api.apply(document)
+    wait_for("Ready", lambda: observed(api, namespace, name))
+    operator_process.stop()
+    controlplane.kubectl("delete", "tr", name, "-n", namespace, "--timeout=10s")
+    assert name not in controlplane.kubectl("get", "tr", "-n", namespace, "-o", "name").stdout
 
 
-def test_a_restart_converges_to_exactly_one_cronjob(plane: Any, api: Api, ns: str, operator: Operator) -> None:
-    create_secret(plane, ns)
-    document = example(ns)
+def test_a_restart_converges_to_exactly_one_cronjob(
+    controlplane: Any, api: Kube, namespace: str, operator_process: OperatorProcess
+) -> None:
+    create_secret(controlplane, namespace)
+    document = example(namespace)
     name = document["metadata"]["name"]
-    apply(plane, document)
-    wait_for("Ready", lambda: observed(api, ns, name))
-    operator.stop()
-    apply(plane, example(ns, schedule="5 4 * * *"))  # changed while the operator is down
-    operator.start()
+    api.apply(document)
+    wait_for("Ready", lambda: observed(api, namespace, name))
+    operator_process.stop()
+    api.apply(example(namespace, schedule="5 4 * * *"))  # changed while the operator is down
+    operator_process.start()
     wait_for(
         "the change after the restart",
-        lambda: (cj := api.cronjob(ns, name)) and cj["spec"]["schedule"] == "5 4 * * *",
+        lambda: (cj := api.cronjob(namespace, name)) and cj["spec"]["schedule"] == "5 4 * * *",
     )
-    tr = wait_for("status", lambda: observed(api, ns, name))
-    operator.stop()
-    operator.start()  # and a restart with nothing to do
+    tr = wait_for("status", lambda: observed(api, namespace, name))
+    operator_process.stop()
+    operator_process.start()  # and a restart with nothing to do
     # Its first reconcile: kopf's resume, or its update when the last stop came before kopf had
     # written down the spec it handled, or else the resync.
-    wait_for("a reconcile after the restart", lambda: operator.reconciles() >= 1)
-    wait_for("kopf to handle the object after the restart", lambda: operator.reconciles("resume", "update") >= 1)
-    assert operator.reconciles("create") == 0  # kopf knew it: no create after a restart
-    cronjobs = api.cronjobs(ns)
+    wait_for("a reconcile after the restart", lambda: operator_process.reconciles() >= 1)
+    wait_for(
+        "kopf to handle the object after the restart", lambda: operator_process.reconciles("resume", "update") >= 1
+    )
+    assert operator_process.reconciles("create") == 0  # kopf knew it: no create after a restart
+    cronjobs = api.cronjobs(namespace)
     assert [c["metadata"]["name"] for c in cronjobs] == [name]
-    assert api.tr(ns, name)["status"]["observedGeneration"] == tr["metadata"]["generation"]
+    assert api.tr(namespace, name)["status"]["observedGeneration"] == tr["metadata"]["generation"]
 
 
-def test_kubectl_describe_shows_the_source_query_once(plane: Any, api: Api, ns: str, operator: Operator) -> None:
-    create_secret(plane, ns)
+def test_kubectl_describe_shows_the_source_query_once(
+    controlplane: Any, api: Kube, namespace: str, operator_process: OperatorProcess
+) -> None:
+    create_secret(controlplane, namespace)
     marker = "describe_shows_this_once"
     columns = ",\n".join(f"    sum(amount_{i}) AS total_{i}" for i in range(40))
     query = f"SELECT\n    wallet,\n{columns},\n    1 AS {marker}\nFROM fills\nGROUP BY wallet"
-    document = example(ns)
+    document = example(namespace)
     document["spec"]["source"] = {"query": query}
     name = document["metadata"]["name"]
-    apply(plane, document)
-    wait_for("Ready", lambda: observed(api, ns, name))
-    wait_for("kopf's own bookkeeping", lambda: kopf_done(api.tr(ns, name), source={"query": query}))
-    described = plane.kubectl("describe", "tr", name, "-n", ns).stdout
+    api.apply(document)
+    wait_for("Ready", lambda: observed(api, namespace, name))
+    wait_for("kopf's own bookkeeping", lambda: kopf_done(api.tr(namespace, name), source={"query": query}))
+    described = controlplane.kubectl("describe", "tr", name, "-n", namespace).stdout
     assert described.count(marker) == 1, described
     assert described.count("sum(amount_39)") == 1
 
 
 def test_a_missing_secret_is_ready_false_with_a_reason_and_a_warning_event(
-    plane: Any, api: Api, ns: str, operator: Operator
+    controlplane: Any, api: Kube, namespace: str, operator_process: OperatorProcess
 ) -> None:
-    document = example(ns)
+    document = example(namespace)
     name = document["metadata"]["name"]
-    apply(plane, document)  # no Secret created
-    tr = wait_for("Ready=False", lambda: (t := observed(api, ns, name)) and t)
+    api.apply(document)  # no Secret created
+    tr = wait_for("Ready=False", lambda: (t := observed(api, namespace, name)) and t)
     ready = condition(tr, "Ready")
     assert ready is not None and (ready["status"], ready["reason"]) == ("False", "SecretNotFound")
     assert "clickhouse-credentials" in ready["message"]
     events = wait_for(
         "the Warning event",
-        lambda: [e for e in api.events(ns) if e["reason"] == "SecretNotFound" and e["type"] == "Warning"],
+        lambda: [e for e in api.events(namespace) if e["reason"] == "SecretNotFound" and e["type"] == "Warning"],
     )
     assert events[0]["involvedObject"]["name"] == name
-    create_secret(plane, ns)  # the periodic resync notices
+    create_secret(controlplane, namespace)  # the periodic resync notices
     found = wait_for(
         "CredentialsFound=True",
-        lambda: (c := condition(api.tr(ns, name), "CredentialsFound")) and c["status"] == "True",
+        lambda: (c := condition(api.tr(namespace, name), "CredentialsFound")) and c["status"] == "True",
         timeout=15,
     )
     assert found
-    ready = condition(api.tr(ns, name), "Ready")
+    ready = condition(api.tr(namespace, name), "Ready")
     assert ready is not None and ready["reason"] != "SecretNotFound"
 
 
-def test_an_invalid_spec_the_schema_lets_through_is_reported(plane: Any, api: Api, ns: str, operator: Operator) -> None:
-    create_secret(plane, ns)
-    document = example(ns, mutations={"maxPending": "0m"})  # a duration, but the model wants it above zero
+def test_an_invalid_spec_the_schema_lets_through_is_reported(
+    controlplane: Any, api: Kube, namespace: str, operator_process: OperatorProcess
+) -> None:
+    create_secret(controlplane, namespace)
+    document = example(namespace, mutations={"maxPending": "0m"})  # a duration, but the model wants it above zero
     name = document["metadata"]["name"]
-    apply(plane, document)
-    tr = wait_for("Ready=False", lambda: observed(api, ns, name))
+    api.apply(document)
+    tr = wait_for("Ready=False", lambda: observed(api, namespace, name))
     ready = condition(tr, "Ready")
     assert ready is not None and (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     assert "spec.mutations.maxPending" in ready["message"]
-    assert api.cronjob(ns, name) is None
+    assert api.cronjob(namespace, name) is None
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_the_api_server_rejects_invalid_manifests_naming_the_field(
-    plane: Any, crd: None, ns: str, case: Invalid
+    controlplane: Any, crd: None, namespace: str, case: Invalid
 ) -> None:
     document = copy.deepcopy(case.manifest())
-    document["metadata"]["namespace"] = ns
-    result = plane.kubectl("create", "-f", "-", input=json.dumps(document), check=False)
+    document["metadata"]["namespace"] = namespace
+    result = controlplane.kubectl("create", "-f", "-", input=json.dumps(document), check=False)
     assert result.returncode != 0, f"{case.id} was accepted"
     assert case.field in result.stderr, result.stderr
 
 
-def test_the_reference_example_is_accepted_as_it_is(plane: Any, crd: None, ns: str) -> None:
+def test_the_reference_example_is_accepted_as_it_is(controlplane: Any, crd: None, namespace: str) -> None:
     document = yaml.safe_load(EXAMPLE.read_text())
-    document["metadata"]["namespace"] = ns
-    plane.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(document))
+    document["metadata"]["namespace"] = namespace
+    controlplane.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(document))
     load_manifest(EXAMPLE)
 
 
@@ -337,7 +317,7 @@ def test_the_reference_example_is_accepted_as_it_is(plane: Any, crd: None, ns: s
 
 
 def versions_until(
-    api: Api, ns: str, name: str, since: str, until: Callable[[dict[str, Any]], bool], timeout: int = 30
+    api: Kube, namespace: str, name: str, since: str, until: Callable[[dict[str, Any]], bool], timeout: int = 30
 ) -> list[dict[str, Any]]:
     """Every version of the object after resourceVersion ``since``, as a watch delivers them, up to the
     first for which ``until`` holds: the states in between, however briefly they lasted."""
@@ -347,7 +327,7 @@ def versions_until(
         api.custom.list_namespaced_custom_object,
         GROUP,
         VERSION,
-        ns,
+        namespace,
         PLURAL,
         field_selector=f"metadata.name={name}",
         resource_version=since,
@@ -369,16 +349,16 @@ def caught_up(generation: int) -> Callable[[dict[str, Any]], bool]:
 
 
 def test_reconciling_is_true_until_the_controller_has_applied_a_new_generation(
-    plane: Any, api: Api, ns: str, operator: Operator
+    controlplane: Any, api: Kube, namespace: str, operator_process: OperatorProcess
 ) -> None:
-    create_secret(plane, ns)
-    document = example(ns)
+    create_secret(controlplane, namespace)
+    document = example(namespace)
     name = document["metadata"]["name"]
     for generation, schedule in ((1, "0 */6 * * *"), (2, "30 */6 * * *")):
         document["spec"]["schedule"] = schedule
-        applied = plane.kubectl("apply", "--server-side", "-o", "json", "-f", "-", input=json.dumps(document))
+        applied = controlplane.kubectl("apply", "--server-side", "-o", "json", "-f", "-", input=json.dumps(document))
         since = json.loads(applied.stdout)["metadata"]["resourceVersion"]
-        seen = versions_until(api, ns, name, since, caught_up(generation))
+        seen = versions_until(api, namespace, name, since, caught_up(generation))
         saying = [t for t in seen if (condition(t, "Reconciling") or {}).get("status") == "True"]
         assert saying, [t.get("status") for t in seen]
         # Said before the CronJob had this generation's schedule, while observedGeneration was behind.
@@ -388,34 +368,34 @@ def test_reconciling_is_true_until_the_controller_has_applied_a_new_generation(
         done = seen[-1]
         assert (condition(done, "Stalled") or {})["status"] == "False"
         assert (condition(done, "CronJobReady") or {})["status"] == "True"
-        assert (api.cronjob(ns, name) or {})["spec"]["schedule"] == schedule
+        assert (api.cronjob(namespace, name) or {})["spec"]["schedule"] == schedule
 
 
 def test_stalled_names_what_a_person_must_fix_and_clears_once_it_is_fixed(
-    plane: Any, api: Api, ns: str, operator: Operator
+    controlplane: Any, api: Kube, namespace: str, operator_process: OperatorProcess
 ) -> None:
     def stalled(name: str, status: str, reason: str | None = None) -> dict[str, Any] | None:
-        tr = api.tr(ns, name)
+        tr = api.tr(namespace, name)
         said = condition(tr, "Stalled") or {}
         return tr if said.get("status") == status and reason in (None, said.get("reason")) else None
 
     # A missing Secret.
-    document = example(ns)
+    document = example(namespace)
     name = document["metadata"]["name"]
-    apply(plane, document)
+    api.apply(document)
     tr = wait_for("Stalled=True", lambda: stalled(name, "True", "SecretNotFound"))
     assert "clickhouse-credentials" in (condition(tr, "Stalled") or {})["message"]
     assert (condition(tr, "Reconciling") or {})["status"] == "False"  # nothing left it can do alone
-    create_secret(plane, ns)
+    create_secret(controlplane, namespace)
     wait_for("Stalled=False", lambda: stalled(name, "False"), timeout=20)  # the resync (5 s) notices
 
     # A CronJob of the same name that the controller does not own.
-    other = example(ns)
+    other = example(namespace)
     other["metadata"]["name"] = "other"
     foreign = {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": {"name": cronjob_name("other"), "namespace": ns},
+        "metadata": {"name": cronjob_name("other"), "namespace": namespace},
         "spec": {
             "schedule": "0 0 * * *",
             "jobTemplate": {
@@ -425,16 +405,16 @@ def test_stalled_names_what_a_person_must_fix_and_clears_once_it_is_fixed(
             },
         },
     }
-    api.batch.create_namespaced_cron_job(ns, foreign)
-    apply(plane, other)
+    api.batch.create_namespaced_cron_job(namespace, foreign)
+    api.apply(other)
     tr = wait_for("Stalled=True", lambda: stalled("other", "True", "CronJobConflict"))
     assert cronjob_name("other") in (condition(tr, "Stalled") or {})["message"]
-    api.batch.delete_namespaced_cron_job(cronjob_name("other"), ns)
+    api.batch.delete_namespaced_cron_job(cronjob_name("other"), namespace)
     wait_for("Stalled=False", lambda: stalled("other", "False"), timeout=20)
 
     # A spec the schema lets through and the model refuses.
     api.custom.patch_namespaced_custom_object(
-        GROUP, VERSION, ns, PLURAL, "other", {"spec": {"mutations": {"maxPending": "0m"}}}
+        GROUP, VERSION, namespace, PLURAL, "other", {"spec": {"mutations": {"maxPending": "0m"}}}
     )
     tr = wait_for("Stalled=True", lambda: stalled("other", "True", "InvalidSpec"))
     assert "spec.mutations.maxPending" in (condition(tr, "Stalled") or {})["message"]

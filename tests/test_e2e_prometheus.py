@@ -26,22 +26,20 @@ from tests.e2e_env import (  # noqa: F401  (fixtures)
     NAME,
     SOURCE,
     TABLE,
-    Kube,
-    OperatorProcess,
     Target,
     clock,
+    credentials,
     e2e_server,
-    kube,
     last_run,
     manifest,
-    operator_process,
     runner,
     sql,
     target,
 )
+from tests.harness.kube import Kube, wait_for
+from tests.harness.operators import OperatorProcess
 from tests.jobrunner.runner import JobRunner
 from tests.ksm_standin import KubeStateMetrics
-from tests.kube_support import wait_for
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -50,8 +48,8 @@ DATA_ALERTS = {"TableRefreshDataStale", "TableRefreshDuplicatesDetected"}
 
 
 @pytest.fixture
-def ksm(kube_api: client.ApiClient, kube: Kube) -> Iterator[KubeStateMetrics]:
-    running = KubeStateMetrics(kube_api, [kube.ns]).start()
+def ksm(kube_api: client.ApiClient, api: Kube, namespace: str, crd: None) -> Iterator[KubeStateMetrics]:
+    running = KubeStateMetrics(kube_api, [namespace]).start()
     yield running
     running.stop()
 
@@ -95,7 +93,9 @@ def firing(prometheus: prometheus_server.Prometheus, namespace: str) -> set[str]
 
 
 def test_the_shipped_alerts_fire_on_the_operators_metrics_and_resolve_after_the_fix(
-    kube: Kube,
+    api: Kube,
+    namespace: str,
+    crd: None,
     target: Target,
     operator_process: OperatorProcess,
     runner: JobRunner,
@@ -103,13 +103,13 @@ def test_the_shipped_alerts_fire_on_the_operators_metrics_and_resolve_after_the_
     controlplane: Any,
 ) -> None:
     stale_with_duplicates(target)
-    kube.secret()
+    credentials(api, namespace)
     # Exchange: the run rebuilds the whole table from the source; the schedule is never due here.
     # An audit that passes: its series feeds the dashboard's audit panel.
     audit = {"name": "no-future-rows", "query": "SELECT countIf(entry_time > now() + 3600) FROM {table:Identifier}"}
-    kube.apply(
+    api.apply(
         manifest(
-            kube.ns,
+            namespace,
             target.url,
             schedule="0 0 1 1 *",
             strategy="Exchange",
@@ -120,7 +120,7 @@ def test_the_shipped_alerts_fire_on_the_operators_metrics_and_resolve_after_the_
 
     alerts = wait_for(
         "the stale and duplicate alerts firing",
-        lambda: firing(prometheus, kube.ns) >= DATA_ALERTS and firing(prometheus, kube.ns),
+        lambda: firing(prometheus, namespace) >= DATA_ALERTS and firing(prometheus, namespace),
         timeout=120,
         interval=0.5,
     )
@@ -136,17 +136,17 @@ def test_the_shipped_alerts_fire_on_the_operators_metrics_and_resolve_after_the_
     # The fix: a refresh, run now, through the Job runner.
     env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(controlplane.kubeconfig)}
     out = subprocess.run(
-        [INSTALLED, "run-now", f"{kube.ns}/{NAME}"], env=env, capture_output=True, text=True, timeout=60
+        [INSTALLED, "run-now", f"{namespace}/{NAME}"], env=env, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
-    run = wait_for("the refresh recorded", lambda: last_run(kube), timeout=120)
+    run = wait_for("the refresh recorded", lambda: last_run(api, namespace), timeout=120)
     assert run["outcome"] == "Succeeded", run
     wait_for(
-        "the data alerts resolved", lambda: not (DATA_ALERTS & firing(prometheus, kube.ns)), timeout=120, interval=0.5
+        "the data alerts resolved", lambda: not (DATA_ALERTS & firing(prometheus, namespace)), timeout=120, interval=0.5
     )
     assert sql(target, f"SELECT count(), uniqExact(id) FROM {DB}.{TABLE}") == [[100, 100]]
 
     # The dashboard: every panel's every query returns series for this TableRefresh.
     for title, expr in queries(dashboard()):
-        query = expand(expr, kube.ns, NAME)
+        query = expand(expr, namespace, NAME)
         wait_for(f"series for the panel {title!r}: {query}", lambda q=query: prometheus.query(q), timeout=30)  # type: ignore[misc]

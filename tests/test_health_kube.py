@@ -10,26 +10,21 @@ from typing import Any
 
 import pytest
 
+from tests.harness.fixtures import start_operator
+from tests.harness.kube import Kube, condition, wait_for
+from tests.harness.operators import InProcessOperator
 from tests.health_env import (  # noqa: F401  (fixtures)
     TABLE,
     UNREACHABLE_URL,
-    Api,
     Target,
     Writes,
-    api,
     checked_and_ready,
-    condition,
-    crd,
     has,
-    operator,
     sample,
-    start_operator,
     tablerefresh,
     target,
-    wait_for,
     writes,
 )
-from tests.operator_thread import OperatorThread
 
 pytestmark = pytest.mark.kube
 
@@ -37,7 +32,7 @@ NAME = "trades"
 
 
 def test_a_fresh_table_is_ready_with_its_figures_and_metrics(
-    api: Api, namespace: str, target: Target, operator: OperatorThread
+    api: Kube, namespace: str, target: Target, operator: InProcessOperator
 ) -> None:
     api.apply(tablerefresh(namespace, NAME, target))
     tr = wait_for("Ready=True", lambda: checked_and_ready(api, namespace, NAME))
@@ -70,7 +65,7 @@ def test_a_fresh_table_is_ready_with_its_figures_and_metrics(
 
 
 def test_stale_data_flips_fresh_posts_one_event_moves_the_metric_and_recovers(
-    api: Api, namespace: str, target: Target, operator: OperatorThread, writes: Writes
+    api: Kube, namespace: str, target: Target, operator: InProcessOperator, writes: Writes
 ) -> None:
     api.apply(tablerefresh(namespace, NAME, target))
     wait_for("Fresh=True", lambda: has(api, namespace, NAME, "Fresh", "True"))
@@ -122,7 +117,7 @@ def test_stale_data_flips_fresh_posts_one_event_moves_the_metric_and_recovers(
 
 
 def test_duplicates_make_duplicate_free_false(
-    api: Api, namespace: str, target: Target, operator: OperatorThread
+    api: Kube, namespace: str, target: Target, operator: InProcessOperator
 ) -> None:
     api.apply(tablerefresh(namespace, NAME, target))
     wait_for("DuplicateFree=True", lambda: has(api, namespace, NAME, "DuplicateFree", "True"))
@@ -135,7 +130,9 @@ def test_duplicates_make_duplicate_free_false(
     assert sample("tablerefresh_duplicate_rows", namespace, NAME) == 5
 
 
-def test_a_small_slice_makes_complete_false(api: Api, namespace: str, target: Target, operator: OperatorThread) -> None:
+def test_a_small_slice_makes_complete_false(
+    api: Kube, namespace: str, target: Target, operator: InProcessOperator
+) -> None:
     api.apply(tablerefresh(namespace, NAME, target, thresholds={"maxStaleHours": 1, "minSliceRows": 500}))
     tr = wait_for("Complete=False", lambda: has(api, namespace, NAME, "Complete", "False"))
     assert condition(tr, "Complete")["reason"] == "SliceTooSmall"
@@ -144,7 +141,7 @@ def test_a_small_slice_makes_complete_false(api: Api, namespace: str, target: Ta
 
 
 def test_a_stuck_mutation_makes_no_stuck_mutations_false(
-    api: Api, namespace: str, target: Target, operator: OperatorThread
+    api: Kube, namespace: str, target: Target, operator: InProcessOperator
 ) -> None:
     api.apply(tablerefresh(namespace, NAME, target))
     wait_for("NoStuckMutations=True", lambda: has(api, namespace, NAME, "NoStuckMutations", "True"))
@@ -159,7 +156,7 @@ def test_a_stuck_mutation_makes_no_stuck_mutations_false(
 
 
 def test_clickhouse_unreachable_is_a_condition_not_a_crash(
-    api: Api, namespace: str, target: Target, operator: OperatorThread
+    api: Kube, namespace: str, target: Target, operator: InProcessOperator
 ) -> None:
     """chDB runs inside this process and cannot be stopped without stopping the tests, so
     "ClickHouse stops" is simulated: the object is pointed at a closed loopback port, then back."""
@@ -193,7 +190,7 @@ def test_clickhouse_unreachable_is_a_condition_not_a_crash(
 
 
 def test_a_secret_created_late_clears_every_condition_naming_it_within_one_resync(
-    api: Api, namespace: str, target: Target, controlplane: Any, crd: None, monkeypatch: pytest.MonkeyPatch
+    api: Kube, namespace: str, target: Target, controlplane: Any, crd: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The health interval is an hour and the resync two seconds: only the reconciler, which reads
     the Secret on every resync, can have the health conditions checked again in time."""
@@ -231,7 +228,7 @@ def test_a_secret_created_late_clears_every_condition_naming_it_within_one_resyn
 
 
 def test_deleting_the_object_removes_its_series(
-    api: Api, namespace: str, target: Target, operator: OperatorThread
+    api: Kube, namespace: str, target: Target, operator: InProcessOperator
 ) -> None:
     api.apply(tablerefresh(namespace, NAME, target))
     wait_for("Ready=True", lambda: checked_and_ready(api, namespace, NAME))
@@ -248,7 +245,7 @@ def test_deleting_the_object_removes_its_series(
 
 
 def test_a_failing_audit_on_the_table_makes_audits_passing_false_with_its_count(
-    api: Api, namespace: str, target: Target, operator: OperatorThread
+    api: Kube, namespace: str, target: Target, operator: InProcessOperator
 ) -> None:
     late_ids = {"name": "no-late-ids", "query": "SELECT countIf(id >= 90) FROM {table:Identifier}"}
     api.apply(tablerefresh(namespace, NAME, target, audits=[late_ids]))
@@ -277,7 +274,7 @@ def test_a_failing_audit_on_the_table_makes_audits_passing_false_with_its_count(
 
 
 def test_kubectl_wait_for_ready_returns_once_the_object_is_healthy(
-    api: Api, namespace: str, target: Target, operator: OperatorThread
+    api: Kube, namespace: str, target: Target, operator: InProcessOperator
 ) -> None:
     api.apply(tablerefresh(namespace, NAME, target))
     waited = api.plane.kubectl(

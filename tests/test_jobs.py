@@ -26,7 +26,7 @@ from tablerefresh.controller.policy.jobs import (
 from tablerefresh.dataplane.runs import Outcome
 from tablerefresh.spec import load_manifest
 from tests.controller_fakes import T0, job, pod, stamp, summary_line, terminated
-from tests.kube_support import ROOT
+from tests.harness.kube import ROOT
 
 EXAMPLE = ROOT / "examples" / "polymarket" / "tablerefresh.yaml"
 

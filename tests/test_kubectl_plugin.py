@@ -19,23 +19,20 @@ from tests.e2e_env import (  # noqa: F401  (fixtures)
     DB,
     NAME,
     TABLE,
-    Kube,
-    OperatorProcess,
     Target,
     clock,
-    condition,
     create_tables,
+    credentials,
     e2e_server,
-    kube,
     last_run,
     manifest,
-    operator_process,
     runner,
     sql,
     target,
 )
+from tests.harness.kube import Kube, condition, wait_for
+from tests.harness.operators import OperatorProcess
 from tests.jobrunner.runner import JobRunner
-from tests.kube_support import wait_for
 
 NOW = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
 
@@ -212,30 +209,36 @@ def test_history_reads_jobs_as_the_operator_does_and_prefers_recent_runs() -> No
 @pytest.mark.kube
 @pytest.mark.slow
 def test_the_plugin_on_a_live_tablerefresh(
-    kube: Kube, target: Target, operator_process: OperatorProcess, runner: JobRunner, controlplane: Any
+    api: Kube,
+    namespace: str,
+    crd: None,
+    target: Target,
+    operator_process: OperatorProcess,
+    runner: JobRunner,
+    controlplane: Any,
 ) -> None:
     create_tables(target)
-    kube.secret()
-    kube.apply(manifest(kube.ns, target.url, schedule="0 */6 * * *"))
-    wait_for("the CronJob", lambda: kube.batch.list_namespaced_cron_job(kube.ns).items, timeout=30)
+    credentials(api, namespace)
+    api.apply(manifest(namespace, target.url, schedule="0 */6 * * *"))
+    wait_for("the CronJob", lambda: api.batch.list_namespaced_cron_job(namespace).items, timeout=30)
 
-    created = plugin(controlplane, "run-now", NAME, "-n", kube.ns, "-o", "json")
+    created = plugin(controlplane, "run-now", NAME, "-n", namespace, "-o", "json")
     job = json.loads(created.stdout)["job"]
-    wait_for("the run recorded", lambda: last_run(kube, job), timeout=120)
-    wait_for("Ready=True", lambda: condition(kube.tr(), "Ready").get("status") == "True", timeout=60)
+    wait_for("the run recorded", lambda: last_run(api, namespace, job), timeout=120)
+    wait_for("Ready=True", lambda: condition(api.tr(namespace, NAME), "Ready").get("status") == "True", timeout=60)
 
-    healthy = plugin(controlplane, "status", NAME, "-n", kube.ns).stdout
+    healthy = plugin(controlplane, "status", NAME, "-n", namespace).stdout
     print(f"\n$ kubectl tablerefresh status {NAME}\n{healthy}")
-    assert f"{kube.ns}/{NAME}  table {DB}.{TABLE}" in healthy
+    assert f"{namespace}/{NAME}  table {DB}.{TABLE}" in healthy
     assert "Ready:        True" in healthy and "(threshold 1.0h)  ok" in healthy
     assert "Succeeded" in healthy and "50 -> 150 rows" in healthy and "Next run:     in " in healthy
-    as_json = json.loads(plugin(controlplane, "status", NAME, "-n", kube.ns, "-o", "json").stdout)
+    as_json = json.loads(plugin(controlplane, "status", NAME, "-n", namespace, "-o", "json").stdout)
     assert as_json["healthy"] is True and as_json["sliceRows"] == 100 and as_json["lastRun"]["jobName"] == job
 
-    runs = plugin(controlplane, "history", NAME, "-n", kube.ns).stdout
+    runs = plugin(controlplane, "history", NAME, "-n", namespace).stdout
     print(f"$ kubectl tablerefresh history {NAME}\n{runs}")
     assert job in runs and "Succeeded" in runs and "50 -> 150" in runs
-    (row,) = json.loads(plugin(controlplane, "history", NAME, "-n", kube.ns, "-o", "json").stdout)
+    (row,) = json.loads(plugin(controlplane, "history", NAME, "-n", namespace, "-o", "json").stdout)
     assert (row["jobName"], row["outcome"], row["rowsAfter"]) == (job, "Succeeded", 150)
 
     # Stale: only the rows three days old are left.
@@ -243,31 +246,31 @@ def test_the_plugin_on_a_live_tablerefresh(
         target,
         f"ALTER TABLE {DB}.{TABLE} DELETE WHERE entry_time > now() - INTERVAL 1 DAY SETTINGS mutations_sync = 1",
     )
-    wait_for("Fresh=False", lambda: condition(kube.tr(), "Fresh").get("status") == "False", timeout=60)
-    stale = plugin(controlplane, "status", NAME, "-n", kube.ns).stdout
+    wait_for("Fresh=False", lambda: condition(api.tr(namespace, NAME), "Fresh").get("status") == "False", timeout=60)
+    stale = plugin(controlplane, "status", NAME, "-n", namespace).stdout
     print(f"$ kubectl tablerefresh status {NAME}\n{stale}")
     assert "Ready:        False  DataStale:" in stale and "(threshold 1.0h)  over" in stale
 
     listed = plugin(controlplane, "status", "-A").stdout.splitlines()
     print("$ kubectl tablerefresh status -A\n" + "\n".join(listed))
     assert listed[0].split()[:4] == ["NAMESPACE", "NAME", "READY", "REASON"]
-    assert any(line.split()[:4] == [kube.ns, NAME, "False", "DataStale"] for line in listed[1:])
-    in_namespace = json.loads(plugin(controlplane, "status", "-n", kube.ns, "-o", "json").stdout)
+    assert any(line.split()[:4] == [namespace, NAME, "False", "DataStale"] for line in listed[1:])
+    in_namespace = json.loads(plugin(controlplane, "status", "-n", namespace, "-o", "json").stdout)
     assert [s["name"] for s in in_namespace] == [NAME]
 
-    assert json.loads(plugin(controlplane, "suspend", NAME, "-n", kube.ns, "-o", "json").stdout)["suspend"] is True
+    assert json.loads(plugin(controlplane, "suspend", NAME, "-n", namespace, "-o", "json").stdout)["suspend"] is True
     wait_for(
         "the CronJob suspended",
-        lambda: kube.batch.read_namespaced_cron_job(NAME, kube.ns).spec.suspend is True,
+        lambda: api.batch.read_namespaced_cron_job(NAME, namespace).spec.suspend is True,
         timeout=30,
     )
-    assert "Next run:     suspended" in plugin(controlplane, "status", NAME, "-n", kube.ns).stdout
-    assert plugin(controlplane, "resume", NAME, "-n", kube.ns).stdout.strip().endswith("resumed")
+    assert "Next run:     suspended" in plugin(controlplane, "status", NAME, "-n", namespace).stdout
+    assert plugin(controlplane, "resume", NAME, "-n", namespace).stdout.strip().endswith("resumed")
     wait_for(
         "the CronJob resumed",
-        lambda: kube.batch.read_namespaced_cron_job(NAME, kube.ns).spec.suspend is False,
+        lambda: api.batch.read_namespaced_cron_job(NAME, namespace).spec.suspend is False,
         timeout=30,
     )
 
-    missing = plugin(controlplane, "status", "nope", "-n", kube.ns, check=False)
+    missing = plugin(controlplane, "status", "nope", "-n", namespace, check=False)
     assert missing.returncode == 1 and 'TableRefresh "nope"' in missing.stderr and "not found" in missing.stderr

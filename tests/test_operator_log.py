@@ -17,7 +17,7 @@ import pytest
 from tablerefresh.controller.runtime.controller import Controller
 from tablerefresh.controller.runtime.wiring import LIBRARIES, quiet_chatter
 from tests.controller_fakes import FakeKube, tr_body
-from tests.kube_support import TEST_POLICY
+from tests.harness.kube import TEST_POLICY
 
 
 def closed_port() -> int:

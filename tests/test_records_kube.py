@@ -18,9 +18,10 @@ from kubernetes import client
 from prometheus_client import REGISTRY
 
 from tablerefresh.controller.runtime.controller import Record
-from tests.health_env import UNREACHABLE_URL, crd, start_operator  # noqa: F401  (fixture)
-from tests.kube_support import GROUP, PLURAL, VERSION, wait_for
-from tests.operator_thread import OperatorThread
+from tests.harness.fixtures import start_operator
+from tests.harness.kube import GROUP, PLURAL, VERSION, wait_for
+from tests.harness.operators import InProcessOperator
+from tests.health_env import UNREACHABLE_URL
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -28,7 +29,9 @@ OBJECTS = 500
 
 
 @pytest.fixture
-def operator(controlplane: Any, crd: None, namespace: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[OperatorThread]:
+def operator(
+    controlplane: Any, crd: None, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[InProcessOperator]:
     # No resync during the test: every object is reconciled and checked once, on sight.
     running = start_operator(controlplane, namespace, monkeypatch, resync_seconds=3600.0)
     yield running
@@ -64,7 +67,7 @@ def series_of(namespace: str) -> list[str]:
 
 
 def test_500_objects_come_and_go_and_the_controller_forgets_them(
-    kube_api: client.ApiClient, namespace: str, operator: OperatorThread
+    kube_api: client.ApiClient, namespace: str, operator: InProcessOperator
 ) -> None:
     controller = operator.controller
     assert controller is not None

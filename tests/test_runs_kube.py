@@ -17,24 +17,19 @@ import pytest
 
 from tablerefresh.controller.policy.status import parse_time
 from tablerefresh.dataplane.runs import Outcome, RunRecord
+from tests.harness.kube import Kube, condition, wait_for
+from tests.harness.operators import InProcessOperator
 from tests.health_env import (  # noqa: F401  (fixtures)
-    Api,
     Target,
     Writes,
-    api,
     checked_and_ready,
-    condition,
-    crd,
     has,
-    operator,
     sample,
     tablerefresh,
     target,
-    wait_for,
     writes,
 )
 from tests.jobrunner import cron
-from tests.operator_thread import OperatorThread
 
 pytestmark = pytest.mark.kube
 
@@ -50,7 +45,7 @@ def stamp(moment: datetime) -> str:
 class Cluster:
     """The CronJob controller, the Job controller and the kubelet, by hand."""
 
-    def __init__(self, api: Api, namespace: str) -> None:
+    def __init__(self, api: Kube, namespace: str) -> None:
         self.api, self.ns = api, namespace
 
     def start_job(self, suffix: str, started: datetime) -> dict[str, Any]:
@@ -143,20 +138,20 @@ def terminated(exit_code: int, reason: str, message: str, started: datetime, sec
 
 
 @pytest.fixture
-def ready(api: Api, namespace: str, target: Target, operator: OperatorThread) -> Cluster:
+def ready(api: Kube, namespace: str, target: Target, operator: InProcessOperator) -> Cluster:
     api.apply(tablerefresh(namespace, NAME, target))
     wait_for("Ready=True", lambda: checked_and_ready(api, namespace, NAME))
     return Cluster(api, namespace)
 
 
-def last_run_of(api: Api, ns: str, job: str) -> dict[str, Any] | None:
+def last_run_of(api: Kube, ns: str, job: str) -> dict[str, Any] | None:
     tr = api.tr(ns, NAME)
     last = (tr.get("status") or {}).get("lastRun") or {}
     return tr if last.get("jobName") == job else None
 
 
 def test_a_successful_run_records_the_figures_from_its_summary(
-    api: Api, namespace: str, ready: Cluster, controlplane: Any, operator: OperatorThread, writes: Writes
+    api: Kube, namespace: str, ready: Cluster, controlplane: Any, operator: InProcessOperator, writes: Writes
 ) -> None:
     started = T0
     job = ready.start_job("29000000", started)
@@ -285,7 +280,7 @@ FAILURES = {
 
 @pytest.mark.parametrize("case", list(FAILURES))
 def test_a_failed_run_gives_last_run_succeeded_false_with_its_reason(
-    api: Api, namespace: str, ready: Cluster, case: str
+    api: Kube, namespace: str, ready: Cluster, case: str
 ) -> None:
     container, (job_reason, job_message), reason, words = FAILURES[case]
     started = T0
@@ -310,7 +305,7 @@ def test_a_failed_run_gives_last_run_succeeded_false_with_its_reason(
     assert sample("tablerefresh_condition", namespace, NAME, type="LastRunSucceeded") == 0
 
 
-def test_failures_post_one_event_and_a_success_recovers(api: Api, namespace: str, ready: Cluster) -> None:
+def test_failures_post_one_event_and_a_success_recovers(api: Kube, namespace: str, ready: Cluster) -> None:
     for i in range(2):  # two failures in a row: one transition, one Event
         started = T0 + timedelta(minutes=i)
         job = ready.start_job(f"2900001{i}", started)
@@ -340,7 +335,7 @@ EVIDENCE = "_tablerefresh_failed_0a1b2c3d_20260101T120000_trades-29000100"
 
 
 def test_after_a_failed_run_ready_stays_false_through_the_next_job_until_one_succeeds(
-    api: Api, namespace: str, ready: Cluster, writes: Writes
+    api: Kube, namespace: str, ready: Cluster, writes: Writes
 ) -> None:
     started = T0
     first = ready.start_job("29000100", started)
@@ -391,7 +386,7 @@ def test_after_a_failed_run_ready_stays_false_through_the_next_job_until_one_suc
 
 
 def test_recent_runs_and_last_failure_time_after_a_mix_of_outcomes(
-    api: Api, namespace: str, ready: Cluster, controlplane: Any
+    api: Kube, namespace: str, ready: Cluster, controlplane: Any
 ) -> None:
     """Six runs: the five newest listed newest first, with outcome, reason, finish and duration."""
     runs: list[tuple[str, str]] = []  # (job name, how it ended)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.kube_support import install_crd
+from tests.harness.kube import install_crd
 from tests.schedule_cases import CASES, Case
 
 pytestmark = pytest.mark.kube

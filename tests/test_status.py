@@ -28,6 +28,7 @@ from tablerefresh.controller.policy.status import (
     summarize_ready,
 )
 from tests.controller_fakes import T0, cond
+from tests.harness.kube import condition
 
 
 def decide(current: Mapping[str, Any], facts: Facts, *, now: datetime) -> StatusChange:
@@ -42,11 +43,6 @@ def decide(current: Mapping[str, Any], facts: Facts, *, now: datetime) -> Status
         last_known=None,
         events=reconciler_events(facts),
     )
-
-
-def condition(status: Mapping[str, Any], type_: str) -> dict[str, Any]:
-    found: dict[str, Any] = next(c for c in status["conditions"] if c["type"] == type_)
-    return found
 
 
 

@@ -19,12 +19,7 @@ from tablerefresh.controller.runtime.workers import Prober, reconcile, record_ru
 from tablerefresh.dataplane.errors import Unreachable
 from tablerefresh.dataplane.runs import Outcome
 from tests.controller_fakes import T0, UID, FakeKube, job, pod, summary_line, terminated, tr_body
-
-
-def condition(status: Mapping[str, Any], type_: str) -> dict[str, Any]:
-    found: dict[str, Any] = next(c for c in status["conditions"] if c["type"] == type_)
-    return found
-
+from tests.harness.kube import condition
 
 # Reconcile.
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from tests.harness.kube import wait_for
 from tests.jobrunner.cron import Clock
 from tests.jobrunner.runner import JobRunner
-from tests.kube_support import wait_for
 
 pytestmark = pytest.mark.kube
 
