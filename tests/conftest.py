@@ -82,7 +82,7 @@ def _argnames(marker: pytest.Mark) -> list[str]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test's served-engine variant is marked ``served``. The served engine's full matrix is
     deselected (not skipped: CI skips nothing) unless asked for; CI runs the representative subset,
-    ``TABLEREFRESH_FULL_MATRIX=1 scripts/test -m full_matrix`` the rest."""
+    ``TABLEREFRESH_FULL_MATRIX=1 scripts/test -m full_matrix`` the rest. Tests marked ``slow`` run first."""
     full = os.environ.get(FULL_MATRIX_ENV) == "1"
     kept, deselected = [], []
     for item in items:
@@ -100,7 +100,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             kept.append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = kept
+    # The long tests first (a stable sort keeps each group's order): pytest-xdist hands tests out in
+    # this order, so the last minutes are not one worker finishing a long test while the other waits.
+    items[:] = sorted(kept, key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture

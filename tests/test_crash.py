@@ -21,7 +21,7 @@ from tests import crash_helper
 from tests.crash_runs import expected, probe, set_up
 from tests.engines import EMBEDDED, SERVED, ProcessEngine, full_matrix
 
-pytestmark = pytest.mark.engines()
+pytestmark = [pytest.mark.engines(), pytest.mark.slow]
 
 
 def refresh(engine: ProcessEngine, manifest: Path, failpoint: str | None = None) -> subprocess.CompletedProcess[str]:

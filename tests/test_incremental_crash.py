@@ -55,6 +55,7 @@ def summary(run: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return dict(json.loads(run.stdout.strip().splitlines()[-1]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("engine_for_processes", "failpoint", "state"),
     [(EMBEDDED, failpoint, state) for failpoint, state in FAILPOINTS]

@@ -83,6 +83,7 @@ def write(ch: Client, fills: list[Any], resolutions: list[Any]) -> None:
         ch.insert(polymarket.RESOLUTIONS_TABLE, rows, column_names=RESOLUTION_COLUMNS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("engine", "seed"),
     [(EMBEDDED, seed) for seed in range(HISTORIES)]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
+
 from tests.conftest import repo_root, require
 
 SECTIONS = ("## Try it", "## Running a refresh by hand")
@@ -34,6 +36,7 @@ def test_the_readme_sections_have_commands() -> None:
     assert len(readme_commands(text, "## Running a refresh by hand")) >= 3
 
 
+@pytest.mark.slow
 def test_every_command_of_try_it_and_running_by_hand_exits_0() -> None:
     require("chdb", "the embedded ClickHouse engine")
     text = (repo_root() / "README.md").read_text()
