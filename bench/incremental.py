@@ -23,7 +23,7 @@ positions move from partition 0 to their month). Which positions a batch chooses
   trade (the rest hold, or left), hence q = 0.5 rather than every position of the picked conditions.
   The other conditions' granules get no new fill and the primary index lets the source skip them,
   though on the reference (~82 conditions to a granule of fills) few granules are left untouched
-  once more than a few percent of the conditions are picked (README.md, Benchmarks).
+  once more than a few percent of the conditions are picked (bench/README.md).
  Then, untimed: a run under a reader polling the
 slice every 50 ms (it must never see fewer rows than min(old, new)), and a forced full run whose
 result is compared, row by row, with what the incremental runs had left (floats within 1e-6

@@ -35,7 +35,7 @@ is not atomic by design and is left out.
 Uniform instants almost never land in the milliseconds of the swap itself. ``--swap-window W``
 looks there instead: each kill comes within [0, W] after the run logs its swap. On chDB the engine
 lives in the run's process, so such a kill is an engine crash inside the ALTER, which can leave a
-mixed state (README, "When the engine dies inside the swap"); the next run must still repair it.
+mixed state (docs/failures.md, "A killed Job and a crashed server"); the next run must still repair it.
 
 chDB runs one engine per process and one process per data path, so every step that touches the
 engine runs in a process of its own (``bench/kills_engine.py``), never beside a refresh process.

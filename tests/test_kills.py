@@ -55,7 +55,7 @@ def test_a_short_soak_keeps_every_promise(tmp_path: Path) -> None:
 
     # Seed 149 draws the instants at 7%, 25% and 14% of D, well before the swap even when a run is
     # twice as fast as D on a loaded machine: on chDB a kill inside the swap's few milliseconds can
-    # leave a mixed state (README, "When the engine dies inside the swap";
+    # leave a mixed state (docs/failures.md, "A killed Job and a crashed server";
     # `python -m bench.kills --swap-window 0.03` looks there).
     tally = soak(tmp_path, trials=3, fills=5_000, lock_ttl=2.0, measure=2, seed=149, say=lines.append)
 
