@@ -19,8 +19,6 @@ from typing import Any
 
 import pytest
 
-import pytest
-
 from tests.conftest import repo_root, require
 
 SECTIONS = ("## Try it", "## Running a refresh by hand")
