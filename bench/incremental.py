@@ -55,9 +55,9 @@ from clickhouse_connect.driver.client import Client
 from bench.refresh import SliceReader
 from bench.server import BenchServer
 from bench.workload import Measured, Workload, measured, prepare, settle
-from tablerefresh.dataplane import sample
-from tablerefresh.dataplane.catalog import describe_table
-from tablerefresh.dataplane.runs import RunRecord
+from tablerefresh.dataplane.infra.catalog import describe_table
+from tablerefresh.dataplane.run import sample
+from tablerefresh.dataplane.run.runs import RunRecord
 from tablerefresh.spec import TableRefreshSpec
 from tablerefresh.workloads import polymarket
 

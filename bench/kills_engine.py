@@ -39,8 +39,8 @@ from clickhouse_connect.driver.client import Client
 
 from bench.kills import Rows, difference
 from bench.workload import DB, prepare
-from tablerefresh.dataplane import names, sql
-from tablerefresh.dataplane.lock import LOCK_PREFIX, TAKEOVER_PREFIX
+from tablerefresh.dataplane.infra import names, sql
+from tablerefresh.dataplane.infra.lock import LOCK_PREFIX, TAKEOVER_PREFIX
 from tablerefresh.spec import Strategy, TableRefreshSpec, load_manifest
 from tablerefresh.workloads import polymarket
 

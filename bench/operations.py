@@ -22,9 +22,9 @@ from pathlib import Path
 from clickhouse_connect.driver.client import Client
 
 from bench.workload import prepare, refresh, settle
-from tablerefresh.dataplane.dedupe import dedupe
-from tablerefresh.dataplane.operation import locked_target, new_run_id
-from tablerefresh.dataplane.runs import Outcome
+from tablerefresh.dataplane.operations.dedupe import dedupe
+from tablerefresh.dataplane.operations.operation import locked_target, new_run_id
+from tablerefresh.dataplane.run.runs import Outcome
 from tablerefresh.spec import BackupSpec, TableRefreshSpec
 from tablerefresh.workloads import polymarket
 
@@ -77,7 +77,9 @@ def timed_dedupe(connect: Callable[[], Client], spec: TableRefreshSpec, *, slice
     run_id = new_run_id("dedupe")
     started = time.perf_counter()
     with locked_target(connect, spec, run_id) as held:
-        done = dedupe(held.client, held.target, spec, held.lock, run_id, slice_only=slice_only, params=params)
+        done = dedupe(
+            held.client, held.target, spec, held.lock, run_id, slice_only=slice_only, params=params, taken_at=now
+        )
     return time.perf_counter() - started, done.rows_before, done.rows_after
 
 

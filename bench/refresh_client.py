@@ -25,8 +25,9 @@ from datetime import datetime
 from clickhouse_connect.driver.client import Client
 
 from bench.server import record_to_json
-from tablerefresh.dataplane.connection import connect, env_secrets
-from tablerefresh.dataplane.refresh import Refresh, RunOptions
+from tablerefresh.dataplane.infra.connection import connect, env_secrets
+from tablerefresh.dataplane.run.options import RunOptions
+from tablerefresh.dataplane.run.refresh import Refresh
 from tablerefresh.spec import TableRefreshSpec
 
 

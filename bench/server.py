@@ -40,8 +40,8 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane.connection import PASSWORD_ENV, USER_ENV
-from tablerefresh.dataplane.runs import RunRecord
+from tablerefresh.dataplane.infra.connection import PASSWORD_ENV, USER_ENV
+from tablerefresh.dataplane.run.runs import RunRecord
 from tablerefresh.dataplane.server import PortInUse, ServedEngine
 from tablerefresh.spec import TableRefreshSpec
 

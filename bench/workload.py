@@ -16,8 +16,9 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from bench.server import BenchServer, run_client
-from tablerefresh.dataplane.refresh import Refresh, RunOptions
-from tablerefresh.dataplane.runs import Outcome, RunRecord
+from tablerefresh.dataplane.run.options import RunOptions
+from tablerefresh.dataplane.run.refresh import Refresh
+from tablerefresh.dataplane.run.runs import Outcome, RunRecord
 from tablerefresh.spec import TableRefreshSpec
 from tablerefresh.workloads import polymarket
 

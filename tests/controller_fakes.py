@@ -10,7 +10,7 @@ from typing import Any
 
 from tablerefresh.controller.kube import KubeError
 from tablerefresh.controller.policy.admission import CREDENTIALS_LABEL
-from tablerefresh.dataplane.runs import RunRecord
+from tablerefresh.dataplane.run.runs import RunRecord
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 UID = "0f0e0d0c-0000-4000-8000-000000000001"

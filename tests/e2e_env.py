@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tablerefresh.dataplane.connection import connect
+from tablerefresh.dataplane.infra.connection import connect
 from tablerefresh.dataplane.server import User
 from tests.conftest import require
 from tests.harness.kube import (

@@ -34,7 +34,7 @@ import pytest
 import yaml
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane.connection import connect
+from tablerefresh.dataplane.infra.connection import connect
 from tablerefresh.spec import TableRefreshSpec
 
 EMBEDDED, SERVED = "embedded", "served"

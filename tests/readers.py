@@ -19,9 +19,9 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane.connection import connect
-from tablerefresh.dataplane.failures import one_line
 from tablerefresh.dataplane.health import measure
+from tablerefresh.dataplane.infra.connection import connect
+from tablerefresh.dataplane.infra.errors import one_line
 from tablerefresh.spec import load_manifest
 
 

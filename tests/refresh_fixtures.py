@@ -13,8 +13,10 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane.refresh import Refresh, RunOptions
-from tablerefresh.dataplane.runs import RunRecord
+from tablerefresh.dataplane.infra.clock import Clock, utc_now
+from tablerefresh.dataplane.run.options import RunOptions
+from tablerefresh.dataplane.run.refresh import Refresh
+from tablerefresh.dataplane.run.runs import RunRecord
 from tablerefresh.spec import TableRefreshSpec
 from tests.engines import write_manifest
 
@@ -81,6 +83,7 @@ def run(
     lock_ttl: float = 30.0,
     run_time: datetime | None = None,
     force_full: bool = False,
+    clock: Clock = utc_now,
 ) -> RunRecord:
     run_id = run_id or f"test-{uuid.uuid4().hex[:8]}"
     options = RunOptions(
@@ -88,8 +91,8 @@ def run(
         owner=f"{run_id}@{socket.gethostname()}:{os.getpid()}",
         run_time=run_time or datetime.now(UTC),
         lock_ttl_seconds=lock_ttl,
-        heartbeat_seconds=max(0.5, lock_ttl / 10),
         force_full=force_full,
+        clock=clock,
     )
     query = the_spec.source.query
     assert query is not None

@@ -19,7 +19,7 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane.connection import PASSWORD_ENV, USER_ENV
+from tablerefresh.dataplane.infra.connection import PASSWORD_ENV, USER_ENV
 from tablerefresh.dataplane.server import ServedEngine, User
 
 

@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane import names
-from tablerefresh.dataplane.errors import ExitCode
-from tablerefresh.dataplane.failpoints import ENV as FAILPOINT
-from tablerefresh.dataplane.runs import Outcome, recent_runs
+from tablerefresh.dataplane.infra import names
+from tablerefresh.dataplane.infra.errors import ExitCode
+from tablerefresh.dataplane.infra.failpoints import ENV as FAILPOINT
+from tablerefresh.dataplane.run.runs import Outcome, recent_runs
 from tests import refresh_fixtures as fx
 
 Connect = Callable[[], Client]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +11,10 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from tablerefresh.cli import main
-from tablerefresh.dataplane import names
-from tablerefresh.dataplane.errors import ExitCode
 from tablerefresh.dataplane.health import measure
-from tablerefresh.dataplane.runs import Outcome
+from tablerefresh.dataplane.infra import names
+from tablerefresh.dataplane.infra.errors import ExitCode
+from tablerefresh.dataplane.run.runs import Outcome
 from tests import refresh_fixtures as fx
 from tests.engines import Engine
 
@@ -72,8 +72,8 @@ def test_a_failing_audit_leaves_the_target_and_keeps_the_evidence(ch: Client, co
     assert not [t for t in tables(ch, loaded) if t.startswith(names.backup_prefix("positions"))]
     assert fx.run(connect, fx.spec(loaded, keepFailedStaging="1h")).outcome == Outcome.SUCCEEDED
     assert evidence in tables(ch, loaded)
-    time.sleep(1.1)
-    assert fx.run(connect, fx.spec(loaded, keepFailedStaging="1s")).outcome == Outcome.SUCCEEDED
+    later = datetime.now(UTC) + timedelta(seconds=1.1)  # the run's clock, past the evidence's second
+    assert fx.run(connect, fx.spec(loaded, keepFailedStaging="1s"), clock=lambda: later).outcome == Outcome.SUCCEEDED
     assert evidence not in tables(ch, loaded)
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane import backups, catalog
+from tablerefresh.dataplane.infra import catalog
+from tablerefresh.dataplane.operations import backups
 from tests import refresh_fixtures as fx
 from tests.commands import cli, write_manifest
 

@@ -16,8 +16,8 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from tablerefresh.cli import main
-from tablerefresh.dataplane import backups
-from tablerefresh.dataplane.runs import Outcome
+from tablerefresh.dataplane.operations import backups
+from tablerefresh.dataplane.run.runs import Outcome
 from tablerefresh.plugin.main import main as plugin_main
 from tests import crash_helper
 from tests import refresh_fixtures as fx

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tablerefresh.dataplane.lock import LOCK_PREFIX
+from tablerefresh.dataplane.infra.lock import LOCK_PREFIX
 from tests import crash_helper
 from tests import refresh_fixtures as fx
 from tests.crash_runs import expected, probe, set_up

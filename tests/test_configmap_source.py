@@ -16,8 +16,8 @@ import yaml
 from clickhouse_connect.driver.client import Client
 
 from tablerefresh.cli import main
+from tablerefresh.commands._target import SOURCE_QUERY_ENV
 from tablerefresh.controller.policy.cronjob import render_cronjob
-from tablerefresh.dataplane.source import SOURCE_QUERY_ENV
 from tablerefresh.spec import load_manifest, parse_manifest
 from tablerefresh.text import yaml_text
 from tablerefresh.workloads import polymarket

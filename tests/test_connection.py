@@ -7,8 +7,8 @@ from pathlib import Path
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from pytest import MonkeyPatch
 
-from tablerefresh.dataplane.connection import chdb_url, redact
-from tablerefresh.dataplane.failures import connect_failure
+from tablerefresh.dataplane.infra.connection import chdb_url, redact
+from tablerefresh.dataplane.infra.errors import connect_failure
 
 
 def test_redact_hides_the_password_only() -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tablerefresh.dataplane import names
-from tablerefresh.dataplane.lock import LOCK_PREFIX, TAKEOVER_PREFIX
-from tablerefresh.dataplane.runs import RUNS_TABLE
+from tablerefresh.dataplane.infra import names
+from tablerefresh.dataplane.infra.lock import LOCK_PREFIX, TAKEOVER_PREFIX
+from tablerefresh.dataplane.run.runs import RUNS_TABLE
 from tests import crash_helper
 from tests.crash_runs import expected, probe, set_up
 from tests.engines import EMBEDDED, SERVED, ProcessEngine, full_matrix

@@ -13,14 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-from tablerefresh.dataplane.embedded import data_path
+from tablerefresh.dataplane.infra.embedded import data_path
 from tests import crash_helper
 from tests.conftest import repo_root, require
 from tests.engines import ProcessEngine
 
 HOLD = """
 import sys, time
-from tablerefresh.dataplane.connection import connect
+from tablerefresh.dataplane.infra.connection import connect
 client = connect("chdb://" + sys.argv[1])
 client.query("SELECT 1")
 print("open", flush=True)
@@ -30,8 +30,8 @@ time.sleep(30)  # still alive, the path closed
 """
 OPEN = """
 import sys, time
-from tablerefresh.dataplane.connection import connect
-from tablerefresh.dataplane.errors import Unreachable
+from tablerefresh.dataplane.infra.connection import connect
+from tablerefresh.dataplane.infra.errors import Unreachable
 began = time.monotonic()
 try:
     first = connect("chdb://" + sys.argv[1], connect_timeout=float(sys.argv[2]))

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane.connection import connect as real_connect
-from tablerefresh.dataplane.errors import ExitCode, TimedOut
+from tablerefresh.dataplane.infra.connection import connect as real_connect
+from tablerefresh.dataplane.infra.errors import ExitCode, TimedOut
 from tests import refresh_fixtures as fx
 from tests.commands import manifest, refresh, summary
 

@@ -7,15 +7,18 @@ import logging
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-from tablerefresh.dataplane.errors import (
+from tablerefresh.dataplane.infra.errors import (
     CredentialsRefused,
     ExitCode,
     InvalidInput,
+    ScrubSecrets,
     TimedOut,
     UnknownDatabase,
     Unreachable,
+    connect_failure,
+    one_line,
+    scrub,
 )
-from tablerefresh.dataplane.failures import ScrubSecrets, connect_failure, one_line, scrub
 from tablerefresh.text import printable
 
 # What clickhouse-connect raises, as it words it.

@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane.errors import ExitCode
-from tablerefresh.dataplane.incremental import FULL, INCREMENTAL
-from tablerefresh.dataplane.plan import plan
-from tablerefresh.dataplane.refresh import Refresh, RunOptions
-from tablerefresh.dataplane.runs import RUNS_TABLE, Outcome, RunRecord
-from tablerefresh.dataplane.scope import Scope
-from tablerefresh.dataplane.spot_check import verify_sample
+from tablerefresh.dataplane.infra.errors import ExitCode
+from tablerefresh.dataplane.operations.spot_check import verify_sample
+from tablerefresh.dataplane.run.incremental import FULL, INCREMENTAL
+from tablerefresh.dataplane.run.options import RunOptions
+from tablerefresh.dataplane.run.plan import Plan, plan
+from tablerefresh.dataplane.run.runs import RUNS_TABLE, Outcome, RunRecord
+from tablerefresh.dataplane.run.sample import SampleReport
+from tablerefresh.dataplane.run.scope import Scope
 from tablerefresh.spec import TableRefreshSpec
 from tests import refresh_fixtures as fx
 from tests.commands import cli, write_manifest
@@ -196,7 +197,7 @@ def test_a_change_later_than_lateness_is_missed_then_seen_by_the_sample_and_repa
     assert late > 1000 and missed.kind == INCREMENTAL and missed.changed_keys == 0
     assert fx.rows(ch, "positions") != fx.rows(ch, FULL_TABLE)
 
-    report = verify_sample(refresh(connect, spec, at(15)), 500)
+    report = verify(connect, spec, at(15), 500)
     assert report.keys == 500 and report.changed > 0 and report.missing == report.extra == 0
 
     repaired = fx.run(connect, spec, run_time=at(20), force_full=True)
@@ -216,18 +217,36 @@ def test_a_change_later_than_lateness_is_missed_then_seen_by_the_sample_and_repa
         run_time=at(20),
     )
     assert fx.rows(ch, "positions") == fx.rows(ch, FULL_TABLE)
-    assert verify_sample(refresh(connect, spec, at(25)), 500).differences == 0
+    assert verify(connect, spec, at(25), 500).differences == 0
 
 
-def refresh(connect: Connect, spec: TableRefreshSpec, when: datetime) -> Refresh:
-    def in_database() -> Client:
+def verify(connect: Connect, spec: TableRefreshSpec, when: datetime, size: int) -> SampleReport:
+    """``tablerefresh verify`` at ``when``, as the command runs it."""
+    assert spec.source.query is not None
+    return verify_sample(in_database(connect, spec), spec, spec.source.query, options_at(when), size)
+
+
+def plan_at(connect: Connect, spec: TableRefreshSpec, when: datetime) -> Plan:
+    """``tablerefresh plan`` at ``when``, as the command runs it."""
+    assert spec.source.query is not None
+    client = in_database(connect, spec)()
+    try:
+        return plan(client, spec, spec.source.query, options_at(when))
+    finally:
+        client.close()
+
+
+def in_database(connect: Connect, spec: TableRefreshSpec) -> Connect:
+    def connected() -> Client:
         client = connect()
         client.database = spec.clickhouse.database
         return client
 
-    options = RunOptions(run_id=f"verify-{when:%H%M%S}", owner="verify@test", run_time=when)
-    assert spec.source.query is not None
-    return Refresh(spec, in_database, spec.source.query, options)
+    return connected
+
+
+def options_at(when: datetime) -> RunOptions:
+    return RunOptions(run_id=f"verify-{when:%H%M%S}", owner="verify@test", run_time=when)
 
 
 def test_a_new_definition_or_a_restore_makes_the_next_run_full(
@@ -267,7 +286,7 @@ def test_plan_predicts_an_incremental_run_and_changes_nothing(
     tables = ch.query("SELECT name FROM system.tables WHERE database = {d:String}", parameters={"d": twins})
     before = fx.checksum(ch, "positions")
 
-    planned = plan(refresh(connect, spec, at(10)))
+    planned = plan_at(connect, spec, at(10))
 
     assert planned.kind == INCREMENTAL and planned.changed_keys == changed
     assert planned.problems == [] and fx.checksum(ch, "positions") == before

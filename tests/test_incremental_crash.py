@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from tablerefresh.dataplane import names
-from tablerefresh.dataplane.incremental import INCREMENTAL
-from tablerefresh.dataplane.lock import LOCK_PREFIX
+from tablerefresh.dataplane.infra import names
+from tablerefresh.dataplane.infra.lock import LOCK_PREFIX
+from tablerefresh.dataplane.run.incremental import INCREMENTAL
 from tests import crash_helper
 from tests.crash_runs import expected, probe, set_up
 from tests.engines import EMBEDDED, SERVED, ProcessEngine, full_matrix

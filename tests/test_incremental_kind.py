@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tablerefresh.dataplane.incremental import FULL, INCREMENTAL, choose, definition_hash
-from tablerefresh.dataplane.runs import RESTORE, History, Outcome, PastRun
+from tablerefresh.dataplane.run.incremental import FULL, INCREMENTAL, choose, definition_hash
+from tablerefresh.dataplane.run.runs import RESTORE, History, Outcome, PastRun
 from tablerefresh.spec import IncrementalSpec, ManifestError, parse_manifest
 from tests import refresh_fixtures as fx
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane.incremental import FULL, INCREMENTAL
-from tablerefresh.dataplane.runs import Outcome, RunRecord
+from tablerefresh.dataplane.run.incremental import FULL, INCREMENTAL
+from tablerefresh.dataplane.run.runs import Outcome, RunRecord
 from tablerefresh.spec import TableRefreshSpec, parse_duration
 from tablerefresh.workloads import polymarket
 from tests import refresh_fixtures as fx

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane.incremental import INCREMENTAL
-from tablerefresh.dataplane.runs import Outcome
+from tablerefresh.dataplane.run.incremental import INCREMENTAL
+from tablerefresh.dataplane.run.runs import Outcome
 from tests import refresh_fixtures as fx
 from tests.readers import ROWS, Reader, snapshot
 

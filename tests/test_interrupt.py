@@ -26,10 +26,10 @@ import pytest
 import yaml
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane import names
-from tablerefresh.dataplane.errors import AFTER_SWAP_INTERRUPTION
-from tablerefresh.dataplane.lock import LOCK_PREFIX
-from tablerefresh.dataplane.runs import Outcome, RunRecord, write_run
+from tablerefresh.dataplane.infra import names
+from tablerefresh.dataplane.infra.errors import AFTER_SWAP_INTERRUPTION
+from tablerefresh.dataplane.infra.lock import LOCK_PREFIX
+from tablerefresh.dataplane.run.runs import Outcome, RunRecord, write_run
 from tests import crash_helper
 from tests import refresh_fixtures as fx
 from tests.engines import EMBEDDED, SERVED, ProcessEngine

@@ -23,7 +23,7 @@ from tablerefresh.controller.policy.jobs import (
     runs_update,
     summary_of,
 )
-from tablerefresh.dataplane.runs import Outcome
+from tablerefresh.dataplane.run.runs import Outcome
 from tablerefresh.spec import load_manifest
 from tests.controller_fakes import T0, job, pod, stamp, summary_line, terminated
 from tests.harness.kube import ROOT

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane import names
-from tablerefresh.dataplane.errors import ExitCode, LockHeld, LockLost
-from tablerefresh.dataplane.failpoints import ENV as FAILPOINT
-from tablerefresh.dataplane.lock import LOCK_PREFIX, TAKEOVER_PREFIX, TableLock
-from tablerefresh.dataplane.runs import Outcome
+from tablerefresh.dataplane.infra import names
+from tablerefresh.dataplane.infra.errors import ExitCode, LockHeld, LockLost
+from tablerefresh.dataplane.infra.failpoints import ENV as FAILPOINT
+from tablerefresh.dataplane.infra.lock import LOCK_PREFIX, TAKEOVER_PREFIX, TableLock
+from tablerefresh.dataplane.run.runs import Outcome
 from tests import refresh_fixtures as fx
 from tests.engines import EMBEDDED, SERVED, full_matrix
 

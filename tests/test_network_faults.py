@@ -36,12 +36,13 @@ import yaml
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from tablerefresh.dataplane import unanswered
-from tablerefresh.dataplane.connection import connect
-from tablerefresh.dataplane.errors import ExitCode
-from tablerefresh.dataplane.refresh import Refresh, RunOptions
-from tablerefresh.dataplane.runs import Outcome, RunRecord
-from tablerefresh.dataplane.swap import PartitionChange
+from tablerefresh.dataplane.infra import unanswered
+from tablerefresh.dataplane.infra.connection import connect
+from tablerefresh.dataplane.infra.errors import ExitCode
+from tablerefresh.dataplane.run.options import RunOptions
+from tablerefresh.dataplane.run.refresh import Refresh
+from tablerefresh.dataplane.run.runs import Outcome, RunRecord
+from tablerefresh.dataplane.run.swap import PartitionChange
 from tablerefresh.spec import TableRefreshSpec
 from tests import refresh_fixtures as fx
 from tests.conftest import repo_root
@@ -244,7 +245,6 @@ def converges(case: Case, spec: TableRefreshSpec | None = None, query: str = fx.
         owner=f"{run_id}@{socket.gethostname()}:{os.getpid()}",
         run_time=datetime.now(UTC),
         lock_ttl_seconds=30,
-        heartbeat_seconds=2.5,
     )
     record = Refresh(spec or fx.spec(case.database), clean, query, options).run()
     assert record.exit_code == 0, record.error

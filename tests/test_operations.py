@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane import backups, sql
-from tablerefresh.dataplane.errors import ExitCode
-from tablerefresh.dataplane.lock import LOCK_PREFIX
-from tablerefresh.dataplane.runs import Outcome
+from tablerefresh.dataplane.infra import sql
+from tablerefresh.dataplane.infra.errors import ExitCode
+from tablerefresh.dataplane.infra.lock import LOCK_PREFIX
+from tablerefresh.dataplane.operations import backups
+from tablerefresh.dataplane.run.runs import Outcome
 from tests import refresh_fixtures as fx
 from tests.commands import cli, write_manifest
 from tests.engines import Engine

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane.errors import ExitCode
-from tablerefresh.dataplane.runs import Outcome
+from tablerefresh.dataplane.infra.errors import ExitCode
+from tablerefresh.dataplane.run.runs import Outcome
 from tablerefresh.spec import TableRefreshSpec
 from tests import refresh_fixtures as fx
 
@@ -157,8 +157,8 @@ def test_rows_where_the_predicate_is_null_are_kept(ch: Client, connect: Connect,
 def test_plan_lists_what_the_run_then_replaces_and_keeps(ch: Client, connect: Connect, events: str) -> None:
     import os
 
-    from tablerefresh.dataplane.plan import plan
-    from tablerefresh.dataplane.refresh import Refresh, RunOptions
+    from tablerefresh.dataplane.run.options import RunOptions
+    from tablerefresh.dataplane.run.plan import plan
 
     the_spec = events_spec(events)
     options = RunOptions(run_id="plan", owner=f"plan@host:{os.getpid()}", run_time=RUN_TIME)
@@ -168,10 +168,15 @@ def test_plan_lists_what_the_run_then_replaces_and_keeps(ch: Client, connect: Co
         client.database = events
         return client
 
-    planned = plan(Refresh(the_spec, in_database, WINDOW_SOURCE, options))
+    planned = plan(in_database(), the_spec, WINDOW_SOURCE, options)
     record = fx.run(connect, the_spec, run_time=RUN_TIME)
 
     assert [c.partition for c in planned.changes] == record.partitions == ["202606"]
     (june,) = planned.changes
     assert (june.old_rows, june.kept, june.new_rows) == (16, 6, 17)  # 6 kept + 11 from the source
-    assert any("rows outside the slice of partitions 202606" in s for s in planned.statements)
+    # The carry-over of the rows outside the slice of partition 202606, the statement the run executes.
+    assert any(
+        s.startswith(f"INSERT INTO `{events}`.`_tablerefresh_staging_")
+        and f"FROM `{events}`.`events` WHERE _partition_id IN ('202606') AND NOT " in s
+        for s in planned.statements
+    )

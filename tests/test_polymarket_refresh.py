@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane.runs import Outcome, RunRecord
+from tablerefresh.dataplane.run.runs import Outcome, RunRecord
 from tablerefresh.spec import TableRefreshSpec
 from tablerefresh.workloads import polymarket
 from tests import refresh_fixtures as fx

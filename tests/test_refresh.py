@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane import names
-from tablerefresh.dataplane.errors import ExitCode
-from tablerefresh.dataplane.runs import RUNS_TABLE, Outcome, RunRecord, recent_runs
+from tablerefresh.dataplane.infra import names
+from tablerefresh.dataplane.infra.errors import ExitCode
+from tablerefresh.dataplane.run.runs import RUNS_TABLE, Outcome, RunRecord, recent_runs
 from tests import refresh_fixtures as fx
 
 Connect = Callable[[], Client]
@@ -143,7 +143,7 @@ def test_a_live_lock_refuses_and_a_dead_one_is_taken_over(ch: Client, connect: C
 
 
 def names_lock() -> str:
-    from tablerefresh.dataplane.lock import LOCK_PREFIX
+    from tablerefresh.dataplane.infra.lock import LOCK_PREFIX
 
     return LOCK_PREFIX + "positions"
 
@@ -301,7 +301,7 @@ def test_bad_input_fails_before_anything_is_touched(
 
 
 def test_unreachable_clickhouse_is_its_own_outcome(loaded: str) -> None:
-    from tablerefresh.dataplane.connection import connect as real_connect
+    from tablerefresh.dataplane.infra.connection import connect as real_connect
 
     def nowhere() -> Client:
         return real_connect("clickhouse://127.0.0.1:9/db")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tablerefresh.controller.policy.status import parse_time
-from tablerefresh.dataplane.runs import Outcome, RunRecord
+from tablerefresh.dataplane.run.runs import Outcome, RunRecord
 from tests.harness.kube import Kube, condition, wait_for
 from tests.harness.operators import InProcessOperator
 from tests.health_env import (  # noqa: F401  (fixtures)

@@ -25,9 +25,9 @@ import yaml
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from tablerefresh.dataplane.connection import connect
-from tablerefresh.dataplane.embedded import in_use
-from tablerefresh.dataplane.errors import CredentialsRefused
+from tablerefresh.dataplane.infra.connection import connect
+from tablerefresh.dataplane.infra.embedded import in_use
+from tablerefresh.dataplane.infra.errors import CredentialsRefused
 from tablerefresh.dataplane.server import PortInUse, ServedEngine, ServeRefused, User
 from tablerefresh.dataplane.server import engine as engine_process
 from tablerefresh.dataplane.server.process import free_port

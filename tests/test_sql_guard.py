@@ -23,11 +23,11 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from tablerefresh.cli import main
-from tablerefresh.dataplane import limits
-from tablerefresh.dataplane.errors import ExitCode, InvalidInput
 from tablerefresh.dataplane.health import measure
-from tablerefresh.dataplane.runs import Outcome
-from tablerefresh.dataplane.sql_guard import PREDICATE, check_predicate, check_select, parse_ast
+from tablerefresh.dataplane.infra import limits
+from tablerefresh.dataplane.infra.errors import ExitCode, InvalidInput
+from tablerefresh.dataplane.infra.sql_guard import PREDICATE, check_predicate, check_select, parse_ast
+from tablerefresh.dataplane.run.runs import Outcome
 from tests import refresh_fixtures as fx
 from tests.commands import write_manifest
 

@@ -16,8 +16,8 @@ from tablerefresh.controller.policy.cronjob import Facts
 from tablerefresh.controller.policy.jobs import trim
 from tablerefresh.controller.runtime.status_writer import StatusMemory, StatusWriter
 from tablerefresh.controller.runtime.workers import Prober, reconcile, record_runs
-from tablerefresh.dataplane.errors import Unreachable
-from tablerefresh.dataplane.runs import Outcome
+from tablerefresh.dataplane.infra.errors import Unreachable
+from tablerefresh.dataplane.run.runs import Outcome
 from tests.controller_fakes import T0, UID, FakeKube, job, pod, summary_line, terminated, tr_body
 from tests.harness.kube import condition
 

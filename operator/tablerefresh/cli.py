@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _scrub_logs() -> None:
     """A Job's log is read by whoever may read its Pod, who may not read its Secret: no value of the
     credentials in the environment goes into a log line."""
-    from tablerefresh.dataplane.connection import env_secrets
-    from tablerefresh.dataplane.failures import ScrubSecrets
+    from tablerefresh.dataplane.infra.connection import env_secrets
+    from tablerefresh.dataplane.infra.errors import ScrubSecrets
 
     secrets = env_secrets()
     if any(secrets):

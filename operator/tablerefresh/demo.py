@@ -21,12 +21,13 @@ from clickhouse_connect.driver.client import Client
 
 from tablerefresh.controller.policy.checks import judge
 from tablerefresh.controller.policy.status import format_time, merge
-from tablerefresh.dataplane import sql
-from tablerefresh.dataplane.connection import connect
 from tablerefresh.dataplane.health import measure
-from tablerefresh.dataplane.names import BACKUP
-from tablerefresh.dataplane.refresh import Refresh, RunOptions
-from tablerefresh.dataplane.runs import Outcome, RunRecord
+from tablerefresh.dataplane.infra import sql
+from tablerefresh.dataplane.infra.connection import connect
+from tablerefresh.dataplane.infra.names import BACKUP
+from tablerefresh.dataplane.run.options import RunOptions
+from tablerefresh.dataplane.run.refresh import Refresh
+from tablerefresh.dataplane.run.runs import Outcome, RunRecord
 from tablerefresh.spec import TableRefresh
 from tablerefresh.text import yaml_text
 from tablerefresh.workloads import polymarket

@@ -1,5 +1,5 @@
-"""What the commands that work on one TableRefresh's table share: the manifest, the connection,
-and turning a refusal into its exit code with a message that says why."""
+"""What the commands that work on one TableRefresh's table share: the manifest and the source query
+it names, the connection, and turning a refusal into its exit code with a message that says why."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from tablerefresh.dataplane import sql_guard
-from tablerefresh.dataplane.connection import connect, env_secrets, require_embedded_database
-from tablerefresh.dataplane.errors import ExitCode, RefreshError
-from tablerefresh.dataplane.failures import one_line, scrub
+from tablerefresh.dataplane.infra import sql_guard
+from tablerefresh.dataplane.infra.connection import connect, env_secrets, require_embedded_database
+from tablerefresh.dataplane.infra.errors import ExitCode, InvalidInput, RefreshError, one_line, scrub
 from tablerefresh.spec import ManifestError, TableRefresh, TableRefreshSpec, load_manifest, parse_manifest
 from tablerefresh.text import printable
 
 MANIFEST_ENV = "TABLEREFRESH_MANIFEST"
+SOURCE_QUERY_ENV = "TABLEREFRESH_SOURCE_QUERY"
 
 
 def read_manifest(path: str | None) -> TableRefresh:
@@ -34,6 +34,19 @@ def read_manifest(path: str | None) -> TableRefresh:
         return parse_manifest(json.loads(text), origin=f"${MANIFEST_ENV}")
     except json.JSONDecodeError as exc:
         raise ManifestError(f"${MANIFEST_ENV} is not JSON: {exc}") from exc
+
+
+def source_query(spec: TableRefreshSpec) -> str:
+    """The run's source query: the manifest's, or the one the Job was given in its environment."""
+    if spec.source.query is not None:
+        return spec.source.query
+    # configMapKeyRef: the CronJob maps the key into this variable, so the Job needs no API access.
+    query = os.environ.get(SOURCE_QUERY_ENV, "").strip()
+    ref = spec.source.config_map_key_ref
+    if not query:
+        where = f"ConfigMap {ref.name} key {ref.key}" if ref else "the manifest"
+        raise InvalidInput(f"source.configMapKeyRef: no query in ${SOURCE_QUERY_ENV} (expected from {where})")
+    return query
 
 
 def add_target_arguments(parser: argparse.ArgumentParser, *, min_slice_rows: bool = False) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from tablerefresh.commands._target import add_target_arguments, emit_json, guarded, open_target
-from tablerefresh.dataplane import backups
-from tablerefresh.dataplane.operation import refuse_while_locked
+from tablerefresh.dataplane.operations import backups
+from tablerefresh.dataplane.operations.operation import refuse_while_locked
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

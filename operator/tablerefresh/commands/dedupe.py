@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
@@ -21,11 +20,11 @@ from tablerefresh.commands._target import (
     open_target,
     shown,
 )
-from tablerefresh.dataplane.dedupe import dedupe
-from tablerefresh.dataplane.errors import RefreshError
-from tablerefresh.dataplane.failures import one_line
-from tablerefresh.dataplane.operation import locked_target, new_run_id
-from tablerefresh.dataplane.runs import Outcome, RunRecord, write_run
+from tablerefresh.dataplane.infra.clock import utc_now
+from tablerefresh.dataplane.infra.errors import RefreshError, one_line
+from tablerefresh.dataplane.operations.dedupe import dedupe
+from tablerefresh.dataplane.operations.operation import locked_target, new_run_id
+from tablerefresh.dataplane.run.runs import Outcome, RunRecord, write_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     manifest, connect = open_target(args)
     spec = manifest.spec
-    now = datetime.now(UTC)
+    now = utc_now()
     run_id = new_run_id("dedupe", now)
     record = RunRecord(
         run_id=run_id, target=f"{spec.clickhouse.database}.{spec.target.table}", strategy="Dedupe", started_at=now
@@ -49,7 +48,14 @@ def run(args: argparse.Namespace) -> int:
         with locked_target(connect, spec, run_id) as held:
             try:
                 done = dedupe(
-                    held.client, held.target, spec, held.lock, run_id, slice_only=args.slice_only, params=params
+                    held.client,
+                    held.target,
+                    spec,
+                    held.lock,
+                    run_id,
+                    slice_only=args.slice_only,
+                    params=params,
+                    taken_at=utc_now(),
                 )
                 record.outcome, record.exit_code = Outcome.SUCCEEDED, 0
                 record.rows_before, record.rows_after = done.rows_before, done.rows_after
@@ -58,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                 record.reason = getattr(exc, "reason", "DedupeFailed")
                 record.error = shown(str(exc) if isinstance(exc, RefreshError) else one_line(exc))
                 record.exit_code = int(getattr(exc, "exit_code", 1))
-            record.finished_at = datetime.now(UTC)
+            record.finished_at = utc_now()
             write_run(held.client, spec.clickhouse.database, record)
     finally:
         if args.summary_file is not None and record.finished_at is not None:

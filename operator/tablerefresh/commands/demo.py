@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from tablerefresh.dataplane.runs import Outcome
+from tablerefresh.dataplane.run.runs import Outcome
 
 LOG_LEVEL = logging.WARNING  # the demo says each step itself
 

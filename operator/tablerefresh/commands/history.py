@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tablerefresh.commands._target import add_target_arguments, emit_json, guarded, open_target
-from tablerefresh.dataplane import catalog
-from tablerefresh.dataplane.runs import RUNS_TABLE, recent_runs
+from tablerefresh.dataplane.infra import catalog
+from tablerefresh.dataplane.run.runs import RUNS_TABLE, recent_runs
 
 # The columns shown, by the runs table's names; --json gives every column.
 _SHOWN = (

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from tablerefresh.commands._target import add_target_arguments, emit_json, guarded, open_target
-from tablerefresh.dataplane import mutations
-from tablerefresh.dataplane.operation import locked_target, new_run_id, refuse_while_locked
+from tablerefresh.dataplane.infra import catalog
+from tablerefresh.dataplane.operations.operation import locked_target, new_run_id, refuse_while_locked
 from tablerefresh.spec import parse_duration
 
 
@@ -26,17 +26,17 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise SystemExit(f"tablerefresh mutations: --kill-older-than: {exc}") from exc
         with locked_target(connect, spec, new_run_id("kill")) as held:
-            killed = mutations.kill_older_than(held.client, database, table, seconds)
+            killed = catalog.kill_mutations_older_than(held.client, database, table, seconds)
         if args.json:
-            emit_json({"killed": [m.__dict__ for m in killed], "note": mutations.NOT_ROLLED_BACK})
+            emit_json({"killed": [m.__dict__ for m in killed], "note": catalog.NOT_ROLLED_BACK})
             return 0
         for m in killed:
             print(f"killed {m.describe()}")
-        print(f"{len(killed)} mutation(s) killed on {database}.{table}; {mutations.NOT_ROLLED_BACK}")
+        print(f"{len(killed)} mutation(s) killed on {database}.{table}; {catalog.NOT_ROLLED_BACK}")
         return 0
     client = connect()
     refuse_while_locked(client, spec)
-    pending = mutations.pending(client, database, table)
+    pending = catalog.pending_mutations(client, database, table)
     if args.json:
         emit_json([m.__dict__ for m in pending])
         return 0

@@ -6,11 +6,10 @@ import argparse
 from dataclasses import asdict
 from datetime import UTC, datetime
 
-from tablerefresh.commands._target import add_target_arguments, emit_json, guarded, open_target
-from tablerefresh.dataplane.operation import new_run_id, owner_of, refuse_while_locked
-from tablerefresh.dataplane.plan import plan
-from tablerefresh.dataplane.refresh import Refresh, RunOptions
-from tablerefresh.dataplane.source import source_query
+from tablerefresh.commands._target import add_target_arguments, emit_json, guarded, open_target, source_query
+from tablerefresh.dataplane.operations.operation import new_run_id, owner_of, refuse_while_locked
+from tablerefresh.dataplane.run.options import RunOptions
+from tablerefresh.dataplane.run.plan import plan
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,9 +21,12 @@ def run(args: argparse.Namespace) -> int:
     manifest, connect = open_target(args)
     run_id = new_run_id("plan")
     options = RunOptions(run_id=run_id, owner=owner_of(run_id), run_time=datetime.now(UTC))
-    refresh = Refresh(manifest.spec, connect, source_query(manifest.spec), options)
-    refuse_while_locked(refresh.client, manifest.spec)
-    result = plan(refresh)
+    client = connect()
+    try:
+        refuse_while_locked(client, manifest.spec)
+        result = plan(client, manifest.spec, source_query(manifest.spec), options)
+    finally:
+        client.close()
     if args.json:
         emit_json(asdict(result) | {"wouldRun": result.would_run})
         return 0

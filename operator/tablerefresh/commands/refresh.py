@@ -10,14 +10,21 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.commands._target import MANIFEST_ENV, add_override_arguments, read_manifest, shown, with_overrides
-from tablerefresh.dataplane.connection import connect, env_secrets, require_embedded_database
-from tablerefresh.dataplane.errors import ExitCode, RefreshError
-from tablerefresh.dataplane.interrupt import Stop, signals
-from tablerefresh.dataplane.operation import new_run_id, owner_of
-from tablerefresh.dataplane.refresh import Refresh, RunOptions
-from tablerefresh.dataplane.runs import Outcome, RunRecord
-from tablerefresh.dataplane.source import source_query
+from tablerefresh.commands._target import (
+    MANIFEST_ENV,
+    add_override_arguments,
+    read_manifest,
+    shown,
+    source_query,
+    with_overrides,
+)
+from tablerefresh.dataplane.infra.connection import connect, env_secrets, require_embedded_database
+from tablerefresh.dataplane.infra.errors import ExitCode, RefreshError
+from tablerefresh.dataplane.infra.interrupt import Stop, signals
+from tablerefresh.dataplane.operations.operation import new_run_id, owner_of
+from tablerefresh.dataplane.run.options import RunOptions
+from tablerefresh.dataplane.run.refresh import Refresh
+from tablerefresh.dataplane.run.runs import Outcome, RunRecord
 from tablerefresh.spec import ManifestError
 
 RUN_ID_ENV = "TABLEREFRESH_RUN_ID"
@@ -91,7 +98,6 @@ def run(args: argparse.Namespace) -> int:
         owner=owner_of(run_id),
         run_time=now,
         lock_ttl_seconds=args.lock_ttl,
-        heartbeat_seconds=max(1.0, args.lock_ttl / 12),
         force_full=args.full,
         secrets=env_secrets(),
         stop=Stop(),

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from tablerefresh.commands._target import add_target_arguments, emit_json, guarded, open_target, shown
-from tablerefresh.dataplane import backups
-from tablerefresh.dataplane.errors import RefreshError
-from tablerefresh.dataplane.failures import one_line
-from tablerefresh.dataplane.operation import locked_target, new_run_id
-from tablerefresh.dataplane.restore import restore
-from tablerefresh.dataplane.runs import RESTORE, Outcome, RunRecord, write_run
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
+from tablerefresh.dataplane.infra.clock import utc_now
+from tablerefresh.dataplane.infra.errors import RefreshError, one_line
+from tablerefresh.dataplane.operations import backups
+from tablerefresh.dataplane.operations.backups import restore
+from tablerefresh.dataplane.operations.operation import locked_target, new_run_id
+from tablerefresh.dataplane.run.runs import RESTORE, Outcome, RunRecord, write_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,17 +31,20 @@ def run(args: argparse.Namespace) -> int:
         # Recorded whatever happens: the next incremental refresh must know the target changed under
         # it, and run in full.
         record = RunRecord(
-            run_id=run_id, target=f"{spec.clickhouse.database}.{spec.target.table}", strategy=RESTORE, started_at=now()
+            run_id=run_id,
+            target=f"{spec.clickhouse.database}.{spec.target.table}",
+            strategy=RESTORE,
+            started_at=utc_now(),
         )
         try:
-            done = restore(held.client, held.target, backup, held.lock, run_id, spec)
+            done = restore(held.client, held.target, backup, held.lock, run_id, spec, record.started_at)
             record.outcome, record.exit_code = Outcome.SUCCEEDED, 0
             record.rows_before, record.rows_after = done.rows_before, done.rows_after
         except RefreshError as exc:
             record.reason, record.error, record.exit_code = exc.reason, shown(str(exc)), int(exc.exit_code)
             raise
         finally:
-            record.finished_at = now()
+            record.finished_at = utc_now()
             try:
                 write_run(held.client, spec.clickhouse.database, record)
             except ClickHouseError as exc:

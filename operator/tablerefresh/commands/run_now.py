@@ -10,7 +10,7 @@ from tablerefresh.controller.kube import ApiKube, KubeError, load_config
 from tablerefresh.controller.policy.cronjob import TERMINATION_LOG
 from tablerefresh.controller.policy.jobs import new_token
 from tablerefresh.controller.runtime.workers import RunNowRefused, run_now
-from tablerefresh.dataplane.errors import ExitCode
+from tablerefresh.dataplane.infra.errors import ExitCode
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

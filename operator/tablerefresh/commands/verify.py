@@ -10,12 +10,11 @@ import argparse
 from dataclasses import asdict
 from datetime import UTC, datetime
 
-from tablerefresh.commands._target import add_target_arguments, emit_json, guarded, open_target
-from tablerefresh.dataplane.errors import ExitCode
-from tablerefresh.dataplane.operation import new_run_id, owner_of
-from tablerefresh.dataplane.refresh import Refresh, RunOptions
-from tablerefresh.dataplane.source import source_query
-from tablerefresh.dataplane.spot_check import verify_sample
+from tablerefresh.commands._target import add_target_arguments, emit_json, guarded, open_target, source_query
+from tablerefresh.dataplane.infra.errors import ExitCode
+from tablerefresh.dataplane.operations.operation import new_run_id, owner_of
+from tablerefresh.dataplane.operations.spot_check import verify_sample
+from tablerefresh.dataplane.run.options import RunOptions
 
 DEFAULT_SAMPLE = 1000
 
@@ -37,16 +36,13 @@ def run(args: argparse.Namespace) -> int:
     run_id = new_run_id("verify")
     options = RunOptions(run_id=run_id, owner=owner_of(run_id), run_time=datetime.now(UTC))
     size = args.sample or (spec.incremental.verify_sample if spec.incremental else 0) or DEFAULT_SAMPLE
-    refresh = Refresh(spec, connect, source_query(spec), options)
-    try:
-        report = verify_sample(refresh, size)
-    finally:
-        refresh.client.close()
+    report = verify_sample(connect, spec, source_query(spec), options, size)
+    target = f"{spec.clickhouse.database}.{spec.target.table}"
     if args.json:
         emit_json(asdict(report) | {"differences": report.differences})
     elif report.differences:
-        print(f"{refresh.record.target}: rows differ from a full rebuild: {report.describe()}")
+        print(f"{target}: rows differ from a full rebuild: {report.describe()}")
         print("changes later than incremental.lateness? the next full run repairs them (tablerefresh refresh --full)")
     else:
-        print(f"{refresh.record.target}: as a full rebuild gives it: {report.describe()}")
+        print(f"{target}: as a full rebuild gives it: {report.describe()}")
     return int(ExitCode.VERIFY_FAILED) if report.differences else 0

@@ -15,8 +15,9 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.dataplane import audits, catalog, limits, sql, sql_guard
+from tablerefresh.dataplane.infra import catalog, limits, sql, sql_guard
 from tablerefresh.dataplane.report import HealthReport
+from tablerefresh.dataplane.run import audits
 from tablerefresh.spec import TableRefreshSpec
 
 

@@ -33,7 +33,7 @@ from tablerefresh.controller.runtime import metrics
 from tablerefresh.controller.runtime.scheduler import Due, Scheduler
 from tablerefresh.controller.runtime.status_writer import StatusMemory, StatusWriter
 from tablerefresh.controller.runtime.workers import Prober, handle_run_now, reconcile, record_runs
-from tablerefresh.dataplane.connection import redact
+from tablerefresh.dataplane.infra.connection import redact
 
 log = logging.getLogger(__name__)
 

@@ -66,10 +66,9 @@ from tablerefresh.controller.policy.status import (
     format_time,
 )
 from tablerefresh.controller.runtime.status_writer import StatusMemory, StatusWriter
-from tablerefresh.dataplane.connection import connect, redact
-from tablerefresh.dataplane.errors import RefreshError, Unreachable
-from tablerefresh.dataplane.failures import one_line, scrub
 from tablerefresh.dataplane.health import measure
+from tablerefresh.dataplane.infra.connection import connect, redact
+from tablerefresh.dataplane.infra.errors import RefreshError, Unreachable, one_line, scrub
 from tablerefresh.spec import TableRefresh
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from tablerefresh.dataplane.embedded import in_use
+from tablerefresh.dataplane.infra.embedded import in_use
 from tablerefresh.dataplane.server.interface import execute, kill_statement, serving_query
 
 EXIT_OK, EXIT_FAILED, EXIT_HELD, EXIT_PORT_IN_USE = 0, 1, 2, 3

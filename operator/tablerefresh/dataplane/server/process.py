@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 
 import tablerefresh
-from tablerefresh.dataplane.embedded import in_use
+from tablerefresh.dataplane.infra.embedded import in_use
 from tablerefresh.dataplane.server import engine as child
 from tablerefresh.dataplane.server.config import LOOPBACK, ConfigRefused, User, check_host, users_of, write_config
 from tablerefresh.dataplane.server.interface import count_statement, execute, kill_statement, ping
