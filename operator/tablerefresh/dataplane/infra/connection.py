@@ -25,7 +25,7 @@ _SCHEMES = {"clickhouse": "http", "clickhouses": "https", "http": "http", "https
 
 def env_secrets() -> tuple[str, str]:
     """The credentials' values this process got from its environment (empty when unset): what
-    ``failures.scrub`` takes out of every error text it shows."""
+    ``errors.scrub`` takes out of every error text it shows."""
     return os.environ.get(USER_ENV, ""), os.environ.get(PASSWORD_ENV, "")
 
 

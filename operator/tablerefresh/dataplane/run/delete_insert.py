@@ -8,17 +8,14 @@ from tablerefresh.dataplane.infra.failpoints import failpoint
 from tablerefresh.dataplane.infra.lock import TableLock
 from tablerefresh.dataplane.run import measure, staging
 from tablerefresh.dataplane.run.context import RunContext
-from tablerefresh.dataplane.run.decide import Frame, Measured
+from tablerefresh.dataplane.run.decide import Frame
 
 
 def delete_insert(ctx: RunContext, frame: Frame, lock: TableLock) -> None:
-    tables, tq = frame.tables, frame.tables.target.qualified
+    tq = frame.tables.target.qualified
     staging.load(ctx, frame)
     with ctx.step("verify staging"):
-        before = measure.target_counts(ctx.client, ctx.scope, tq, ctx.params)
-        rebuilt = measure.rebuilt(ctx.client, ctx.scope, ctx.spec.unique_key, tables.staging, ctx.params)
-        decision = measure.decision(ctx.client, frame, Measured(rebuilt, before), ctx.clock())
-        ctx.record.rows_before = sum(c.rows for c in before.values())
+        decision = measure.decision(ctx.client, frame, staging.measured(ctx, frame), ctx.clock())
         staging.verify(ctx, frame, decision.facts)
     with ctx.step("delete the slice, then insert it (not atomic: readers see a gap)"):
         lock.assert_held()

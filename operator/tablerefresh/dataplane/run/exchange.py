@@ -17,7 +17,7 @@ from tablerefresh.dataplane.infra.unanswered import find_out_exchange
 from tablerefresh.dataplane.operations import backups
 from tablerefresh.dataplane.run import measure, staging
 from tablerefresh.dataplane.run.context import RunContext
-from tablerefresh.dataplane.run.decide import Frame, Measured
+from tablerefresh.dataplane.run.decide import Frame
 
 log = logging.getLogger("tablerefresh.dataplane.run")
 
@@ -26,12 +26,9 @@ def exchange(ctx: RunContext, frame: Frame, lock: TableLock) -> None:
     tables, tq = frame.tables, frame.tables.target.qualified
     staging.load(ctx, frame)
     with ctx.step("verify staging"):
-        before = measure.target_counts(ctx.client, ctx.scope, tq, ctx.params)
-        rebuilt = measure.rebuilt(ctx.client, ctx.scope, ctx.spec.unique_key, tables.staging, ctx.params)
         vanishing = measure.vanishing_keys(ctx.client, ctx.scope, ctx.spec, tq, tables.staging, ctx.params)
         taken_at = ctx.clock()
-        decision = measure.decision(ctx.client, frame, Measured(rebuilt, before, vanishing=vanishing), taken_at)
-        ctx.record.rows_before = sum(c.rows for c in before.values())
+        decision = measure.decision(ctx.client, frame, staging.measured(ctx, frame, vanishing=vanishing), taken_at)
         staging.verify(ctx, frame, decision.facts)
     with ctx.step("exchange tables"):
         lock.assert_held()

@@ -21,7 +21,7 @@ from tablerefresh.dataplane.infra.lock import TableLock
 from tablerefresh.dataplane.infra.unanswered import Landed, find_out_swap, top_blocks
 from tablerefresh.dataplane.run import carry, measure, sample, staging
 from tablerefresh.dataplane.run.context import RunContext
-from tablerefresh.dataplane.run.decide import Decision, Frame, Measured, nothing_to_rebuild
+from tablerefresh.dataplane.run.decide import Decision, Frame, nothing_to_rebuild
 from tablerefresh.dataplane.run.swap import PartitionChange, mismatched
 
 log = logging.getLogger("tablerefresh.dataplane.run")
@@ -35,14 +35,12 @@ def replace_partitions(ctx: RunContext, frame: Frame, lock: TableLock) -> None:
         return
     unchanged = staging.load(ctx, frame)
     with ctx.step("verify staging"):
-        before = measure.target_counts(ctx.client, ctx.scope, tq, ctx.params)
-        rebuilt = measure.rebuilt(ctx.client, ctx.scope, ctx.spec.unique_key, tables.staging, ctx.params)
-        measured = Measured(rebuilt, before, changed_keys=changed, unchanged_rows=unchanged)
+        measured = staging.measured(ctx, frame, changed_keys=changed, unchanged_rows=unchanged)
+        before = measured.target
         decision = measure.decision(ctx.client, frame, measured, ctx.clock())
         linked = ctx.scope.incremental and carry.link_kept(ctx, tables, decision, before)
         carried = carry.carry_over(ctx, tables, decision, before, linked=linked)
         staged = catalog.partition_rows(ctx.client, tables.staging)
-        ctx.record.rows_before = sum(c.rows for c in before.values())
         ctx.record.partitions = decision.partitions
         moved = mismatched(list(decision.changes), staged)
         if moved:

@@ -5,13 +5,14 @@ judge it before the swap, and what the target holds after.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from tablerefresh.dataplane.infra.errors import AuditFailed, VerificationFailed
 from tablerefresh.dataplane.infra.failpoints import failpoint
 from tablerefresh.dataplane.operations import backups
 from tablerefresh.dataplane.run import audits, measure, statements
 from tablerefresh.dataplane.run.context import RunContext
-from tablerefresh.dataplane.run.decide import Frame
+from tablerefresh.dataplane.run.decide import Frame, Measured
 from tablerefresh.dataplane.run.verify import StagingFacts, staging_problems
 
 log = logging.getLogger("tablerefresh.dataplane.run")
@@ -51,6 +52,16 @@ def load(ctx: RunContext, frame: Frame) -> int:
             statements.drop_unchanged(tables, ctx.scope, ctx.params).execute(ctx.client)
     failpoint("staged")
     return unchanged
+
+
+def measured(ctx: RunContext, frame: Frame, **more: Any) -> Measured:
+    """The target's rows and staging's, as :func:`decide.decide` takes them (``more``: the rest of
+    :class:`Measured`); the run records the rows the target holds before it."""
+    tq = frame.tables.target.qualified
+    before = measure.target_counts(ctx.client, ctx.scope, tq, ctx.params)
+    rebuilt = measure.rebuilt(ctx.client, ctx.scope, ctx.spec.unique_key, frame.tables.staging, ctx.params)
+    ctx.record.rows_before = sum(c.rows for c in before.values())
+    return Measured(rebuilt, before, **more)
 
 
 def verify(ctx: RunContext, frame: Frame, facts: StagingFacts) -> None:

@@ -1,7 +1,7 @@
 """What a ReplacePartitions swap replaces, what each partition will hold, in what order. Pure.
 
-The refresh and ``tablerefresh plan`` both call :func:`swap_plan`, so what a plan lists is what the
-run then replaces. A partition is replaced when the target holds rows in it that the run replaces
+The run and ``tablerefresh plan`` both decide with :func:`swap_plan` (``decide.py``), so what a plan
+lists is what the run then replaces. A partition is replaced when the target holds rows in it that the run replaces
 or the source yields rows for it; it will hold the source's rows plus the target's rows the run
 does not replace, which the run carries over into staging, so no row outside the predicate is ever
 lost. A full run replaces the slice's rows; an incremental run only the slice's rows of the keys

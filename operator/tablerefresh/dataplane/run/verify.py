@@ -13,7 +13,7 @@ class StagingFacts:
     """What a run measured of its staged data and of the slice it is about to replace."""
 
     duplicates: int
-    old_slice_rows: int  # without second copies of a key, when they were counted (see Refresh.without_surplus)
+    old_slice_rows: int  # without second copies of a key, when they were counted (see ``measure.surplus``)
     new_slice_rows: int
     changes: tuple[PartitionChange, ...] = ()
     # Rows the source yielded outside the slice predicate, by partition (or "*").
