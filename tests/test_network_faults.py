@@ -36,9 +36,9 @@ import yaml
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from tablerefresh.dataplane.infra import unanswered
 from tablerefresh.dataplane.infra.connection import connect
 from tablerefresh.dataplane.infra.errors import ExitCode
+from tablerefresh.dataplane.run import unanswered
 from tablerefresh.dataplane.run.options import RunOptions
 from tablerefresh.dataplane.run.refresh import Refresh
 from tablerefresh.dataplane.run.runs import Outcome, RunRecord

@@ -1,21 +1,28 @@
 """Open a clickhouse-connect client for a URL: a ClickHouse server, or the embedded chDB engine.
 
 Both go through clickhouse-connect, so the refresh runs the same code path on either. Credentials
-come from the environment (the Job gets them from a Secret), never from the manifest.
+come from the environment (the Job gets them from a Secret), never from the manifest. When a
+statement's answer does not arrive (:func:`unanswered`), a new client (:func:`reconnect`) finds out
+what the server did.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError
+from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from tablerefresh.dataplane.infra import embedded
 from tablerefresh.dataplane.infra.embedded import PathInUse, open_embedded
-from tablerefresh.dataplane.infra.errors import InvalidInput, Unreachable, connect_failure
+from tablerefresh.dataplane.infra.errors import InvalidInput, Unreachable, connect_failure, one_line
+
+log = logging.getLogger(__name__)
 
 USER_ENV = "CLICKHOUSE_USER"
 PASSWORD_ENV = "CLICKHOUSE_PASSWORD"
@@ -119,3 +126,32 @@ def chdb_url(url: str) -> str:
     if not path or path == ":memory:":
         return url
     return f"chdb://{os.path.abspath(path)}"
+
+
+# -- a statement whose answer did not arrive (the swap's: ``run/unanswered.py``) -----------------
+
+RECONNECT_ATTEMPTS = 3
+RECONNECT_PAUSE_SECONDS = 1.0
+
+
+def unanswered(exc: BaseException) -> bool:
+    """True when ``exc`` carries no answer from the server (a dropped connection, a cut answer, a
+    timeout): the statement may have run. A server's error has a code; these do not."""
+    return isinstance(exc, OperationalError) and getattr(exc, "code", None) is None
+
+
+def reconnect(
+    connect: Callable[[], Client],
+    attempts: int = RECONNECT_ATTEMPTS,
+    pause: float = RECONNECT_PAUSE_SECONDS,
+) -> Client:
+    """A new client (its first request opens a new connection), after a short pause per failure."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return connect()
+        except Exception as exc:
+            if attempt == attempts:
+                raise
+            log.warning("reconnecting (attempt %d of %d): %s", attempt, attempts, one_line(exc))
+            time.sleep(pause * attempt)
+    raise AssertionError("unreachable")

@@ -32,9 +32,9 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from tablerefresh.dataplane.infra import names, sql
+from tablerefresh.dataplane.infra.connection import reconnect, unanswered
 from tablerefresh.dataplane.infra.errors import InvalidInput, LockHeld, LockLost, one_line
 from tablerefresh.dataplane.infra.failpoints import failpoint
-from tablerefresh.dataplane.infra.unanswered import reconnect, unanswered
 
 log = logging.getLogger(__name__)
 

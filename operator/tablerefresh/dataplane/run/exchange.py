@@ -13,11 +13,11 @@ from tablerefresh.dataplane.infra import names, sql
 from tablerefresh.dataplane.infra.errors import FailedAfterSwap, RefreshError, one_line
 from tablerefresh.dataplane.infra.failpoints import failpoint
 from tablerefresh.dataplane.infra.lock import TableLock
-from tablerefresh.dataplane.infra.unanswered import find_out_exchange
 from tablerefresh.dataplane.operations import backups
 from tablerefresh.dataplane.run import measure, staging
 from tablerefresh.dataplane.run.context import RunContext
 from tablerefresh.dataplane.run.decide import Frame
+from tablerefresh.dataplane.run.unanswered import find_out_exchange
 
 log = logging.getLogger("tablerefresh.dataplane.run")
 

@@ -18,11 +18,11 @@ from tablerefresh.dataplane.infra import catalog, sql
 from tablerefresh.dataplane.infra.errors import FailedAfterSwap, RefreshError, VerificationFailed, one_line
 from tablerefresh.dataplane.infra.failpoints import failpoint
 from tablerefresh.dataplane.infra.lock import TableLock
-from tablerefresh.dataplane.infra.unanswered import Landed, find_out_swap, top_blocks
 from tablerefresh.dataplane.run import carry, measure, sample, staging
 from tablerefresh.dataplane.run.context import RunContext
 from tablerefresh.dataplane.run.decide import Decision, Frame, nothing_to_rebuild
 from tablerefresh.dataplane.run.swap import PartitionChange, mismatched
+from tablerefresh.dataplane.run.unanswered import Landed, find_out_swap, top_blocks
 
 log = logging.getLogger("tablerefresh.dataplane.run")
 

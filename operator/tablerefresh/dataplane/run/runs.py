@@ -20,8 +20,8 @@ from clickhouse_connect.driver.exceptions import OperationalError
 from pydantic.alias_generators import to_camel
 
 from tablerefresh.dataplane.infra import sql
+from tablerefresh.dataplane.infra.connection import unanswered
 from tablerefresh.dataplane.infra.errors import AFTER_SWAP_INTERRUPTION, one_line
-from tablerefresh.dataplane.infra.unanswered import unanswered
 
 log = logging.getLogger(__name__)
 

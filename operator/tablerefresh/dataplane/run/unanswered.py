@@ -26,43 +26,19 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from tablerefresh.dataplane.infra import sql
+from tablerefresh.dataplane.infra.connection import reconnect
 from tablerefresh.dataplane.infra.errors import one_line
 from tablerefresh.dataplane.run.swap import PartitionChange
 
 log = logging.getLogger(__name__)
 
-RECONNECT_ATTEMPTS = 3
-RECONNECT_PAUSE_SECONDS = 1.0
 # How long the run waits for a swap statement still running on the server before calling its
 # outcome unknown: a REPLACE PARTITION takes milliseconds once it has the table's lock.
 STATEMENT_WAIT_SECONDS = 60.0
 _POLL_SECONDS = 0.2
-
-
-def unanswered(exc: BaseException) -> bool:
-    """True when ``exc`` carries no answer from the server (a dropped connection, a cut answer, a
-    timeout): the statement may have run. A server's error has a code; these do not."""
-    return isinstance(exc, OperationalError) and getattr(exc, "code", None) is None
-
-
-def reconnect(
-    connect: Callable[[], Client],
-    attempts: int = RECONNECT_ATTEMPTS,
-    pause: float = RECONNECT_PAUSE_SECONDS,
-) -> Client:
-    """A new client (its first request opens a new connection), after a short pause per failure."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return connect()
-        except Exception as exc:
-            if attempt == attempts:
-                raise
-            log.warning("reconnecting (attempt %d of %d): %s", attempt, attempts, one_line(exc))
-            time.sleep(pause * attempt)
-    raise AssertionError("unreachable")
 
 
 def wait_for_statement(client: Client, query_id: str, seconds: float = STATEMENT_WAIT_SECONDS) -> bool:
