@@ -43,19 +43,42 @@ def duplicates(
     return int(rows[0][0])
 
 
-def rebuilt(client: Client, scope: Scope, unique_key: Sequence[str], relation: str, params: dict[str, Any]) -> Rebuilt:
-    """The rows of ``relation`` (with a ``_partition_id``) per partition, and in all, in one scan."""
+def rebuilt(
+    client: Client,
+    scope: Scope,
+    unique_key: Sequence[str],
+    relation: str,
+    params: dict[str, Any],
+    *,
+    once: bool = False,
+) -> Rebuilt:
+    """The rows of ``relation`` (with a ``_partition_id``) per partition, and in all.
+
+    A table is read twice: its rows per partition, then its distinct keys in all. ``once``: read
+    it once (the plan's source, which would run twice), at the price of counting each partition's
+    distinct keys too."""
     keys = f"tuple({sql.column_list(list(unique_key))})"
-    rows = client.query(
-        scope.bind(
-            f"SELECT grouping(_partition_id) AS total, _partition_id, count(), countIf({scope.in_slice}), "
-            f"uniqExact({keys}) FROM {relation} GROUP BY GROUPING SETS ((_partition_id), ())"
-        ),
-        parameters=params,
-    ).result_rows
-    partitions = {str(r[1]): PartitionCounts(int(r[2]), int(r[3])) for r in rows if r[0] == 0}
-    totals = next(r for r in rows if r[0] == 1)
-    return Rebuilt(partitions, int(totals[2]), int(totals[3]), int(totals[2]) - int(totals[4]))
+    counts = f"_partition_id, count(), countIf({scope.in_slice})"
+    if once:
+        rows = client.query(
+            scope.bind(
+                f"SELECT grouping(_partition_id) AS total, {counts}, uniqExact({keys}) "
+                f"FROM {relation} GROUP BY GROUPING SETS ((_partition_id), ())"
+            ),
+            parameters=params,
+        ).result_rows
+        partitions = {str(r[1]): PartitionCounts(int(r[2]), int(r[3])) for r in rows if r[0] == 0}
+        distinct = next(int(r[4]) for r in rows if r[0] == 1)
+    else:
+        rows = client.query(
+            scope.bind(f"SELECT {counts} FROM {relation} GROUP BY _partition_id"), parameters=params
+        ).result_rows
+        partitions = {str(p): PartitionCounts(int(n), int(k)) for p, n, k in rows}
+        distinct = int(
+            client.query(scope.bind(f"SELECT uniqExact({keys}) FROM {relation}"), parameters=params).result_rows[0][0]
+        )
+    total = sum(c.rows for c in partitions.values())
+    return Rebuilt(partitions, total, sum(c.slice_rows for c in partitions.values()), total - distinct)
 
 
 def target_counts(client: Client, scope: Scope, table: str, params: dict[str, Any]) -> dict[str, PartitionCounts]:

@@ -102,7 +102,7 @@ def decide_now(
     source = f"({source_query})"
     unchanged = 0 if nothing_to_rebuild(scope, changed) else measure.unchanged_rows(client, scope, source, params)
     staged = measure.source_as_staged(target, scope.source_rows(source_query, "*"))
-    rebuilt = measure.rebuilt(client, scope, spec.unique_key, staged, params)
+    rebuilt = measure.rebuilt(client, scope, spec.unique_key, staged, params, once=True)
     before = measure.target_counts(client, scope, target.qualified, params)
     vanishing: dict[str, int] = {}
     if spec.strategy == Strategy.EXCHANGE:
