@@ -7,6 +7,7 @@ lightweight delete's mask, and the parts' row counts (``system.parts.rows``, sum
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ def test_backups_show_the_rows_a_query_returns_not_the_masked_ones(
     ch.command(f"DELETE FROM {loaded}.positions WHERE resolved_at IS NULL AND id % 10 = 0")
     target = catalog.describe_table(ch, loaded, "positions")
     partitions = sorted(catalog.partition_rows(ch, target.qualified))
-    table = backups.take_partitions(ch, target, "run-with-masked-rows", partitions)
+    table = backups.take_partitions(ch, target, "run-with-masked-rows", partitions, datetime.now(UTC))
 
     counted = int(ch.query(f"SELECT count() FROM {loaded}.{table}").result_rows[0][0])
     in_parts = int(
