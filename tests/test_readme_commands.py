@@ -4,7 +4,7 @@ The commands are read from README.md itself, so README and code cannot drift apa
 and "Running a refresh by hand" run on the embedded engine, "On Kubernetes" against the test control
 plane, and no other section may show a command in a ```sh block that no test runs. `scripts/test` is
 left out: it is what runs this test. README stays short (at most 300 lines, the rest in docs/), and
-every relative link in README.md, docs/*.md and bench/README.md leads to a file, and to a heading of
+every relative link in README.md, docs/*.md, bench/README.md and ARCHITECTURE.md leads to a file, and to a heading of
 it, that exists.
 """
 
@@ -144,7 +144,7 @@ def test_readme_is_at_most_300_lines() -> None:
 
 def documents() -> list[Path]:
     root = repo_root()
-    return [root / "README.md", *sorted((root / "docs").glob("*.md")), root / "bench" / "README.md"]
+    return [root / "README.md", *sorted((root / "docs").glob("*.md")), root / "bench" / "README.md", root / "ARCHITECTURE.md"]
 
 
 def anchors(text: str) -> set[str]:
