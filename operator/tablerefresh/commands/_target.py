@@ -13,14 +13,13 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from tablerefresh.contract import MANIFEST_ENV
 from tablerefresh.dataplane import sql_guard
 from tablerefresh.dataplane.connection import connect, env_secrets, require_embedded_database
 from tablerefresh.dataplane.errors import ExitCode, RefreshError
 from tablerefresh.dataplane.failures import one_line, scrub
 from tablerefresh.spec import ManifestError, TableRefresh, TableRefreshSpec, load_manifest, parse_manifest
 from tablerefresh.text import printable
-
-MANIFEST_ENV = "TABLEREFRESH_MANIFEST"
 
 
 def read_manifest(path: str | None) -> TableRefresh:

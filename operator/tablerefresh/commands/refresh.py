@@ -10,7 +10,8 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
-from tablerefresh.commands._target import MANIFEST_ENV, add_override_arguments, read_manifest, shown, with_overrides
+from tablerefresh.commands._target import add_override_arguments, read_manifest, shown, with_overrides
+from tablerefresh.contract import MANIFEST_ENV, RUN_ID_ENV
 from tablerefresh.dataplane.connection import connect, env_secrets, require_embedded_database
 from tablerefresh.dataplane.errors import ExitCode, RefreshError
 from tablerefresh.dataplane.interrupt import Stop, signals
@@ -19,8 +20,6 @@ from tablerefresh.dataplane.refresh import Refresh, RunOptions
 from tablerefresh.dataplane.runs import Outcome, RunRecord
 from tablerefresh.dataplane.source import source_query
 from tablerefresh.spec import ManifestError
-
-RUN_ID_ENV = "TABLEREFRESH_RUN_ID"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import itertools
 import json
 import os
 import socket
-import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import urllib3
@@ -23,6 +22,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tablerefresh import spec as api
+from tablerefresh.controller.clock import SYSTEM_CLOCK, Clock
 from tablerefresh.controller.policy.cronjob import FIELD_MANAGER
 from tablerefresh.controller.policy.status import format_time
 
@@ -81,8 +81,10 @@ def load_config() -> None:
 class ApiKube:
     """The real thing, on the official client's configuration."""
 
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+    def __init__(self, api_client: client.ApiClient | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self._client = api_client or client.ApiClient()
+        self._clock = clock
+        self._serial = itertools.count()  # with the time, keeps Event names apart
         self._core = client.CoreV1Api(self._client)
         self._batch = client.BatchV1Api(self._client)
         self._custom = client.CustomObjectsApi(self._client)
@@ -225,12 +227,14 @@ class ApiKube:
 
     def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         meta = involved["metadata"]
-        now = format_time(datetime.now(UTC))
+        at = self._clock.now()
+        now = format_time(at)
+        # Named like kubectl's events: the object's name and a unique suffix (the time, then a serial).
+        suffix = f"{int(at.timestamp() * 1_000_000):x}{next(self._serial) % 0x1000:03x}"
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            # Named like kubectl's events: the object's name and a unique suffix.
-            "metadata": {"name": f"{meta['name'][:230]}.{time.time_ns():x}", "namespace": meta["namespace"]},
+            "metadata": {"name": f"{meta['name'][:230]}.{suffix}", "namespace": meta["namespace"]},
             "involvedObject": {
                 "apiVersion": api.API_VERSION,
                 "kind": api.KIND,

@@ -13,13 +13,12 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from tablerefresh.contract import PASSWORD_ENV as PASSWORD_ENV
+from tablerefresh.contract import USER_ENV as USER_ENV
 from tablerefresh.dataplane import embedded
 from tablerefresh.dataplane.embedded import PathInUse, open_embedded
 from tablerefresh.dataplane.errors import InvalidInput, Unreachable
 from tablerefresh.dataplane.failures import connect_failure
-
-USER_ENV = "CLICKHOUSE_USER"
-PASSWORD_ENV = "CLICKHOUSE_PASSWORD"
 
 _SCHEMES = {"clickhouse": "http", "clickhouses": "https", "http": "http", "https": "https"}
 

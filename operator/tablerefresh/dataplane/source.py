@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 
+from tablerefresh.contract import SOURCE_QUERY_ENV as SOURCE_QUERY_ENV
 from tablerefresh.dataplane.errors import InvalidInput
 from tablerefresh.spec import TableRefreshSpec
-
-SOURCE_QUERY_ENV = "TABLEREFRESH_SOURCE_QUERY"
 
 
 def source_query(spec: TableRefreshSpec) -> str:
