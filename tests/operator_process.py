@@ -18,7 +18,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tablerefresh.controller.runtime.wiring import DigestDiffBaseStorage
+from tablerefresh.controller.runtime.diffbase import DigestDiffBaseStorage
 from tests.kube_support import CRD_FILE, GROUP, PLURAL, TEST_POLICY_ARGS, VERSION, install_crd, wait_for  # noqa: F401
 
 PLUGIN = "tests.controlplane.pytest_plugin"

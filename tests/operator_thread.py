@@ -2,7 +2,7 @@
 
 The health tests need it here rather than in a subprocess: chDB runs one engine per process and a
 second process cannot open the same path, so the operator must share the tests' engine. Everything
-else is the real thing: ``wiring.register`` on a ``Controller`` with ``ApiKube``, kopf watching
+else is the real thing: ``handlers.register`` on a ``Controller`` with ``ApiKube``, kopf watching
 one namespace of the test control plane.
 """
 
@@ -19,7 +19,8 @@ from kubernetes import config
 
 from tablerefresh.controller.kube import ApiKube
 from tablerefresh.controller.runtime.controller import Controller
-from tablerefresh.controller.runtime.wiring import operator_settings, register
+from tablerefresh.controller.runtime.handlers import register
+from tablerefresh.controller.runtime.settings import operator_settings
 from tests.kube_support import TEST_POLICY
 
 
