@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 import kopf
@@ -46,6 +46,17 @@ class DigestDiffBaseStorage(kopf.DiffBaseStorage):
         """Whether kopf has handled the object as it is now (its spec, labels and annotations)."""
         stored = _kopf_status(body).get(FIELD)
         return stored is not None and stored == digest(self.build(body=kopf.Body(cast(kopf.RawBody, dict(body)))))
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None) -> kopf.BodyEssence:
+        """kopf's essence, from only the parts it keeps. kopf deep-copies the whole body first, status
+        and managedFields included, then drops them; for every event, twice (here and in kopf): a
+        tenth of the operator's time at 200 objects. Same result: the dropped parts are never read."""
+        if extra_fields:  # a handler on a status field (none today): kopf's own way
+            return super().build(body=body, extra_fields=extra_fields)
+        meta = body.get("metadata") or {}
+        kept: dict[str, Any] = {k: v for k, v in body.items() if k not in ("metadata", "status")}
+        kept["metadata"] = {k: meta[k] for k in ("labels", "annotations") if k in meta}
+        return super().build(body=kopf.Body(cast(kopf.RawBody, kept)))
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         status = _kopf_status(body)
