@@ -107,14 +107,14 @@ class Controller:
             record = None
         first = record is None
         if record is None:
-            record = Record(key, uid, dict(body), metrics.ObjectSeries(key))
+            record = Record(key, uid, _kept(body), metrics.ObjectSeries(key))
             group = (key[0], cronjob_name(key[1]))
             record.jobs = self.unclaimed_jobs.pop(group, {})
             self.records[key] = record
             self._by_cronjob[group] = key
             metrics.OBJECTS.set(len(self.records))
         else:
-            record.body = dict(body)
+            record.body = _kept(body)
         check = record.check
         if check is None or check.generation != meta.get("generation"):
             record.check = check_of(body, self.policy.min_health_interval_seconds)
@@ -167,9 +167,10 @@ class Controller:
 
     # Reconciling.
 
-    async def reconcile(self, body: Mapping[str, Any], *, trigger: str) -> None:
+    async def reconcile(self, body: Mapping[str, Any], *, trigger: str, echo: str | None = None) -> None:
         """Reconcile one object, never two reconciles of the same object at once.
 
+        ``echo``: the resourceVersion of a CronJob event; nothing to do when it is our own last apply.
         Raises KubeError for failures worth retrying; the caller decides how (kopf retries its
         handlers, the resync just tries again next round).
         """
@@ -179,6 +180,8 @@ class Controller:
         async with record.lock, self._limit:
             if not self._current(record):
                 return  # deleted while it waited
+            if echo is not None and echo == record.cronjob_version:
+                return  # the event of an apply that was still under way when it came
             started = self.clock.monotonic()
             result = "error"
             try:
@@ -215,7 +218,8 @@ class Controller:
         if record is None:
             return
         version = body["metadata"].get("resourceVersion")
-        if event_type != "DELETED" and version is not None and version == record.cronjob_version:
+        echo = str(version) if event_type != "DELETED" and version is not None else None
+        if echo is not None and echo == record.cronjob_version:
             return  # the event of our own apply
         tr: Mapping[str, Any] = record.body
         if event_type == "DELETED":
@@ -225,7 +229,9 @@ class Controller:
             if found is None or being_deleted(found):
                 return
             tr = found
-        await self.reconcile(tr, trigger="cronjob")
+        # The watch may deliver our apply's event before that reconcile has ended: it checks again,
+        # holding the object's lock (a whole second reconcile per new object, before).
+        await self.reconcile(tr, trigger="cronjob", echo=echo)
 
     async def resync_forever(self) -> None:
         """Reconcile everything every ``resync_seconds``: the backstop for whatever no event says
@@ -346,6 +352,15 @@ async def server_address(check: Check) -> str:
     except OSError:
         return check.server
     return min(f"{info[4][0]}:{port}" for info in found) if found else check.server
+
+
+def _kept(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What a record keeps of the watch's copy: all but metadata.managedFields, which nothing reads and
+    which, with a field manager for each status writer, is the largest part of an object."""
+    meta = body.get("metadata") or {}
+    if "managedFields" not in meta:
+        return dict(body)
+    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
 def _report(what: str, keys: list[Key], results: list[Any]) -> None:
