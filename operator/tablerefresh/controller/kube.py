@@ -78,11 +78,22 @@ def load_config() -> None:
         config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
+# Connections kept open to the API server: room for every thread that may call at once (the reconciles
+# and their requests alongside each other, the health checks' Secret reads). The client's default is
+# 5 per core; past it, urllib3 drops a connection after each request and the next one opens a new TLS one.
+POOL_SIZE = 48
+
+
+def _pooled(configuration: client.Configuration) -> client.Configuration:
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, POOL_SIZE)
+    return configuration
+
+
 class ApiKube:
     """The real thing, on the official client's configuration."""
 
     def __init__(self, api_client: client.ApiClient | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
-        self._client = api_client or client.ApiClient()
+        self._client = api_client or client.ApiClient(_pooled(client.Configuration.get_default_copy()))
         self._clock = clock
         self._serial = itertools.count()  # with the time, keeps Event names apart
         self._core = client.CoreV1Api(self._client)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -63,6 +64,7 @@ from tablerefresh.controller.policy.status import (
     RECONCILER,
     RUN_NOW,
     Event,
+    StatusChange,
     format_time,
 )
 from tablerefresh.controller.runtime.status_writer import StatusMemory, StatusWriter
@@ -77,6 +79,11 @@ log = logging.getLogger(__name__)
 
 # Reconcile. Level-based: the input is the whole object as it is now, never a diff, so a reconcile
 # after a restart, a missed event or a hand edit converges to the same single CronJob.
+
+# The requests of a reconcile that wait on nothing run alongside each other: the Reconciling write,
+# the Secret's look-up and the CronJob's read. Two round trips to the API server before the CronJob
+# is applied, not four: the apply-to-CronJob latency is mostly round trips.
+_ALONGSIDE = ThreadPoolExecutor(max_workers=16, thread_name_prefix="reconcile")
 
 
 def reconcile(
@@ -95,11 +102,17 @@ def reconcile(
         return None  # garbage collection takes the CronJob with it
     current = writer.current(memory, body)
     pending = reconciling(current, int(meta.get("generation") or 0))
-    if pending is not None:  # a new generation: say so before acting on it (kstatus's Reconciling)
+    said: Future[StatusChange | None] | None = None
+    if pending is not None:  # a new generation: say so as it is acted on (kstatus's Reconciling)
         kept = {k: current[k] for k in RECONCILER.fields if k in current}
-        if writer.write(memory, body, RECONCILER, kept, pending) is None:
-            return None
-    facts = _observe_and_apply(kube, body, policy)
+        said = _ALONGSIDE.submit(writer.write, memory, body, RECONCILER, kept, pending)
+    try:
+        facts = _observe_and_apply(kube, body, policy)
+    finally:
+        # Always landed before the result is written, which would otherwise be overwritten by it.
+        first = said.result() if said is not None else None
+    if said is not None and first is None:
+        return None  # deleted meanwhile
     fields = reconciler_fields(writer.current(memory, body), facts)
     written = writer.write(
         memory, body, RECONCILER, fields, reconciler_conditions(facts), events=reconciler_events(facts)
@@ -129,11 +142,13 @@ def _observe_and_apply(kube: Kube, body: Mapping[str, Any], policy: OperatorPoli
     tr = parse(body)
     if isinstance(tr, str):
         return Facts(generation=generation, cronjob_name=target, spec_error=tr)
-    secret, secret_name = _check_secret(kube, tr)
+    looked_up = _ALONGSIDE.submit(_check_secret, kube, tr)
     refused = refusal(tr, policy)
     if refused is not None:  # the last admitted CronJob, if any, stays as it was
+        secret, secret_name = looked_up.result()
         return Facts(generation, target, refused=refused, secret=secret, secret_name=secret_name)
     existing = kube.get_cronjob(namespace, target)
+    secret, secret_name = looked_up.result()
     conflict = foreign_owner(existing, name, uid)
     if conflict is not None:
         return Facts(generation, target, conflict=conflict, secret=secret, secret_name=secret_name)
