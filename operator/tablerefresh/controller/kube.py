@@ -102,10 +102,17 @@ class ApiKube:
         self._instance = os.environ.get("POD_NAME") or socket.gethostname()
 
     @staticmethod
-    def _request(call: Callable[[], Any], *, allow_missing: bool = False) -> dict[str, Any] | None:
-        """Run one call; 404 is None when ``allow_missing``; every failure becomes a KubeError."""
+    def _request(
+        call: Callable[[], Any], *, allow_missing: bool = False, answer: bool = True
+    ) -> dict[str, Any] | None:
+        """Run one call; 404 is None when ``allow_missing``; every failure becomes a KubeError.
+        ``answer=False``: the caller does not read the answer, so it is not decoded (a status write's
+        answer is the whole object: decoding it was most of the JSON the operator parsed)."""
         try:
-            data: dict[str, Any] = json.loads(call().data or b"{}")
+            body = call().data  # read whole, which hands the connection back to the pool
+            if not answer:
+                return None
+            data: dict[str, Any] = json.loads(body or b"{}")
             return data
         except ApiException as exc:
             if allow_missing and exc.status == 404:
@@ -189,7 +196,8 @@ class ApiKube:
                 dict(body),  # type: ignore[arg-type]  # the wire JSON, as everywhere in the controller
                 _preload_content=False,
                 _request_timeout=TIMEOUT,
-            )
+            ),
+            answer=False,
         )
 
     def delete_job(self, namespace: str, name: str) -> None:
@@ -197,7 +205,8 @@ class ApiKube:
         self._request(
             lambda: self._batch.delete_namespaced_job(
                 name, namespace, propagation_policy="Background", _preload_content=False, _request_timeout=TIMEOUT
-            )
+            ),
+            answer=False,
         )
 
     def get_tablerefresh(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -233,7 +242,8 @@ class ApiKube:
                 _content_type=APPLY,
                 _preload_content=False,
                 _request_timeout=TIMEOUT,
-            )
+            ),
+            answer=False,
         )
 
     def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
@@ -269,5 +279,6 @@ class ApiKube:
         self._request(
             lambda: self._core.create_namespaced_event(
                 meta["namespace"], model, _preload_content=False, _request_timeout=TIMEOUT
-            )
+            ),
+            answer=False,
         )
