@@ -56,6 +56,7 @@ class Record:
     secret: Secret | None = None  # what the last reconcile found of its credentials Secret
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # its CronJob's Jobs by name, trimmed
     cronjob_version: str | None = None  # the CronJob's resourceVersion after our last apply: its echo
+    published: tuple[str, metrics.Samples] | None = None  # what its series were last set to
 
 
 class Controller:
@@ -158,7 +159,10 @@ class Controller:
         check = record.check
         spec = record.body.get("spec") or {}
         table = check.table if check else str((spec.get("target") or {}).get("table") or "")
-        record.series.publish(table, metrics.samples(status, check.spec if check else None))
+        published = (table, metrics.samples(status, check.spec if check else None))
+        if published != record.published:  # most watch events echo a write whose values are set already
+            record.series.publish(*published)
+            record.published = published
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work, name=name)
