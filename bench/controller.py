@@ -39,6 +39,7 @@ from kubernetes.client.exceptions import ApiException  # noqa: E402
 
 GROUP, VERSION, PLURAL = "tablerefresh.dev", "v1alpha1", "tablerefreshes"
 CRD = Path("crds") / "tablerefresh.dev_tablerefreshes.yaml"
+CREDENTIALS_LABEL = "tablerefresh.dev/credentials"  # the Secret's opt-in; older controllers ignore it
 SETTLE_SECONDS = 10.0  # after convergence, before RSS is read: status writes, health checks
 
 
@@ -184,7 +185,9 @@ def cronjob_exists(batch: client.BatchV1Api, namespace: str, name: str) -> bool:
         raise
 
 
-def measure(checkout: Checkout, kubeconfig: str, applies: int, objects: int, workdir: Path) -> Figures:
+def measure(
+    checkout: Checkout, kubeconfig: str, applies: int, objects: int, workdir: Path, opt_in: bool = True
+) -> Figures:
     config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
     api = client.ApiClient()
     custom, batch = client.CustomObjectsApi(api), client.BatchV1Api(api)
@@ -193,6 +196,8 @@ def measure(checkout: Checkout, kubeconfig: str, applies: int, objects: int, wor
     kubectl(kubeconfig, "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}")
     kubectl(kubeconfig, "create", "namespace", namespace)
     kubectl(kubeconfig, "create", "secret", "generic", "ch", "-n", namespace, "--from-literal=username=u")
+    if opt_in:  # as README says to: without it a controller since the opt-in holds every CronJob and warns
+        kubectl(kubeconfig, "label", "secret", "ch", "-n", namespace, f"{CREDENTIALS_LABEL}=true")
     operator = start_operator(checkout, kubeconfig, namespace, workdir / f"operator-{namespace}.log")
     try:
         idle = rss_mib(operator.pid)
@@ -263,7 +268,7 @@ def run(checkouts: list[Checkout], rounds: int, args: argparse.Namespace, kubeco
     figures = []
     for round_ in range(1, rounds + 1):
         for checkout in checkouts:  # alternating, so a change in the machine's load hits both
-            result = measure(checkout, kubeconfig, args.applies, args.objects, workdir)
+            result = measure(checkout, kubeconfig, args.applies, args.objects, workdir, not args.secret_without_opt_in)
             figures.append(result)
             print(f"round {round_}:", *result.lines(args.objects, args.applies), sep="\n  ", flush=True)
     if len(checkouts) == 2:
@@ -280,6 +285,11 @@ def main() -> int:
         "--baseline", type=Path, metavar="CHECKOUT", help="another checkout (e.g. a git worktree) to alternate with"
     )
     parser.add_argument("--rounds", type=int, default=1, help="runs of each checkout")
+    parser.add_argument(
+        "--secret-without-opt-in",
+        action="store_true",
+        help=f"leave the credentials Secret without the {CREDENTIALS_LABEL} label (every object held, with a Warning)",
+    )
     args = parser.parse_args()
     checkouts = [Checkout.at("this", ROOT)]
     if args.baseline is not None:
