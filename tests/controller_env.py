@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from tablerefresh.controller.runtime.wiring import DigestDiffBaseStorage
+from tablerefresh.controller.runtime.diffbase import DigestDiffBaseStorage
 from tests.harness.kube import Kube, condition
 
 ROOT = Path(__file__).resolve().parent.parent

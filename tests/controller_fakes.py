@@ -13,6 +13,26 @@ from tablerefresh.controller.policy.admission import CREDENTIALS_LABEL
 from tablerefresh.dataplane.run.runs import RunRecord
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """The controller's clock (``controller.clock.Clock``) as a test sets it: ``now()`` says ``at``,
+    then moves on by ``step``; ``advance`` moves both sides."""
+
+    def __init__(self, at: datetime = T0, step: timedelta = timedelta(0)) -> None:
+        self.at, self.step, self.seconds = at, step, 0.0
+
+    def now(self) -> datetime:
+        at = self.at
+        self.at += self.step
+        return at
+
+    def monotonic(self) -> float:
+        return self.seconds
+
+    def advance(self, seconds: float) -> None:
+        self.at += timedelta(seconds=seconds)
+        self.seconds += seconds
 UID = "0f0e0d0c-0000-4000-8000-000000000001"
 
 

@@ -12,13 +12,9 @@ from prometheus_client import REGISTRY
 
 from tablerefresh.controller.policy.jobs import jobs_of
 from tablerefresh.controller.runtime.controller import Controller
-from tablerefresh.controller.runtime.wiring import (
-    DigestDiffBaseStorage,
-    Scope,
-    ScopeError,
-    operator_settings,
-    resolve_scope,
-)
+from tablerefresh.controller.runtime.diffbase import DigestDiffBaseStorage
+from tablerefresh.controller.runtime.scope import Scope, ScopeError, resolve_scope
+from tablerefresh.controller.runtime.settings import operator_settings
 from tests.controller_fakes import CRONJOB_UID, UID, FakeKube, job, tr_body
 
 # Records.

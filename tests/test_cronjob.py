@@ -15,11 +15,11 @@ import yaml
 from tablerefresh.controller.policy.cronjob import (
     CRONJOB_NAME_MAX,
     cronjob_name,
-    foreign_owner,
     name_label_value,
     render_cronjob,
     schedule_period_seconds,
 )
+from tablerefresh.controller.policy.owners import foreign_owner
 from tablerefresh.spec import TableRefresh, parse_manifest
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,5 +1,5 @@
 """What the operator's log says when ClickHouse cannot be reached: its own warning, once, and the
-client libraries' retries and query ids only in the debug log (``wiring.quiet_chatter``).
+client libraries' retries and query ids only in the debug log (``logs.quiet_chatter``).
 
 The real health check (``Prober``, clickhouse-connect over urllib3) against a closed loopback port,
 run by the controller's own scheduler on a fake API.
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from tablerefresh.controller.runtime.controller import Controller
-from tablerefresh.controller.runtime.wiring import LIBRARIES, quiet_chatter
+from tablerefresh.controller.runtime.logs import LIBRARIES, quiet_chatter
 from tests.controller_fakes import FakeKube, tr_body
 from tests.harness.kube import TEST_POLICY
 

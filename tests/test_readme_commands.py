@@ -144,7 +144,8 @@ def test_readme_is_at_most_300_lines() -> None:
 
 def documents() -> list[Path]:
     root = repo_root()
-    return [root / "README.md", *sorted((root / "docs").glob("*.md")), root / "bench" / "README.md", root / "ARCHITECTURE.md"]
+    docs = sorted((root / "docs").glob("*.md"))
+    return [root / "README.md", *docs, root / "bench" / "README.md", root / "ARCHITECTURE.md"]
 
 
 def anchors(text: str) -> set[str]:

@@ -12,15 +12,14 @@ import pytest
 
 from tablerefresh.controller.policy.status import HEALTH_CHECK, JOB_WATCH, RECONCILER, Observation
 from tablerefresh.controller.runtime.status_writer import StatusMemory, StatusWriter
-from tests.controller_fakes import T0, FakeKube, tr_body
+from tests.controller_fakes import T0, FakeClock, FakeKube, tr_body
 
 WRITER_LOG = "tablerefresh.controller.runtime.status_writer"
 
 
 def test_each_change_of_ready_is_logged_once_whichever_source_made_it(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger=WRITER_LOG)
-    clock = iter(T0 + timedelta(seconds=i) for i in range(100))
-    writer = StatusWriter(FakeKube(), clock=lambda: next(clock))
+    writer = StatusWriter(FakeKube(), clock=FakeClock(T0, step=timedelta(seconds=1)))
     body, memory = tr_body(), StatusMemory()
 
     def lines() -> list[str]:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from tablerefresh.controller.policy.status import HEALTH_CHECK, RECONCILER, Observation
 from tablerefresh.controller.runtime.status_writer import StatusMemory, StatusWriter
-from tests.controller_fakes import T0, FakeKube, cond, tr_body
+from tests.controller_fakes import T0, FakeClock, FakeKube, cond, tr_body
 
 
 def health(status: str) -> list[Observation]:
@@ -15,8 +15,7 @@ def health(status: str) -> list[Observation]:
 
 def test_the_writer_recomputes_ready_from_every_writer_and_posts_each_event_once() -> None:
     kube = FakeKube()
-    clock = iter(T0 + timedelta(seconds=i) for i in range(100))
-    writer = StatusWriter(kube, clock=lambda: next(clock))
+    writer = StatusWriter(kube, clock=FakeClock(T0, step=timedelta(seconds=1)))
     body = tr_body()
     # The reconciler has written CronJobReady=False; the watch has not delivered it yet.
     applied = {"conditions": [cond("CronJobReady", "False") | {"reason": "ApplyFailed"}]}

@@ -3,7 +3,7 @@ Job watch's record of runs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +18,7 @@ from tablerefresh.controller.runtime.status_writer import StatusMemory, StatusWr
 from tablerefresh.controller.runtime.workers import Prober, reconcile, record_runs
 from tablerefresh.dataplane.infra.errors import Unreachable
 from tablerefresh.dataplane.run.runs import Outcome
-from tests.controller_fakes import T0, UID, FakeKube, job, pod, summary_line, terminated, tr_body
+from tests.controller_fakes import T0, UID, FakeClock, FakeKube, job, pod, summary_line, terminated, tr_body
 from tests.harness.kube import condition
 
 # Reconcile.
@@ -27,7 +27,8 @@ from tests.harness.kube import condition
 class Reconciler:
     """reconcile() as the runtime calls it: one writer, and the object's memory across calls."""
 
-    def __init__(self, kube: FakeKube, clock: Callable[[], datetime] = lambda: T0) -> None:
+    def __init__(self, kube: FakeKube, clock: FakeClock | None = None) -> None:
+        clock = clock or FakeClock(T0)
         self.kube, self.writer, self.memory = kube, StatusWriter(kube, clock=clock), StatusMemory()
 
     def reconcile(self, body: Mapping[str, Any]) -> Facts | None:
@@ -36,7 +37,7 @@ class Reconciler:
 
 def test_reconcile_says_reconciling_applies_the_cronjob_and_writes_status() -> None:
     kube = FakeKube()
-    reconciler = Reconciler(kube, clock=lambda: T0)
+    reconciler = Reconciler(kube, clock=FakeClock(T0))
     body = tr_body()
     reconciler.reconcile(body)
     cronjob = kube.cronjobs[("ns", "trades")]
@@ -65,7 +66,7 @@ def test_reconcile_says_reconciling_applies_the_cronjob_and_writes_status() -> N
 
 def test_reconcile_uses_what_it_wrote_when_the_watch_lags() -> None:
     kube = FakeKube()
-    reconciler = Reconciler(kube, clock=lambda: T0)
+    reconciler = Reconciler(kube, clock=FakeClock(T0))
     reconciler.reconcile(tr_body())
     reconciler.reconcile(tr_body())  # status not yet seen on the object
     assert len(kube.statuses) == 2  # Reconciling, then the result; nothing more
@@ -73,7 +74,7 @@ def test_reconcile_uses_what_it_wrote_when_the_watch_lags() -> None:
 
 def test_reconcile_puts_back_a_deleted_cronjob() -> None:
     kube = FakeKube()
-    reconciler = Reconciler(kube, clock=lambda: T0)
+    reconciler = Reconciler(kube, clock=FakeClock(T0))
     reconciler.reconcile(tr_body())
     kube.cronjobs.clear()
     reconciler.reconcile(tr_body())
@@ -83,7 +84,7 @@ def test_reconcile_puts_back_a_deleted_cronjob() -> None:
 
 def test_invalid_spec_applies_nothing() -> None:
     kube = FakeKube()
-    Reconciler(kube, clock=lambda: T0).reconcile(tr_body(schedule="61 * * * *"))
+    Reconciler(kube, clock=FakeClock(T0)).reconcile(tr_body(schedule="61 * * * *"))
     assert kube.applies == 0
     ready = condition(kube.statuses[-1], "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
@@ -97,7 +98,7 @@ def test_invalid_spec_applies_nothing() -> None:
 def test_missing_secret_still_applies_the_cronjob_but_is_not_ready() -> None:
     kube = FakeKube()
     kube.secrets.clear()
-    Reconciler(kube, clock=lambda: T0).reconcile(tr_body())
+    Reconciler(kube, clock=FakeClock(T0)).reconcile(tr_body())
     assert kube.applies == 1
     assert condition(kube.statuses[-1], "Ready")["reason"] == "SecretNotFound"
     assert condition(kube.statuses[-1], "Stalled")["reason"] == "SecretNotFound"
@@ -107,13 +108,13 @@ def test_missing_secret_still_applies_the_cronjob_but_is_not_ready() -> None:
 def test_rejected_apply_is_a_condition_and_a_transient_one_is_raised() -> None:
     kube = FakeKube()
     kube.apply_error = KubeError(422, 'CronJob.batch "trades" is invalid: spec.timeZone: Invalid value')
-    Reconciler(kube, clock=lambda: T0).reconcile(tr_body())
+    Reconciler(kube, clock=FakeClock(T0)).reconcile(tr_body())
     assert condition(kube.statuses[-1], "CronJobReady")["reason"] == "ApplyFailed"
     assert condition(kube.statuses[-1], "Stalled")["status"] == "True"
     kube.apply_error = KubeError(503, "unavailable")
     kube.statuses.clear()
     with pytest.raises(KubeError):
-        Reconciler(kube, clock=lambda: T0).reconcile(tr_body())
+        Reconciler(kube, clock=FakeClock(T0)).reconcile(tr_body())
     # Retried later: what the object says meanwhile is that the controller has not caught up.
     (said,) = kube.statuses
     assert condition(said, "Reconciling")["status"] == "True"
@@ -188,7 +189,7 @@ class Runs:
 
     def __init__(self) -> None:
         self.kube = FakeKube()
-        self.writer = StatusWriter(self.kube, clock=lambda: datetime(2026, 1, 1, 13, tzinfo=UTC))
+        self.writer = StatusWriter(self.kube, clock=FakeClock(datetime(2026, 1, 1, 13, tzinfo=UTC)))
         self.memory = StatusMemory()
         self.jobs: dict[str, dict[str, Any]] = {}
 

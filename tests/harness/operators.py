@@ -2,7 +2,7 @@
 
 ``InProcessOperator`` runs it in the tests' process on ``kopf.testing.KopfRunner`` (kopf's own
 harness: ``kopf run`` in a thread of its own with its own loop), with the product's registry
-(``wiring.register`` on a ``Controller`` over ``ApiKube``) and settings. The health tests need it
+(``handlers.register`` on a ``Controller`` over ``ApiKube``) and settings. The health tests need it
 there: chDB runs one engine per process, so the operator must share the tests' engine, and the
 per-object metrics are read from this process's registry.
 
@@ -26,7 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tablerefresh.controller.kube import ApiKube
 from tablerefresh.controller.runtime.controller import Controller
-from tablerefresh.controller.runtime.wiring import operator_settings, register
+from tablerefresh.controller.runtime.handlers import register
+from tablerefresh.controller.runtime.settings import operator_settings
 from tests.controlplane.cluster import free_port
 from tests.harness.kube import TEST_POLICY, TEST_POLICY_ARGS, stop_group, wait_for
 

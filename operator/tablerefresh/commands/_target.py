@@ -13,14 +13,12 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from tablerefresh.contract import MANIFEST_ENV, SOURCE_QUERY_ENV
 from tablerefresh.dataplane.infra import sql_guard
 from tablerefresh.dataplane.infra.connection import connect, env_secrets, require_embedded_database
 from tablerefresh.dataplane.infra.errors import ExitCode, InvalidInput, RefreshError, one_line, scrub
 from tablerefresh.spec import ManifestError, TableRefresh, TableRefreshSpec, load_manifest, parse_manifest
 from tablerefresh.text import printable
-
-MANIFEST_ENV = "TABLEREFRESH_MANIFEST"
-SOURCE_QUERY_ENV = "TABLEREFRESH_SOURCE_QUERY"
 
 
 def read_manifest(path: str | None) -> TableRefresh:

@@ -111,7 +111,9 @@ class PolicyError(ValueError):
 
 
 def run(args: argparse.Namespace) -> int:
-    from tablerefresh.controller.runtime.wiring import NAMESPACES_ENV, Options, ScopeError, resolve_scope, run_operator
+    from tablerefresh.controller.runtime.options import Options
+    from tablerefresh.controller.runtime.scope import NAMESPACES_ENV, ScopeError, resolve_scope
+    from tablerefresh.controller.runtime.startup import run_operator
 
     try:
         scope = resolve_scope(args.namespace, args.all_namespaces, os.environ.get(NAMESPACES_ENV))

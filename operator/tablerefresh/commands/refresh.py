@@ -11,13 +11,13 @@ from pathlib import Path
 from clickhouse_connect.driver.client import Client
 
 from tablerefresh.commands._target import (
-    MANIFEST_ENV,
     add_override_arguments,
     read_manifest,
     shown,
     source_query,
     with_overrides,
 )
+from tablerefresh.contract import MANIFEST_ENV, RUN_ID_ENV
 from tablerefresh.dataplane.infra.connection import connect, env_secrets, require_embedded_database
 from tablerefresh.dataplane.infra.errors import ExitCode, RefreshError
 from tablerefresh.dataplane.infra.interrupt import Stop, signals
@@ -26,8 +26,6 @@ from tablerefresh.dataplane.run.options import RunOptions
 from tablerefresh.dataplane.run.refresh import Refresh
 from tablerefresh.dataplane.run.runs import Outcome, RunRecord
 from tablerefresh.spec import ManifestError
-
-RUN_ID_ENV = "TABLEREFRESH_RUN_ID"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,16 +2,21 @@
 
 Three layers, each a folder or a module, each importing only the ones above it in this list:
 
-- ``policy/`` (pure: plain data in, plain data out; no API calls, no clock, no threads)
+- ``policy/`` (pure: plain data in, plain data out; no API calls, no clock, no threads; the import
+  contract in pyproject.toml holds it to that)
   - ``status``: every condition type, Ready, who writes which status fields, and the one rule of a
     status write: when lastTransitionTime moves, whether to write, which Events to post.
   - ``cronjob``: names and labels, the CronJob a TableRefresh renders to, the reconciler's conditions
     and fields, a schedule's period.
   - ``checks``: what a health check checks; its result -> ``status.health`` and conditions.
   - ``jobs``: the Job run-now starts; ended Jobs -> ``status.lastRun``, ``LastRunSucceeded``, ``status.active``.
+  - ``owners``: which TableRefresh owns a CronJob or a Job (``owner_of``), and ``being_deleted``.
 - ``kube`` (the Kubernetes client): every API call the controller makes, behind ``Kube``.
+- ``clock``: the one clock, made at start-up and passed down; policy is handed "now" instead.
 - ``runtime/`` (kopf wiring, scheduling, the per-object workers)
-  - ``wiring``: kopf's handlers and settings (its diff base kept as a digest), the namespaces to watch, start-up.
+  - ``startup``: start the operator from its ``options`` (the watched namespaces: ``scope``), with
+    kopf's ``handlers`` and ``settings`` (its diff base kept as a digest: ``diffbase``) and the log
+    routing of ``logs``.
   - ``controller``: one record per object, created on first sight and dropped in one place, and the
     triggers that set its workers going.
   - ``workers``: reconcile, a health check (``Prober``), recording runs, run now; each top-down.

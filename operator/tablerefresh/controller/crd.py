@@ -28,6 +28,7 @@ from pydantic_core import core_schema
 
 from tablerefresh import schedule
 from tablerefresh import spec as api
+from tablerefresh.contract import REASON_PATTERN
 
 CRD_NAME = f"{api.PLURAL}.{api.GROUP}"
 
@@ -37,7 +38,7 @@ CRD_NAME = f"{api.PLURAL}.{api.GROUP}"
 CONDITION_TYPE_PATTERN = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
 )
-CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+CONDITION_REASON_PATTERN = REASON_PATTERN
 
 # Marks the one subtree whose unknown fields the API server must keep (kopf's own bookkeeping).
 PRESERVE_UNKNOWN: JsonDict = {"x-kubernetes-preserve-unknown-fields": True}

@@ -10,12 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import itertools
 import json
 import os
 import socket
-import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import urllib3
@@ -23,6 +22,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tablerefresh import spec as api
+from tablerefresh.controller.clock import SYSTEM_CLOCK, Clock
 from tablerefresh.controller.policy.cronjob import FIELD_MANAGER
 from tablerefresh.controller.policy.status import format_time
 
@@ -78,21 +78,41 @@ def load_config() -> None:
         config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
+# Connections kept open to the API server: room for every thread that may call at once (the reconciles
+# and their requests alongside each other, the health checks' Secret reads). The client's default is
+# 5 per core; past it, urllib3 drops a connection after each request and the next one opens a new TLS one.
+POOL_SIZE = 48
+
+
+def _pooled(configuration: client.Configuration) -> client.Configuration:
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, POOL_SIZE)
+    return configuration
+
+
 class ApiKube:
     """The real thing, on the official client's configuration."""
 
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
-        self._client = api_client or client.ApiClient()
+    def __init__(self, api_client: client.ApiClient | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._client = api_client or client.ApiClient(_pooled(client.Configuration.get_default_copy()))
+        self._clock = clock
+        self._serial = itertools.count()  # with the time, keeps Event names apart
         self._core = client.CoreV1Api(self._client)
         self._batch = client.BatchV1Api(self._client)
         self._custom = client.CustomObjectsApi(self._client)
         self._instance = os.environ.get("POD_NAME") or socket.gethostname()
 
     @staticmethod
-    def _request(call: Callable[[], Any], *, allow_missing: bool = False) -> dict[str, Any] | None:
-        """Run one call; 404 is None when ``allow_missing``; every failure becomes a KubeError."""
+    def _request(
+        call: Callable[[], Any], *, allow_missing: bool = False, answer: bool = True
+    ) -> dict[str, Any] | None:
+        """Run one call; 404 is None when ``allow_missing``; every failure becomes a KubeError.
+        ``answer=False``: the caller does not read the answer, so it is not decoded (a status write's
+        answer is the whole object: decoding it was most of the JSON the operator parsed)."""
         try:
-            data: dict[str, Any] = json.loads(call().data or b"{}")
+            body = call().data  # read whole, which hands the connection back to the pool
+            if not answer:
+                return None
+            data: dict[str, Any] = json.loads(body or b"{}")
             return data
         except ApiException as exc:
             if allow_missing and exc.status == 404:
@@ -176,7 +196,8 @@ class ApiKube:
                 dict(body),  # type: ignore[arg-type]  # the wire JSON, as everywhere in the controller
                 _preload_content=False,
                 _request_timeout=TIMEOUT,
-            )
+            ),
+            answer=False,
         )
 
     def delete_job(self, namespace: str, name: str) -> None:
@@ -184,7 +205,8 @@ class ApiKube:
         self._request(
             lambda: self._batch.delete_namespaced_job(
                 name, namespace, propagation_policy="Background", _preload_content=False, _request_timeout=TIMEOUT
-            )
+            ),
+            answer=False,
         )
 
     def get_tablerefresh(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -220,17 +242,20 @@ class ApiKube:
                 _content_type=APPLY,
                 _preload_content=False,
                 _request_timeout=TIMEOUT,
-            )
+            ),
+            answer=False,
         )
 
     def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         meta = involved["metadata"]
-        now = format_time(datetime.now(UTC))
+        at = self._clock.now()
+        now = format_time(at)
+        # Named like kubectl's events: the object's name and a unique suffix (the time, then a serial).
+        suffix = f"{int(at.timestamp() * 1_000_000):x}{next(self._serial) % 0x1000:03x}"
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            # Named like kubectl's events: the object's name and a unique suffix.
-            "metadata": {"name": f"{meta['name'][:230]}.{time.time_ns():x}", "namespace": meta["namespace"]},
+            "metadata": {"name": f"{meta['name'][:230]}.{suffix}", "namespace": meta["namespace"]},
             "involvedObject": {
                 "apiVersion": api.API_VERSION,
                 "kind": api.KIND,
@@ -254,5 +279,6 @@ class ApiKube:
         self._request(
             lambda: self._core.create_namespaced_event(
                 meta["namespace"], model, _preload_content=False, _request_timeout=TIMEOUT
-            )
+            ),
+            answer=False,
         )

@@ -4,17 +4,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tablerefresh.controller.policy.cronjob import NAME_LABEL, cronjob_name, name_label_value
+from tablerefresh.controller.policy.cronjob import JOB_NAME_LABEL, NAME_LABEL, cronjob_name, name_label_value
+from tablerefresh.controller.policy.owners import owner_of
 from tablerefresh.spec import GROUP, PLURAL, VERSION
 
 TIMEOUT = (5.0, 30.0)
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 
 class PluginError(Exception):
@@ -106,16 +106,7 @@ class Cluster:
             "Jobs",
         )
         cronjob = cronjob_name(name)
-        return [
-            j
-            for j in listed.get("items") or []
-            if any(
-                r.get("kind") == "CronJob"
-                and r.get("name") == cronjob
-                and (cronjob_uid is None or r.get("uid") == cronjob_uid)
-                for r in j["metadata"].get("ownerReferences") or []
-            )
-        ]
+        return [j for j in listed.get("items") or [] if _of_cronjob(j, cronjob, cronjob_uid)]
 
     def pods(self, namespace: str, jobs: list[str]) -> list[dict[str, Any]]:
         if not jobs:
@@ -129,3 +120,9 @@ class Cluster:
         )
         items: list[dict[str, Any]] = listed.get("items") or []
         return items
+
+
+def _of_cronjob(job: Mapping[str, Any], cronjob: str, cronjob_uid: str | None) -> bool:
+    """Controlled by the CronJob of that name (and uid, when known): the controller's own reading."""
+    owner = owner_of(job)
+    return owner is not None and owner.is_cronjob and owner.name == cronjob and cronjob_uid in (None, owner.uid)

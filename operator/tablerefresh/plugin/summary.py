@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
+from tablerefresh.contract import Outcome
 from tablerefresh.controller.policy.status import READY_INPUTS
 from tablerefresh.plugin.words import ago, count, duration, hours, parse_time, until
 from tablerefresh.schedule import Every, ScheduleError, fire_times, parse
@@ -105,7 +106,7 @@ def _last_run(last: Mapping[str, Any] | None, now: datetime) -> str:
     )
     if "rowsBefore" in last and "rowsAfter" in last:
         words += f", {count(last['rowsBefore'])} -> {count(last['rowsAfter'])} rows"
-    if last.get("outcome") != "Succeeded":
+    if last.get("outcome") != Outcome.SUCCEEDED:
         error = str(last.get("error") or "").strip()
         first = error.splitlines()[0][:200] if error else ""
         words += f"\n              {last.get('reason', '')}: {first}"
@@ -144,7 +145,7 @@ def describe(s: Mapping[str, Any], now: datetime) -> list[str]:
     else:
         lines.append(f"Checked:      {ago(parse_time(s['checkedAt']), now)}")
     lines.append(f"Last run:     {_last_run(s['lastRun'], now)}")
-    if s["lastRun"] and s["lastRun"].get("outcome") != "Succeeded":
+    if s["lastRun"] and s["lastRun"].get("outcome") != Outcome.SUCCEEDED:
         lines.append(f"Last success: {ago(parse_time(s['lastSuccessfulRunTime']), now)}")
     if len(s["recentRuns"]) > 1:
         lines.append(f"Recent runs:  {_recent(s['recentRuns'], now)}")

@@ -10,4 +10,5 @@ report, "now") and returns plain data, so every branch is a unit test.
 - ``checks``: what a health check checks, and its result -> ``status.health`` and conditions.
 - ``jobs``: the Job run-now starts, and ended Jobs -> ``status.lastRun``, ``LastRunSucceeded``,
   ``status.active``.
+- ``owners``: which TableRefresh owns a CronJob or a Job, and whether an object is being deleted.
 """

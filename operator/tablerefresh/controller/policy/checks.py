@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tablerefresh.controller.policy.cronjob import Key, key_of, parse
+from tablerefresh.controller.policy.owners import being_deleted
 from tablerefresh.controller.policy.status import (
     AUDITS_PASSING,
     CLICKHOUSE_REACHABLE,
@@ -62,7 +63,7 @@ def check_of(body: Mapping[str, Any], min_interval: float = 0.0) -> Check | None
     Checked at most every ``min_interval`` seconds (the operator's policy), whatever the spec asks:
     a TableRefresh must not turn the operator into a load generator."""
     meta = body["metadata"]
-    if meta.get("deletionTimestamp"):
+    if being_deleted(body):
         return None
     tr = parse(body)
     if isinstance(tr, str):

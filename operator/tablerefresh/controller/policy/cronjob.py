@@ -4,7 +4,6 @@
 - :func:`render_cronjob`: the CronJob as a server-side-apply configuration. It names every field the
   controller owns and nothing else, so fields it stops setting are removed and fields others set
   are left alone.
-- :func:`foreign_owner`: whether an existing CronJob of that name is ours to overwrite.
 - :class:`Facts` -> the reconciler's conditions (:func:`reconciler_conditions`), its status fields
   (:func:`reconciler_fields`) and its own Events (:func:`reconciler_events`).
 - :func:`schedule_period_seconds`: the longest gap between two runs of a schedule.
@@ -26,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import ValidationError
 
 from tablerefresh import spec as api
+from tablerefresh.contract import MANIFEST_ENV, PASSWORD_ENV, RUN_ID_ENV, SOURCE_QUERY_ENV, USER_ENV
 from tablerefresh.controller.policy.admission import (
     DEFAULT_POLICY,
     OperatorPolicy,
@@ -100,34 +100,6 @@ def parse(body: Mapping[str, Any]) -> api.TableRefresh | str:
         return api.format_validation_error(exc)
 
 
-def controller_owner(body: Mapping[str, Any], kind: str = api.KIND) -> dict[str, Any] | None:
-    """The controller reference of kind ``kind`` of an owned object, if any."""
-    for ref in body.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("kind") == kind:
-            return dict(ref)
-    return None
-
-
-def foreign_owner(cronjob: Mapping[str, Any] | None, tr_name: str, tr_uid: str) -> str | None:
-    """Why an existing CronJob of that name is not ours to act on, or None if it is ours.
-
-    Ours only when its controller reference is this TableRefresh, by uid: a name can be chosen by
-    anyone who may create a TableRefresh, so a CronJob someone else made (or one an earlier object
-    of the same name owned, until garbage collection takes it) is never overwritten or run.
-    """
-    if cronjob is None:
-        return None
-    meta = cronjob.get("metadata", {})
-    controller = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
-    if controller is None:
-        return f"CronJob {meta.get('name')} already exists and is not controlled by this TableRefresh"
-    if controller.get("kind") == api.KIND and controller.get("uid") == tr_uid:
-        return None
-    if controller.get("kind") == api.KIND and controller.get("name") == tr_name:
-        return f"CronJob {meta.get('name')} belongs to an earlier TableRefresh {tr_name} (uid {controller.get('uid')})"
-    return f"CronJob {meta.get('name')} is controlled by {controller.get('kind')} {controller.get('name')}"
-
-
 # The CronJob.
 
 CONTAINER_NAME = "refresh"
@@ -135,13 +107,6 @@ RUN_AS = 65532  # the image's non-root user
 TMP_VOLUME = "tmp"
 TMP_SIZE_LIMIT = "256Mi"
 TERMINATION_LOG = "/dev/termination-log"
-
-# The refresh command reads these when it gets no -f (the env contract with the job side).
-ENV_MANIFEST = "TABLEREFRESH_MANIFEST"
-ENV_RUN_ID = "TABLEREFRESH_RUN_ID"
-ENV_SOURCE_QUERY = "TABLEREFRESH_SOURCE_QUERY"
-ENV_USER = "CLICKHOUSE_USER"
-ENV_PASSWORD = "CLICKHOUSE_PASSWORD"
 
 
 def owner_reference(tr: api.TableRefresh, owner_uid: str) -> dict[str, Any]:
@@ -174,16 +139,16 @@ def manifest_json(tr: api.TableRefresh) -> str:
 def _env(tr: api.TableRefresh, credentials: bool) -> list[dict[str, Any]]:
     spec = tr.spec
     env: list[dict[str, Any]] = [
-        {"name": ENV_MANIFEST, "value": manifest_json(tr)},
-        {"name": ENV_RUN_ID, "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{JOB_NAME_LABEL}']"}}},
+        {"name": MANIFEST_ENV, "value": manifest_json(tr)},
+        {"name": RUN_ID_ENV, "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{JOB_NAME_LABEL}']"}}},
     ]
     secret = spec.clickhouse.credentials_secret
     if secret is not None and credentials:
-        for var, key in ((ENV_USER, secret.username_key), (ENV_PASSWORD, secret.password_key)):
+        for var, key in ((USER_ENV, secret.username_key), (PASSWORD_ENV, secret.password_key)):
             env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}})
     ref = spec.source.config_map_key_ref
     if ref is not None:
-        env.append({"name": ENV_SOURCE_QUERY, "valueFrom": {"configMapKeyRef": {"name": ref.name, "key": ref.key}}})
+        env.append({"name": SOURCE_QUERY_ENV, "valueFrom": {"configMapKeyRef": {"name": ref.name, "key": ref.key}}})
     return env
 
 

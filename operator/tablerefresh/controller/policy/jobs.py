@@ -23,14 +23,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tablerefresh.controller.policy.cronjob import CONTAINER_NAME, NAME_LABEL, controller_owner, name_label_value
+from tablerefresh.contract import ABORT_REASONS, REASON_PATTERN, Outcome, Reason
+from tablerefresh.controller.policy.cronjob import CONTAINER_NAME, NAME_LABEL, name_label_value
+from tablerefresh.controller.policy.owners import controlled_by
 from tablerefresh.controller.policy.status import LAST_RUN_SUCCEEDED, Observation, format_time, parse_time
 
-SUCCEEDED, FAILED, ABORTED = "Succeeded", "Failed", "Aborted"
-# The refresh's own outcome when the swap ran and a later step failed: the target holds new data.
-FAILED_AFTER_SWAP = "FailedAfterSwap"
-# Refresh reasons for a run that stopped itself before touching the target (see dataplane.errors).
-ABORT_REASONS = frozenset({"VerificationFailed", "AuditFailed", "MutationPending", "LockHeld", "LockLost"})
+# status.lastRun's outcomes: the refresh's own, and Aborted for a run that stopped itself before
+# touching the target (its summary says Skipped, or one of ABORT_REASONS).
+SUCCEEDED, FAILED, FAILED_AFTER_SWAP = Outcome.SUCCEEDED, Outcome.FAILED, Outcome.FAILED_AFTER_SWAP
+ABORTED = "Aborted"
 # A container stuck waiting for one of these never ran the refresh.
 WAITING_FAILURES = frozenset(
     {
@@ -43,7 +44,7 @@ WAITING_FAILURES = frozenset(
         "RunContainerError",
     }
 )
-_REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")  # metav1.Condition reason
+_REASON = re.compile(REASON_PATTERN)
 # Figures copied from the summary into status.lastRun, under the same names.
 _SUMMARY_FIGURES = (
     "rowsBefore",
@@ -166,11 +167,6 @@ def pending_token(body: Mapping[str, Any], status: Mapping[str, Any]) -> str | N
 # A Job that ran.
 
 
-def cronjob_owner(job: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The CronJob that controls this Job (the first link of Job -> CronJob -> TableRefresh)."""
-    return controller_owner(job, kind="CronJob")
-
-
 def finished(job: Mapping[str, Any]) -> Finished | None:
     """How and when the Job ended, or None while it runs (Complete and Failed are the final conditions)."""
     status = job.get("status") or {}
@@ -274,8 +270,8 @@ def kubernetes_failure(end: Finished, pod: Mapping[str, Any] | None) -> tuple[st
         tail = (terminated.get("message") or "").strip()
         if tail:
             detail += f": {tail[-2000:]}"
-        return _reason(end.reason, "RefreshFailed"), f"{job_words or 'the Job failed'} ({detail})"
-    return _reason(end.reason, "RefreshFailed"), job_words or "the Job failed"
+        return _reason(end.reason, Reason.FAILED), f"{job_words or 'the Job failed'} ({detail})"
+    return _reason(end.reason, Reason.FAILED), job_words or "the Job failed"
 
 
 # status.lastRun.
@@ -315,11 +311,11 @@ def ended_run(job: Mapping[str, Any], end: Finished, pods: Sequence[Mapping[str,
     if succeeded:
         record["outcome"] = SUCCEEDED
     elif summary is not None and said != SUCCEEDED:
-        reason = _reason(str(summary.get("reason") or ""), "RefreshFailed")
+        reason = _reason(str(summary.get("reason") or ""), Reason.FAILED)
         if said == FAILED_AFTER_SWAP:
             record["outcome"] = FAILED_AFTER_SWAP
         else:
-            record["outcome"] = ABORTED if said == "Skipped" or reason in ABORT_REASONS else FAILED
+            record["outcome"] = ABORTED if said == Outcome.SKIPPED or reason in ABORT_REASONS else FAILED
         record["reason"] = reason
         record["error"] = str(summary.get("error") or f"the refresh ended {said or 'without success'}")[:32768]
     else:  # nothing written, or the refresh said it succeeded and Kubernetes failed the Job anyway
@@ -352,7 +348,7 @@ def last_run_condition(last_run: Mapping[str, Any]) -> Observation:
     verb = {ABORTED: "was aborted", FAILED_AFTER_SWAP: "swapped the new data in, then failed"}.get(
         str(last_run.get("outcome")), "failed"
     )
-    reason = str(last_run.get("reason") or "RefreshFailed")
+    reason = str(last_run.get("reason") or Reason.FAILED)
     error = str(last_run.get("error") or "")
     return Observation(LAST_RUN_SUCCEEDED, "False", reason, f"Job {job} {verb}{took}: {error}"[:32768])
 
@@ -393,7 +389,7 @@ def jobs_of(tr: Mapping[str, Any], jobs: Iterable[Mapping[str, Any]], status: Ma
         j
         for j in jobs
         if (j["metadata"].get("labels") or {}).get(NAME_LABEL) == label
-        and (cronjob_uid is None or (cronjob_owner(j) or {}).get("uid") == cronjob_uid)
+        and (cronjob_uid is None or controlled_by(j, cronjob_uid))
     ]
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from tablerefresh.contract import Reason
 from tablerefresh.text import printable
 
 Status = Literal["True", "False", "Unknown"]
@@ -109,7 +110,7 @@ WARNING_REASONS: dict[str, str] = {
     COMPLETE: "SliceTooSmall",
     NO_STUCK_MUTATIONS: "MutationStuck",
     AUDITS_PASSING: "AuditFailed",
-    LAST_RUN_SUCCEEDED: "RefreshFailed",
+    LAST_RUN_SUCCEEDED: Reason.FAILED,
     CLICKHOUSE_REACHABLE: "ClickHouseUnreachable",
 }
 RECOVERIES: dict[str, tuple[str, str]] = {
@@ -122,7 +123,7 @@ RECOVERIES: dict[str, tuple[str, str]] = {
     CLICKHOUSE_REACHABLE: ("ClickHouseReachable", "ClickHouse is reachable again"),
 }
 # A failed run whose reason has a Warning of its own, instead of RefreshFailed.
-RUN_WARNING_REASONS = frozenset({"AuditFailed"})
+RUN_WARNING_REASONS = frozenset({Reason.AUDIT_FAILED})
 # The reconciler's conditions speak through Ready instead (see condition_events).
 THROUGH_READY = frozenset({CRONJOB_READY, CREDENTIALS_FOUND})
 

@@ -16,18 +16,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from tablerefresh.controller.clock import SYSTEM_CLOCK, Clock
 from tablerefresh.controller.kube import Kube, KubeError
 from tablerefresh.controller.policy.admission import DEFAULT_POLICY, OperatorPolicy, endpoint
 from tablerefresh.controller.policy.checks import Check, Failure, HealthResult, check_of, health_fields
 from tablerefresh.controller.policy.checks import health_observations as health_conditions
-from tablerefresh.controller.policy.cronjob import Key, Secret, controller_owner, cronjob_name, key_of
-from tablerefresh.controller.policy.jobs import cronjob_owner, trim
+from tablerefresh.controller.policy.cronjob import Key, Secret, cronjob_name, key_of
+from tablerefresh.controller.policy.jobs import trim
+from tablerefresh.controller.policy.owners import being_deleted, owner_of
 from tablerefresh.controller.policy.status import HEALTH_CHECK
 from tablerefresh.controller.runtime import metrics
 from tablerefresh.controller.runtime.scheduler import Due, Scheduler
@@ -56,6 +56,7 @@ class Record:
     secret: Secret | None = None  # what the last reconcile found of its credentials Secret
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # its CronJob's Jobs by name, trimmed
     cronjob_version: str | None = None  # the CronJob's resourceVersion after our last apply: its echo
+    published: tuple[str, metrics.Samples] | None = None  # what its series were last set to
 
 
 class Controller:
@@ -68,17 +69,20 @@ class Controller:
         health_concurrency: int = 8,
         health_timeout: float = 30.0,
         policy: OperatorPolicy = DEFAULT_POLICY,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.kube = kube
         self.policy = policy
-        self.writer = StatusWriter(kube)
+        self.clock = clock  # the one clock: every worker, the writer and the scheduler get this one
+        self.writer = StatusWriter(kube, clock)
         self.records: dict[Key, Record] = {}
+        self._by_cronjob: dict[Group, Key] = {}  # a CronJob's name -> its TableRefresh: what a Job names
         # Jobs whose TableRefresh is not (or no longer) known: both watches start at once, so a Job
         # may come first. A record takes its own when it is created; a deleted Job goes from here.
         self.unclaimed_jobs: dict[Group, dict[str, dict[str, Any]]] = {}
         self.resync_seconds = resync_seconds
         self._limit = asyncio.Semaphore(concurrency)
-        self.prober = Prober(kube, policy=policy, timeout=health_timeout)
+        self.prober = Prober(kube, policy=policy, timeout=health_timeout, clock=clock)
         self.health = Scheduler(
             self._due_checks,
             self._probe,
@@ -87,6 +91,7 @@ class Controller:
             concurrency=health_concurrency,
             timeout=health_timeout,
             server_key=server_address,
+            clock=clock.monotonic,
         )
         self._background: set[asyncio.Task[None]] = set()
 
@@ -103,12 +108,14 @@ class Controller:
             record = None
         first = record is None
         if record is None:
-            record = Record(key, uid, dict(body), metrics.ObjectSeries(key))
-            record.jobs = self.unclaimed_jobs.pop((key[0], cronjob_name(key[1])), {})
+            record = Record(key, uid, _kept(body), metrics.ObjectSeries(key))
+            group = (key[0], cronjob_name(key[1]))
+            record.jobs = self.unclaimed_jobs.pop(group, {})
             self.records[key] = record
+            self._by_cronjob[group] = key
             metrics.OBJECTS.set(len(self.records))
         else:
-            record.body = dict(body)
+            record.body = _kept(body)
         check = record.check
         if check is None or check.generation != meta.get("generation"):
             record.check = check_of(body, self.policy.min_health_interval_seconds)
@@ -127,6 +134,9 @@ class Controller:
         record = self.records.pop(key, None)
         if record is not None:
             record.series.remove()
+            group = (key[0], cronjob_name(key[1]))
+            if self._by_cronjob.get(group) == key:
+                del self._by_cronjob[group]
         metrics.OBJECTS.set(len(self.records))
 
     def _record_of(self, body: Mapping[str, Any]) -> Record | None:
@@ -149,7 +159,10 @@ class Controller:
         check = record.check
         spec = record.body.get("spec") or {}
         table = check.table if check else str((spec.get("target") or {}).get("table") or "")
-        record.series.publish(table, metrics.samples(status, check.spec if check else None))
+        published = (table, metrics.samples(status, check.spec if check else None))
+        if published != record.published:  # most watch events echo a write whose values are set already
+            record.series.publish(*published)
+            record.published = published
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work, name=name)
@@ -158,9 +171,10 @@ class Controller:
 
     # Reconciling.
 
-    async def reconcile(self, body: Mapping[str, Any], *, trigger: str) -> None:
+    async def reconcile(self, body: Mapping[str, Any], *, trigger: str, echo: str | None = None) -> None:
         """Reconcile one object, never two reconciles of the same object at once.
 
+        ``echo``: the resourceVersion of a CronJob event; nothing to do when it is our own last apply.
         Raises KubeError for failures worth retrying; the caller decides how (kopf retries its
         handlers, the resync just tries again next round).
         """
@@ -170,7 +184,9 @@ class Controller:
         async with record.lock, self._limit:
             if not self._current(record):
                 return  # deleted while it waited
-            started = time.monotonic()
+            if echo is not None and echo == record.cronjob_version:
+                return  # the event of an apply that was still under way when it came
+            started = self.clock.monotonic()
             result = "error"
             try:
                 # The record is at least as fresh as a handler's body (kopf feeds the watch first).
@@ -180,7 +196,7 @@ class Controller:
                 result = "ok"
             finally:
                 metrics.RECONCILES.labels(trigger, result).inc()
-                metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+                metrics.RECONCILE_SECONDS.observe(self.clock.monotonic() - started)
             version = ((facts.cronjob if facts else None) or {}).get("metadata", {}).get("resourceVersion")
             if version:
                 record.cronjob_version = str(version)
@@ -199,24 +215,27 @@ class Controller:
 
     async def owned_changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A CronJob we own changed or went away: put it back as its TableRefresh says."""
-        owner = controller_owner(body)
-        if owner is None or event_type is None:  # None: the initial listing; resume covers it
-            return
-        record = self.records.get((str(body["metadata"]["namespace"]), str(owner["name"])))
+        owner = owner_of(body)
+        if owner is None or not owner.is_tablerefresh or event_type is None:  # None: the initial listing
+            return  # (resume covers it)
+        record = self.records.get(owner.key)
         if record is None:
             return
         version = body["metadata"].get("resourceVersion")
-        if event_type != "DELETED" and version is not None and version == record.cronjob_version:
+        echo = str(version) if event_type != "DELETED" and version is not None else None
+        if echo is not None and echo == record.cronjob_version:
             return  # the event of our own apply
         tr: Mapping[str, Any] = record.body
         if event_type == "DELETED":
             # Deleted by hand, or by garbage collection because the TableRefresh is going:
             # ask the API server, not the record, which of the two.
             found = await asyncio.to_thread(self.kube.get_tablerefresh, *record.key)
-            if found is None or found["metadata"].get("deletionTimestamp"):
+            if found is None or being_deleted(found):
                 return
             tr = found
-        await self.reconcile(tr, trigger="cronjob")
+        # The watch may deliver our apply's event before that reconcile has ended: it checks again,
+        # holding the object's lock (a whole second reconcile per new object, before).
+        await self.reconcile(tr, trigger="cronjob", echo=echo)
 
     async def resync_forever(self) -> None:
         """Reconcile everything every ``resync_seconds``: the backstop for whatever no event says
@@ -242,17 +261,16 @@ class Controller:
         return ((r.check, r.due) for r in self.records.values() if r.check is not None)
 
     def _probe(self, check: Check) -> HealthResult:
-        started = time.monotonic()
+        started = self.clock.monotonic()
         try:
             return self.prober(check)
         finally:
-            metrics.HEALTH_CHECK_SECONDS.observe(time.monotonic() - started)
+            metrics.HEALTH_CHECK_SECONDS.observe(self.clock.monotonic() - started)
 
-    @staticmethod
-    def _timed_out(check: Check, seconds: float) -> HealthResult:
+    def _timed_out(self, check: Check, seconds: float) -> HealthResult:
         url = redact(check.spec.clickhouse.url)
         error = f"ClickHouse at {url} did not answer the health query within {seconds:g}s"
-        return HealthResult(datetime.now(UTC), failure=Failure.UNREACHABLE, error=error)
+        return HealthResult(self.clock.now(), failure=Failure.UNREACHABLE, error=error)
 
     async def _record_health(self, check: Check, result: HealthResult) -> None:
         record = self.records.get(check.key)
@@ -279,12 +297,13 @@ class Controller:
 
     async def job_changed(self, event_type: str | None, job: Mapping[str, Any]) -> None:
         """A Job of ours started, changed or ended: keep it, and bring its TableRefresh's runs up to date."""
-        owner = cronjob_owner(job)
-        if owner is None:
+        owner = owner_of(job)
+        if owner is None or not owner.is_cronjob:
             return
         meta = job["metadata"]
-        group = (str(meta["namespace"]), str(owner["name"]))
-        record = self._owner_of_cronjob(group)
+        group = owner.key
+        found = self._by_cronjob.get(group)
+        record = self.records.get(found) if found is not None else None
         jobs = record.jobs if record is not None else self.unclaimed_jobs.setdefault(group, {})
         if event_type == "DELETED":
             jobs.pop(str(meta["name"]), None)
@@ -296,18 +315,6 @@ class Controller:
             return
         await self._record_runs(record)
 
-    def _owner_of_cronjob(self, group: Group) -> Record | None:
-        """The record of the TableRefresh whose CronJob has this name (the name is the TableRefresh's,
-        unless shortened)."""
-        namespace, cronjob = group
-        record = self.records.get(group)
-        if record is not None:
-            return record
-        for key, record in self.records.items():
-            if key[0] == namespace and cronjob_name(key[1]) == cronjob:
-                return record
-        return None
-
     async def _record_runs_logged(self, record: Record) -> None:
         try:
             await self._record_runs(record)
@@ -316,7 +323,7 @@ class Controller:
 
     async def _record_runs(self, record: Record) -> None:
         async with record.lock:
-            if not self._current(record) or record.body["metadata"].get("deletionTimestamp"):
+            if not self._current(record) or being_deleted(record.body):
                 return
             jobs = list(record.jobs.values())  # the watch changes them on the loop meanwhile
             results = await asyncio.to_thread(record_runs, self.kube, self.writer, record.status, record.body, jobs)
@@ -334,7 +341,8 @@ class Controller:
             return
         async with record.lock:
             if self._current(record):
-                await asyncio.to_thread(handle_run_now, self.kube, self.writer, record.status, record.body)
+                now = self.clock.now()
+                await asyncio.to_thread(handle_run_now, self.kube, self.writer, record.status, record.body, now)
 
 
 async def server_address(check: Check) -> str:
@@ -348,6 +356,15 @@ async def server_address(check: Check) -> str:
     except OSError:
         return check.server
     return min(f"{info[4][0]}:{port}" for info in found) if found else check.server
+
+
+def _kept(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What a record keeps of the watch's copy: all but metadata.managedFields, which nothing reads and
+    which, with a field manager for each status writer, is the largest part of an object."""
+    meta = body.get("metadata") or {}
+    if "managedFields" not in meta:
+        return dict(body)
+    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
 def _report(what: str, keys: list[Key], results: list[Any]) -> None:

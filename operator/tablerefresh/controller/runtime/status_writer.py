@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from tablerefresh.controller.clock import SYSTEM_CLOCK, Clock
 from tablerefresh.controller.kube import Kube, KubeError
 from tablerefresh.controller.policy.status import (
     READY,
@@ -48,7 +48,7 @@ class StatusMemory:
 
 
 class StatusWriter:
-    def __init__(self, kube: Kube, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, kube: Kube, clock: Clock = SYSTEM_CLOCK) -> None:
         self._kube = kube
         self._clock = clock
         self._order = itertools.count()
@@ -78,7 +78,7 @@ class StatusWriter:
             fields,
             conditions,
             generation=int(meta.get("generation") or 0),
-            now=self._clock(),
+            now=self._clock.now(),
             last_known=memory.last_known,
             events=events,
         )

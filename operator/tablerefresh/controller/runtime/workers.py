@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
-from datetime import UTC, datetime
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
+from tablerefresh.controller.clock import SYSTEM_CLOCK, Clock
 from tablerefresh.controller.kube import Kube, KubeError
 from tablerefresh.controller.policy.admission import (
     DEFAULT_POLICY,
@@ -38,7 +40,6 @@ from tablerefresh.controller.policy.cronjob import (
     Facts,
     Secret,
     cronjob_name,
-    foreign_owner,
     held_reason,
     name_label_value,
     parse,
@@ -50,19 +51,20 @@ from tablerefresh.controller.policy.cronjob import (
 )
 from tablerefresh.controller.policy.jobs import (
     admit_run,
-    cronjob_owner,
     job_from_cronjob,
     jobs_of,
     newly_ended,
     pending_token,
     runs_update,
 )
+from tablerefresh.controller.policy.owners import being_deleted, controlled_by, foreign_owner
 from tablerefresh.controller.policy.status import (
     JOB_WATCH,
     READY,
     RECONCILER,
     RUN_NOW,
     Event,
+    StatusChange,
     format_time,
 )
 from tablerefresh.controller.runtime.status_writer import StatusMemory, StatusWriter
@@ -77,6 +79,11 @@ log = logging.getLogger(__name__)
 # Reconcile. Level-based: the input is the whole object as it is now, never a diff, so a reconcile
 # after a restart, a missed event or a hand edit converges to the same single CronJob.
 
+# The requests of a reconcile that wait on nothing run alongside each other: the Reconciling write,
+# the Secret's look-up and the CronJob's read. Two round trips to the API server before the CronJob
+# is applied, not four: the apply-to-CronJob latency is mostly round trips.
+_ALONGSIDE = ThreadPoolExecutor(max_workers=16, thread_name_prefix="reconcile")
+
 
 def reconcile(
     kube: Kube,
@@ -90,15 +97,21 @@ def reconcile(
     Raises KubeError for failures worth retrying; the caller decides how.
     """
     meta = body["metadata"]
-    if meta.get("deletionTimestamp"):
+    if being_deleted(body):
         return None  # garbage collection takes the CronJob with it
     current = writer.current(memory, body)
     pending = reconciling(current, int(meta.get("generation") or 0))
-    if pending is not None:  # a new generation: say so before acting on it (kstatus's Reconciling)
+    said: Future[StatusChange | None] | None = None
+    if pending is not None:  # a new generation: say so as it is acted on (kstatus's Reconciling)
         kept = {k: current[k] for k in RECONCILER.fields if k in current}
-        if writer.write(memory, body, RECONCILER, kept, pending) is None:
-            return None
-    facts = _observe_and_apply(kube, body, policy)
+        said = _ALONGSIDE.submit(writer.write, memory, body, RECONCILER, kept, pending)
+    try:
+        facts = _observe_and_apply(kube, body, policy)
+    finally:
+        # Always landed before the result is written, which would otherwise be overwritten by it.
+        first = said.result() if said is not None else None
+    if said is not None and first is None:
+        return None  # deleted meanwhile
     fields = reconciler_fields(writer.current(memory, body), facts)
     written = writer.write(
         memory, body, RECONCILER, fields, reconciler_conditions(facts), events=reconciler_events(facts)
@@ -128,11 +141,13 @@ def _observe_and_apply(kube: Kube, body: Mapping[str, Any], policy: OperatorPoli
     tr = parse(body)
     if isinstance(tr, str):
         return Facts(generation=generation, cronjob_name=target, spec_error=tr)
-    secret, secret_name = _check_secret(kube, tr)
+    looked_up = _ALONGSIDE.submit(_check_secret, kube, tr)
     refused = refusal(tr, policy)
     if refused is not None:  # the last admitted CronJob, if any, stays as it was
+        secret, secret_name = looked_up.result()
         return Facts(generation, target, refused=refused, secret=secret, secret_name=secret_name)
     existing = kube.get_cronjob(namespace, target)
+    secret, secret_name = looked_up.result()
     conflict = foreign_owner(existing, name, uid)
     if conflict is not None:
         return Facts(generation, target, conflict=conflict, secret=secret, secret_name=secret_name)
@@ -155,20 +170,42 @@ def _observe_and_apply(kube: Kube, body: Mapping[str, Any], policy: OperatorPoli
     )
 
 
+@dataclass(frozen=True)
+class SecretLookup:
+    state: Secret  # FOUND, MISSING or UNREADABLE
+    data: dict[str, str]  # what it holds: only when asked for, and only when FOUND
+    error: KubeError | None = None  # why it is UNREADABLE
+
+
+def look_up_secret(kube: Kube, namespace: str, tablerefresh: str, secret: str, *, data: bool) -> SecretLookup:
+    """The one look-up of a TableRefresh's credentials Secret, by the reconciler and the health check:
+    it may be used when it exists and its metadata opts in for this TableRefresh
+    (``policy.admission.credentials_opt_in``). Its data is read only with ``data`` (the health
+    check); the reconciler reads its metadata alone. Never raises: a failed read is UNREADABLE."""
+    try:
+        if data:
+            found = kube.read_secret(namespace, secret)
+            meta, values = found if found is not None else (None, {})
+        else:
+            meta, values = kube.secret_metadata(namespace, secret), {}
+    except KubeError as exc:
+        return SecretLookup(Secret.UNREADABLE, {}, exc)
+    if meta is None or not credentials_opt_in(meta, tablerefresh):
+        return SecretLookup(Secret.MISSING, {})
+    return SecretLookup(Secret.FOUND, values)
+
+
 def _check_secret(kube: Kube, tr: TableRefresh) -> tuple[Secret, str | None]:
-    """Whether the credentials Secret may be used: it exists and its owner opted in (its metadata
-    says so; what it holds is never read here). Raises KubeError when the API server is away."""
+    """Whether the credentials Secret may be used. Raises KubeError when the API server is away."""
     ref = tr.spec.clickhouse.credentials_secret
     if ref is None:
         return Secret.NOT_CONFIGURED, None
-    try:
-        found = kube.secret_metadata(tr.metadata.namespace, ref.name)
-    except KubeError as exc:
-        if exc.transient:
-            raise
-        log.warning("%s/%s: cannot read Secret %s: %s", tr.metadata.namespace, tr.metadata.name, ref.name, exc)
-        return Secret.UNREADABLE, ref.name
-    return (Secret.FOUND if credentials_opt_in(found, tr.metadata.name) else Secret.MISSING), ref.name
+    found = look_up_secret(kube, tr.metadata.namespace, tr.metadata.name, ref.name, data=False)
+    if found.error is not None:
+        if found.error.transient:
+            raise found.error
+        log.warning("%s/%s: cannot read Secret %s: %s", tr.metadata.namespace, tr.metadata.name, ref.name, found.error)
+    return found.state, ref.name
 
 
 # A health check. Never raises: every way it can fail becomes a HealthResult saying which
@@ -189,7 +226,7 @@ class Prober:
         policy: OperatorPolicy = DEFAULT_POLICY,
         timeout: float = 30.0,
         connector: Connect = connect,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._kube = kube
         self._policy = policy
@@ -198,7 +235,7 @@ class Prober:
         self._clock = clock
 
     def __call__(self, check: Check) -> HealthResult:
-        now = self._clock()
+        now = self._clock.now()
         spec = check.spec
         refused = host_refusal(spec.clickhouse.url, self._policy)
         if refused is not None:  # before the Secret is read or anything is sent
@@ -246,13 +283,12 @@ class Prober:
         ref = check.spec.clickhouse.credentials_secret
         if ref is None:
             return None, None
-        try:
-            found = self._kube.read_secret(check.key[0], ref.name)
-        except KubeError as exc:
-            raise CredentialsError(f"cannot read Secret {ref.name}: {exc}") from exc
-        if found is None or not credentials_opt_in(found[0], check.key[1]):
+        found = look_up_secret(self._kube, check.key[0], check.key[1], ref.name, data=True)
+        if found.error is not None:
+            raise CredentialsError(f"cannot read Secret {ref.name}: {found.error}") from found.error
+        if found.state != Secret.FOUND:
             raise CredentialsError(no_credentials_message(ref.name))
-        data = found[1]
+        data = found.data
         missing = [k for k in (ref.username_key, ref.password_key) if k not in data]
         if missing:
             raise CredentialsError(f"Secret {ref.name} has no key {', '.join(missing)}")
@@ -340,7 +376,7 @@ def run_now(
     existing = [
         j
         for j in kube.list_jobs(namespace, f"{NAME_LABEL}={name_label_value(tablerefresh)}")
-        if (cronjob_owner(j) or {}).get("uid") == cronjob_uid
+        if controlled_by(j, cronjob_uid)
     ]
     if any(j["metadata"]["name"] == job["metadata"]["name"] for j in existing):
         return str(job["metadata"]["name"])  # this token was handled already
@@ -358,7 +394,7 @@ def run_now(
 
 
 def handle_run_now(
-    kube: Kube, writer: StatusWriter, memory: StatusMemory, body: Mapping[str, Any], now: datetime | None = None
+    kube: Kube, writer: StatusWriter, memory: StatusMemory, body: Mapping[str, Any], now: datetime
 ) -> None:
     """The annotation ``tablerefresh.dev/run-now: <token>``: create the Job for a new token, then
     record the token in status.runNow so that it is handled once."""
@@ -366,7 +402,7 @@ def handle_run_now(
     if token is None:
         return
     meta = body["metadata"]
-    record: dict[str, Any] = {"token": token, "requestedAt": format_time(now or datetime.now(UTC))}
+    record: dict[str, Any] = {"token": token, "requestedAt": format_time(now)}
     try:
         record["jobName"] = run_now(kube, meta["namespace"], meta["name"], token, owner_uid=str(meta["uid"]))
         record["message"] = f"created Job {record['jobName']}"

@@ -18,14 +18,13 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
+from tablerefresh.contract import PASSWORD_ENV as PASSWORD_ENV
+from tablerefresh.contract import USER_ENV as USER_ENV
 from tablerefresh.dataplane.infra import embedded
 from tablerefresh.dataplane.infra.embedded import PathInUse, open_embedded
 from tablerefresh.dataplane.infra.errors import InvalidInput, Unreachable, connect_failure, one_line
 
 log = logging.getLogger(__name__)
-
-USER_ENV = "CLICKHOUSE_USER"
-PASSWORD_ENV = "CLICKHOUSE_PASSWORD"
 
 _SCHEMES = {"clickhouse": "http", "clickhouses": "https", "http": "http", "https": "https"}
 

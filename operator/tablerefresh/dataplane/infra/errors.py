@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 
+from tablerefresh.contract import Reason
 from tablerefresh.text import printable
 
 
@@ -49,7 +50,7 @@ class RefreshError(Exception):
     """A run that stopped for a reason it can name. ``reason`` is CamelCase, for status and Events."""
 
     exit_code = ExitCode.FAILED
-    reason = "RefreshFailed"
+    reason = Reason.FAILED
 
 
 class InvalidInput(RefreshError):
@@ -59,17 +60,17 @@ class InvalidInput(RefreshError):
 
 class LockHeld(RefreshError):
     exit_code = ExitCode.LOCKED
-    reason = "LockHeld"
+    reason = Reason.LOCK_HELD
 
 
 class VerificationFailed(RefreshError):
     exit_code = ExitCode.VERIFY_FAILED
-    reason = "VerificationFailed"
+    reason = Reason.VERIFICATION_FAILED
 
 
 class PreflightRefused(RefreshError):
     exit_code = ExitCode.PREFLIGHT
-    reason = "MutationPending"
+    reason = Reason.MUTATION_PENDING
 
 
 class Unreachable(RefreshError):
@@ -81,7 +82,7 @@ class LockLost(RefreshError):
     """Our lock expired and another run took it: we must not swap."""
 
     exit_code = ExitCode.LOCKED
-    reason = "LockLost"
+    reason = Reason.LOCK_LOST
 
 
 class FailedAfterSwap(RefreshError):
@@ -109,7 +110,7 @@ class TimedOut(Unreachable):
 
 class AuditFailed(VerificationFailed):
     exit_code = ExitCode.AUDIT_FAILED
-    reason = "AuditFailed"
+    reason = Reason.AUDIT_FAILED
 
 
 class Interrupted(RefreshError):

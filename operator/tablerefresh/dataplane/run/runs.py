@@ -19,6 +19,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 from pydantic.alias_generators import to_camel
 
+from tablerefresh.contract import Outcome as Outcome  # re-exported: the run pipeline imports it from here
 from tablerefresh.dataplane.infra import sql
 from tablerefresh.dataplane.infra.connection import unanswered
 from tablerefresh.dataplane.infra.errors import AFTER_SWAP_INTERRUPTION, one_line
@@ -26,14 +27,6 @@ from tablerefresh.dataplane.infra.errors import AFTER_SWAP_INTERRUPTION, one_lin
 log = logging.getLogger(__name__)
 
 RUNS_TABLE = "_tablerefresh_runs"
-
-
-class Outcome:
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-    SKIPPED = "Skipped"  # another run held the lock; nothing was changed
-    FAILED_AFTER_SWAP = "FailedAfterSwap"  # the target holds the swapped data; a step after the swap failed
-    INTERRUPTED = "Interrupted"  # SIGINT or SIGTERM; reason InterruptedAfterSwap once the swap had run
 
 
 @dataclass
