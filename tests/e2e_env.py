@@ -11,7 +11,6 @@ works in the database ``e2e``, dropped after it.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,11 +22,7 @@ from kubernetes import client
 from tablerefresh.dataplane.infra.connection import connect
 from tablerefresh.dataplane.server import User
 from tests.conftest import require
-from tests.harness.kube import (
-    GROUP,
-    VERSION,
-    Kube,
-)
+from tests.harness.kube import GROUP, VERSION, Kube, wait_for
 from tests.jobrunner.cron import Clock
 from tests.jobrunner.runner import JobRunner
 from tests.served_engine import ServedClickHouse, served
@@ -110,6 +105,15 @@ def credentials(api: Kube, namespace: str, **data: str) -> None:
     api.secret(namespace, SECRET, data or {"username": USER, "password": PASSWORD})
 
 
+def deploy(api: Kube, namespace: str, target: Target, **spec: Any) -> dict[str, Any]:
+    """The Secret and a TableRefresh on ``target`` with these spec changes, applied; its CronJob once
+    the operator has made it."""
+    credentials(api, namespace)
+    api.apply(manifest(namespace, target.url, **spec))
+    (cronjob,) = wait_for("the CronJob", lambda: api.cronjobs(namespace), timeout=30)
+    return cronjob
+
+
 def last_run(api: Kube, namespace: str, job: str | None = None) -> dict[str, Any] | None:
     """status.lastRun once it records a Job (``job``, when given)."""
     run = (api.tr(namespace, NAME).get("status") or {}).get("lastRun") or {}
@@ -162,6 +166,3 @@ def tick(runner: JobRunner, clock: Clock) -> None:
     clock.set(latest.replace(second=0, microsecond=0) + timedelta(minutes=1, seconds=1))
     runner.poke()
 
-
-def settle(seconds: float) -> None:
-    time.sleep(seconds)

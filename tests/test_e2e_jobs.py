@@ -24,11 +24,11 @@ from tests.e2e_env import (  # noqa: F401  (fixtures)
     clock,
     create_tables,
     credentials,
+    deploy,
     e2e_server,
     last_run,
     manifest,
     runner,
-    settle,
     sql,
     target,
     tick,
@@ -51,9 +51,7 @@ def test_the_scheduled_job_runs_the_real_refresh_and_last_run_has_its_figures(
     clock: Clock,
 ) -> None:
     create_tables(target, source_rows=100, target_old_rows=50)
-    credentials(api, namespace)
-    api.apply(manifest(namespace, target.url))
-    wait_for("the CronJob", lambda: api.batch.list_namespaced_cron_job(namespace).items, timeout=30)
+    deploy(api, namespace, target)
 
     tick(runner, clock)
     (job,) = wait_for("the scheduled Job", lambda: api.jobs(namespace), timeout=30)
@@ -113,10 +111,8 @@ def test_a_broken_source_query_fails_with_its_error_an_event_and_ready_false(
     clock: Clock,
 ) -> None:
     create_tables(target)
-    credentials(api, namespace)
     broken = f"SELECT id, entry_time, v FROM {DB}.no_such_table"
-    api.apply(manifest(namespace, target.url, source={"query": broken}))
-    wait_for("the CronJob", lambda: api.batch.list_namespaced_cron_job(namespace).items, timeout=30)
+    deploy(api, namespace, target, source={"query": broken})
 
     tick(runner, clock)
     (job,) = wait_for("the scheduled Job", lambda: api.jobs(namespace), timeout=30)
@@ -156,10 +152,8 @@ def test_run_now_and_the_annotation_each_run_exactly_one_job(
     import subprocess
 
     create_tables(target)
-    credentials(api, namespace)
     # A schedule that is never due here: only run-now starts Jobs.
-    api.apply(manifest(namespace, target.url, schedule="0 0 1 1 *"))
-    wait_for("the CronJob", lambda: api.batch.list_namespaced_cron_job(namespace).items, timeout=30)
+    deploy(api, namespace, target, schedule="0 0 1 1 *")
 
     env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(controlplane.kubeconfig)}  # type: ignore[attr-defined]
     out = subprocess.run(
@@ -183,7 +177,10 @@ def test_run_now_and_the_annotation_each_run_exactly_one_job(
     )[0]["metadata"]["name"]
     run = wait_for("its run recorded", lambda: last_run(api, namespace, second), timeout=120)
     assert run["outcome"] == "Succeeded"
-    settle(3)  # more resyncs and runner passes: nothing else starts
+    # A resync of the object after its run, and a runner pass after that: nothing else starts.
+    resyncs = operator_process.reconciles("resync")
+    wait_for("a resync", lambda: operator_process.reconciles("resync") > resyncs, timeout=30)
+    runner.look()
     jobs = sorted(j["metadata"]["name"] for j in api.jobs(namespace))
     assert jobs == sorted([first, second])
     assert len(api.pods(namespace)) == 2  # one Pod per Job: each ran once
@@ -200,13 +197,11 @@ def test_a_suspended_tablerefresh_runs_no_job(
     clock: Clock,
 ) -> None:
     create_tables(target)
-    credentials(api, namespace)
-    api.apply(manifest(namespace, target.url, suspend=True))
-    cronjob = wait_for("the CronJob", lambda: api.batch.list_namespaced_cron_job(namespace).items, timeout=30)[0]
-    assert cronjob.spec.suspend is True
-    for _ in range(3):  # three minutes of `* * * * *`
+    cronjob = deploy(api, namespace, target, suspend=True)
+    assert cronjob["spec"]["suspend"] is True
+    for _ in range(3):  # three minutes of `* * * * *`, each looked at by the runner
         tick(runner, clock)
-        settle(0.5)
+        runner.look()
     assert api.jobs(namespace) == [] and api.pods(namespace) == []
     assert "lastRun" not in (api.tr(namespace, NAME).get("status") or {})
 

@@ -23,6 +23,7 @@ from tests.e2e_env import (  # noqa: F401  (fixtures)
     clock,
     create_tables,
     credentials,
+    deploy,
     e2e_server,
     last_run,
     manifest,
@@ -218,9 +219,7 @@ def test_the_plugin_on_a_live_tablerefresh(
     controlplane: Any,
 ) -> None:
     create_tables(target)
-    credentials(api, namespace)
-    api.apply(manifest(namespace, target.url, schedule="0 */6 * * *"))
-    wait_for("the CronJob", lambda: api.batch.list_namespaced_cron_job(namespace).items, timeout=30)
+    deploy(api, namespace, target, schedule="0 */6 * * *")
 
     created = plugin(controlplane, "run-now", NAME, "-n", namespace, "-o", "json")
     job = json.loads(created.stdout)["job"]

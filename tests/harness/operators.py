@@ -44,6 +44,7 @@ class InProcessOperator:
         self.options = {"resync_seconds": 5.0, "policy": TEST_POLICY, **controller_options}
         self.controller: Controller | None = None
         self._runner: KopfRunner | None = None
+        self._default_registry = kopf.get_default_registry()
 
     def start(self) -> InProcessOperator:
         # kopf's login (kopf.login_via_client) reads $KUBECONFIG; the caller sets it (fixtures.start_operator).
@@ -54,6 +55,9 @@ class InProcessOperator:
         register(registry, self.controller)
         # --quiet: the root logger stays at WARNING, as without kopf's CLI (tests raise what they read).
         args = ["run", "--standalone", "--quiet", "--namespace", self.namespace]
+        # kopf run makes the registry it is given the process's default: put the old one back at stop,
+        # so that a later KopfRunner of another test does not run this operator's handlers too.
+        self._default_registry = kopf.get_default_registry()
         self._runner = KopfRunner(args, registry=registry, settings=operator_settings(standalone=True), timeout=30)
         self._runner.__enter__()
         return self
@@ -70,7 +74,10 @@ class InProcessOperator:
         runner, self._runner = self._runner, None
         if runner is None:
             return
-        runner.__exit__(None, None, None)  # raises what the operator raised
+        try:
+            runner.__exit__(None, None, None)  # raises what the operator raised
+        finally:
+            kopf.set_default_registry(self._default_registry)
         assert runner.exit_code == 0, runner.output[-3000:]
 
 

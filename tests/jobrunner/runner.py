@@ -71,6 +71,8 @@ class JobRunner:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._passes = 0  # whole passes over every namespace, counted under _passed
+        self._passed = threading.Condition()
         self.errors: list[BaseException] = []
         self.skipped: list[str] = []  # CronJob runs not started, and why
 
@@ -95,6 +97,17 @@ class JobRunner:
         """Look now rather than at the next poll (after moving the clock, say)."""
         self._wake.set()
 
+    def look(self, timeout: float = 30.0) -> None:
+        """Return once a whole pass has run that started after this call: what the runner would do
+        now (after moving the clock, say) is done, the signal a test waits on before asserting that
+        nothing started."""
+        with self._passed:
+            wanted = self._passes + 2  # the pass under way may have started before the call
+        self.poke()
+        with self._passed:
+            if not self._passed.wait_for(lambda: self._passes >= wanted, timeout):
+                raise TimeoutError(f"the job runner made no whole pass in {timeout}s")
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
@@ -103,6 +116,9 @@ class JobRunner:
             except Exception as exc:  # kept for the test to see; the loop goes on
                 log.exception("job runner")
                 self.errors.append(exc)
+            with self._passed:
+                self._passes += 1
+                self._passed.notify_all()
             self._wake.wait(self._poll)
             self._wake.clear()
 
