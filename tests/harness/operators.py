@@ -93,6 +93,15 @@ class OperatorProcess:
 
     def start(self) -> OperatorProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
+        # A free port can be taken by another process before the operator binds it (the other xdist
+        # worker picks ports too): then it exits saying so, and it is started again on new ports.
+        for _ in range(3):
+            if self._start_once():
+                return self
+        raise AssertionError(f"the operator found no free port three times:\n{self.tail()}")
+
+    def _start_once(self) -> bool:
+        """Start it and wait for its liveness endpoint; False when a port it was given was taken."""
         liveness = free_port()
         self.metrics_port = free_port()
         env = {
@@ -100,6 +109,7 @@ class OperatorProcess:
             "HOME": str(self.directory),
             "KUBECONFIG": str(self.kubeconfig),
         }
+        logged = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self._process = subprocess.Popen(
                 [
@@ -118,16 +128,24 @@ class OperatorProcess:
                 start_new_session=True,
             )
 
-        def alive() -> bool:
-            assert self._process is not None and self._process.poll() is None, self.tail()
+        def alive() -> bool | None:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                said = self.log.read_bytes()[logged:].decode(errors="replace")
+                assert "address already in use" in said, self.tail()
+                return None  # stop waiting: a port was taken
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=1) as response:
                     return bool(response.status == 200)
             except OSError:
                 return False
 
-        wait_for("the operator's liveness endpoint", alive, timeout=60, interval=0.1)
-        return self
+        def settled() -> bool:
+            state = alive()
+            return state is None or state
+
+        wait_for("the operator's liveness endpoint", settled, timeout=60, interval=0.1)
+        return self._process.poll() is None
 
     def stop(self) -> None:
         stop_group(self._process)
