@@ -124,13 +124,18 @@ class ProcessEngine:
         """``function(client, *args)`` with a client on this engine, and its (JSON-able) answer: in
         the test's own process on the served engine; on the embedded one in a helper process
         (``python -m tests.engines``), which waits its turn for the path and lets go of it after."""
+        return self.calls((function, *args))[0]
+
+    def calls(self, *steps: tuple[Any, ...]) -> list[Any]:
+        """Each ``(function, *args)`` of ``steps`` in turn, as ``call`` runs one, and their answers;
+        on the embedded engine in one helper process (each costs a second of engine start-up)."""
         if self._client is not None:
             made = self._client()
             self._made.append(made)
-            return json.loads(json.dumps(function(made, *args), default=str))
+            return [json.loads(json.dumps(function(made, *args), default=str)) for function, *args in steps]
+        named = [[f"{function.__module__}:{function.__qualname__}", list(args)] for function, *args in steps]
         done = subprocess.run(
-            [sys.executable, "-m", "tests.engines", self.url, f"{function.__module__}:{function.__qualname__}"]
-            + [json.dumps(a) for a in args],
+            [sys.executable, "-m", "tests.engines", self.url, json.dumps(named)],
             cwd=ROOT,
             env=self.process_env(),
             capture_output=True,
@@ -138,8 +143,9 @@ class ProcessEngine:
             timeout=300,
         )
         if done.returncode != 0:
-            raise AssertionError(f"{function.__qualname__} on {self.url} failed: {done.stderr[-3000:]}")
-        return json.loads(done.stdout) if done.stdout.strip() else None
+            raise AssertionError(f"{named} on {self.url} failed: {done.stderr[-3000:]}")
+        answers: list[Any] = json.loads(done.stdout)
+        return answers
 
     def process_env(self, **extra: str) -> dict[str, str]:
         """The environment of a process of the test's: PATH, the packages, the credentials."""
@@ -184,13 +190,16 @@ def write_manifest(path: Path, spec: TableRefreshSpec, url: str, name: str = "t"
 
 
 def _main(argv: list[str]) -> None:
-    """``python -m tests.engines URL module:function [JSON_ARG ...]``: print the answer as JSON."""
-    url, target, *args = argv
-    module, _, name = target.partition(":")
-    function = getattr(importlib.import_module(module), name)
+    """``python -m tests.engines URL '[["module:function", [ARG, ...]], ...]'``: print the answers,
+    a JSON list."""
+    url, steps = argv
     client = connect(url, connect_timeout=120)
     try:
-        print(json.dumps(function(client, *map(json.loads, args)), default=str))
+        answers = []
+        for target, args in json.loads(steps):
+            module, _, name = target.partition(":")
+            answers.append(getattr(importlib.import_module(module), name)(client, *args))
+        print(json.dumps(answers, default=str))
     finally:
         client.close()
 

@@ -178,8 +178,12 @@ def test_runs_started_at_once_on_the_embedded_engine_take_turns(engine_for_proce
         if code == 6:
             assert summary["reason"] == "ClickHouseUnreachable"
             assert err.splitlines()[-1].startswith("error: another process has the embedded engine"), err
-    assert len(engine.call(crash_helper.runs, engine.database)) == codes.count(0)
-    found = probe(engine)
-    assert found["checksum"] == expected(engine, window_start)
-    keys = engine.call(crash_helper.keys, engine.database)
+    runs, found, now, keys = engine.calls(
+        (crash_helper.runs, engine.database),
+        (crash_helper.probe, engine.database),
+        (crash_helper.expected, engine.database, window_start),
+        (crash_helper.keys, engine.database),
+    )
+    assert len(runs) == codes.count(0)
+    assert found["checksum"] == now["checksum"]
     assert keys["rows"] == keys["keys"]

@@ -18,7 +18,7 @@ from tablerefresh.dataplane.infra import names
 from tablerefresh.dataplane.infra.lock import LOCK_PREFIX, TAKEOVER_PREFIX
 from tablerefresh.dataplane.run.runs import RUNS_TABLE
 from tests import crash_helper
-from tests.crash_runs import expected, probe, set_up
+from tests.crash_runs import probe, set_up
 from tests.engines import EMBEDDED, SERVED, ProcessEngine, full_matrix
 
 pytestmark = [pytest.mark.engines(), pytest.mark.slow]
@@ -26,12 +26,6 @@ pytestmark = [pytest.mark.engines(), pytest.mark.slow]
 
 def refresh(engine: ProcessEngine, manifest: Path, failpoint: str | None = None) -> subprocess.CompletedProcess[str]:
     return engine.tablerefresh("refresh", "-f", str(manifest), "--lock-ttl", "2", failpoint=failpoint)
-
-
-
-
-
-
 
 
 # Every failpoint of a full run on the embedded engine. On the served one CI kills the run after the
@@ -58,10 +52,13 @@ def test_a_run_killed_at_any_step_is_safe(engine_for_processes: ProcessEngine, f
     manifest = set_up(engine)
     first = refresh(engine, manifest)
     assert first.returncode == 0, first.stderr
-    engine.call(crash_helper.change, engine.database)
-    before = probe(engine)["checksum"]
     window_start = int((datetime.now(UTC) - timedelta(hours=24)).timestamp())
-    after = expected(engine, window_start)
+    _, found, now = engine.calls(
+        (crash_helper.change, engine.database),
+        (crash_helper.probe, engine.database),
+        (crash_helper.expected, engine.database, window_start),
+    )
+    before, after = found["checksum"], now["checksum"]
     assert before != after
 
     killed = refresh(engine, manifest, failpoint)
@@ -75,8 +72,10 @@ def test_a_run_killed_at_any_step_is_safe(engine_for_processes: ProcessEngine, f
     rerun = refresh(engine, manifest)
     assert rerun.returncode == 0, rerun.stderr
     assert "taking over the lock" in rerun.stderr
-    found = probe(engine)
-    assert found["checksum"] == expected(engine, window_start)
+    found, now = engine.calls(
+        (crash_helper.probe, engine.database), (crash_helper.expected, engine.database, window_start)
+    )
+    assert found["checksum"] == now["checksum"]
     leftovers = [t for t in found["tables"] if t.startswith((names.STAGING, LOCK_PREFIX))]
     assert leftovers == []
     assert RUNS_TABLE in found["tables"]

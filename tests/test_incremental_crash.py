@@ -21,7 +21,7 @@ from tablerefresh.dataplane.infra import names
 from tablerefresh.dataplane.infra.lock import LOCK_PREFIX
 from tablerefresh.dataplane.run.incremental import INCREMENTAL
 from tests import crash_helper
-from tests.crash_runs import expected, probe, set_up
+from tests.crash_runs import set_up
 from tests.engines import EMBEDDED, SERVED, ProcessEngine, full_matrix
 
 # Long enough that a heartbeat (every TTL/12, at least 1s) never comes late on a loaded machine.
@@ -47,8 +47,9 @@ def refresh(engine: ProcessEngine, manifest: Path, failpoint: str | None = None)
     return engine.tablerefresh("refresh", "-f", str(manifest), "--lock-ttl", str(LOCK_TTL), failpoint=failpoint)
 
 
-def now_expected(engine: ProcessEngine) -> list[int]:
-    return expected(engine, int((datetime.now(UTC) - timedelta(hours=24)).timestamp()))
+def window_start() -> int:
+    """The 24h window's start, now."""
+    return int((datetime.now(UTC) - timedelta(hours=24)).timestamp())
 
 
 def summary(run: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -70,24 +71,32 @@ def test_an_incremental_run_killed_at_any_step_is_caught_up(
     first = refresh(engine, manifest)
     assert first.returncode == 0, first.stderr
     assert summary(first)["kind"] == "Full"
-    engine.call(crash_helper.change_incremental, engine.database, 1)
-    before, after = probe(engine)["checksum"], now_expected(engine)
+    _, found, now = engine.calls(
+        (crash_helper.change_incremental, engine.database, 1),
+        (crash_helper.probe, engine.database),
+        (crash_helper.expected, engine.database, window_start()),
+    )
+    before, after = found["checksum"], now["checksum"]
     assert before != after
 
     killed = refresh(engine, manifest, failpoint)
 
     assert killed.returncode == -9, killed.stderr
-    found = probe(engine)
+    found, _ = engine.calls(
+        (crash_helper.probe, engine.database),
+        (crash_helper.change_incremental, engine.database, 2),  # more changes before the next run
+    )
     assert found["checksum"] == {"before": before, "after": after}[state]
     assert any(t.startswith(LOCK_PREFIX) for t in found["tables"])
 
-    engine.call(crash_helper.change_incremental, engine.database, 2)  # more changes before the next run
     time.sleep(LOCK_TTL + 0.2)  # the dead run's lock expires
     rerun = refresh(engine, manifest)
 
     assert rerun.returncode == 0, rerun.stderr
     done = summary(rerun)
     assert done["kind"] == INCREMENTAL and done["changedKeys"] > 0, done
-    found = probe(engine)
-    assert found["checksum"] == now_expected(engine)
+    found, now = engine.calls(
+        (crash_helper.probe, engine.database), (crash_helper.expected, engine.database, window_start())
+    )
+    assert found["checksum"] == now["checksum"]
     assert [t for t in found["tables"] if t.startswith((names.STAGING, LOCK_PREFIX))] == []

@@ -68,19 +68,20 @@ def start(engine: ProcessEngine, manifest: Path, failpoint: str | None = None) -
     )
 
 
-def set_up(engine: ProcessEngine) -> tuple[Path, Path]:
-    """The tables, a first run, new source data; and a manifest whose source takes 30 s."""
+def set_up(engine: ProcessEngine) -> tuple[Path, Path, list[int]]:
+    """The tables, a first run, new source data; a manifest whose source takes 30 s; and the target's
+    checksum."""
     manifest = engine.home / "manifest.yaml"
     engine.call(crash_helper.setup, engine.url, engine.database, str(manifest))
     first = engine.tablerefresh("refresh", "-f", str(manifest))
     assert first.returncode == 0, first.stderr
-    engine.call(crash_helper.change, engine.database)
     document = yaml.safe_load(manifest.read_text())
     document["spec"]["source"]["query"] = SLOW_SOURCE
     document["spec"]["clickhouse"]["settings"] = SLOW_SETTINGS
     slow = engine.home / "slow.yaml"
     slow.write_text(yaml.safe_dump(document))
-    return manifest, slow
+    _, found = engine.calls((crash_helper.change, engine.database), (crash_helper.probe, engine.database))
+    return manifest, slow, found["checksum"]
 
 
 def wait_for(process: subprocess.Popen[str], words: str) -> list[str]:
@@ -100,8 +101,7 @@ def finish(process: subprocess.Popen[str], seen: list[str]) -> tuple[dict[str, A
     return summary, seen + err.splitlines()
 
 
-def no_staging_no_lock(engine: ProcessEngine) -> None:
-    left = engine.call(crash_helper.probe, engine.database)["tables"]
+def no_staging_no_lock(left: list[str]) -> None:
     assert not [t for t in left if t.startswith((names.STAGING, LOCK_PREFIX))], left
 
 
@@ -114,8 +114,7 @@ def test_a_signal_while_the_source_runs_stops_the_run_at_once_and_leaves_the_tar
     engine_for_processes: ProcessEngine, signum: signal.Signals, code: int
 ) -> None:
     engine = engine_for_processes
-    manifest, slow = set_up(engine)
-    before = engine.call(crash_helper.probe, engine.database)["checksum"]
+    manifest, slow, before = set_up(engine)
 
     run = start(engine, slow)
     seen = wait_for(run, "build staging from the source query")
@@ -132,11 +131,16 @@ def test_a_signal_while_the_source_runs_stops_the_run_at_once_and_leaves_the_tar
     assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in lines), lines
     assert summary["outcome"] == "Interrupted" and summary["reason"] == "Interrupted"
     assert summary["exitCode"] == code and summary["error"] == message
-    assert engine.call(crash_helper.probe, engine.database)["checksum"] == before
-    no_staging_no_lock(engine)
-    assert engine.call(recorded, engine.database, summary["runId"]) == [["Interrupted", "Interrupted", message]]
+    found, records, still_running = engine.calls(
+        (crash_helper.probe, engine.database),
+        (recorded, engine.database, summary["runId"]),
+        (running, f"tablerefresh run {summary['runId']}"),
+    )
+    assert found["checksum"] == before
+    no_staging_no_lock(found["tables"])
+    assert records == [["Interrupted", "Interrupted", message]]
     # Killed where it ran: a server would otherwise go on running the statement after the client left.
-    assert engine.call(running, f"tablerefresh run {summary['runId']}") == 0
+    assert still_running == 0
 
     # Nothing in the way of the next run.
     rerun = engine.tablerefresh("refresh", "-f", str(manifest))
@@ -147,8 +151,7 @@ def test_a_signal_while_the_source_runs_stops_the_run_at_once_and_leaves_the_tar
 @pytest.mark.engines(EMBEDDED)
 def test_a_signal_after_the_swap_says_the_target_holds_the_new_rows(engine_for_processes: ProcessEngine) -> None:
     engine = engine_for_processes
-    manifest, _ = set_up(engine)
-    before = engine.call(crash_helper.probe, engine.database)["checksum"]
+    manifest, _, before = set_up(engine)
 
     run = start(engine, manifest, failpoint="swapped=sigterm")  # the process sends itself SIGTERM there
     summary, lines = finish(run, [])
@@ -156,9 +159,11 @@ def test_a_signal_after_the_swap_says_the_target_holds_the_new_rows(engine_for_p
     assert run.returncode == 143, lines
     assert lines[-1].startswith("interrupted by SIGTERM after the swap: the swap of partitions ")
     assert summary["outcome"] == "Interrupted" and summary["reason"] == AFTER_SWAP_INTERRUPTION
-    assert engine.call(crash_helper.probe, engine.database)["checksum"] != before  # the new rows are in
-    no_staging_no_lock(engine)
-    [(outcome, reason, _)] = engine.call(recorded, engine.database, summary["runId"])
+    found, [(outcome, reason, _)] = engine.calls(
+        (crash_helper.probe, engine.database), (recorded, engine.database, summary["runId"])
+    )
+    assert found["checksum"] != before  # the new rows are in
+    no_staging_no_lock(found["tables"])
     assert (outcome, reason) == ("Interrupted", AFTER_SWAP_INTERRUPTION)
 
 
