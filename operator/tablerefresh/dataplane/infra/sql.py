@@ -63,9 +63,13 @@ class Statement:
     parameters: Mapping[str, Any] | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
 
-    def execute(self, client: Client) -> None:
+    def execute(self, client: Client) -> Mapping[str, Any]:
+        """Execute it; what the engine said it cost (``QuerySummary.summary``: empty for a
+        statement that returned rows)."""
         parameters = None if self.parameters is None else dict(self.parameters)
-        client.command(self.text, parameters=parameters, settings=dict(self.settings) or None)
+        answer = client.command(self.text, parameters=parameters, settings=dict(self.settings) or None)
+        summary = getattr(answer, "summary", None)
+        return summary if isinstance(summary, Mapping) else {}
 
 
 def drop_table(table: str) -> Statement:

@@ -96,7 +96,7 @@ def _mask(
     row of an unchanged key too; so the rows it leaves are checked against the replaced rows counted
     exactly (``measure.target_counts``), and if the mask took more, the run links the partitions
     again and masks by the key tuples."""
-    mask.execute(ctx.client)
+    ctx.execute([mask])
     kept = catalog.partition_rows(ctx.client, tables.kept)
     if all(before[p].kept == kept.get(p, 0) for p in touched):
         return
@@ -106,7 +106,7 @@ def _mask(
     sql.drop_table(tables.kept).execute(ctx.client)
     ctx.made.remove(tables.kept)
     _link(ctx, tables, link, before, touched)
-    statements.mask(tables.kept, ctx.scope.replaced, ctx.params).execute(ctx.client)
+    ctx.execute([statements.mask(tables.kept, ctx.scope.replaced, ctx.params)])
 
 
 def carry_over(

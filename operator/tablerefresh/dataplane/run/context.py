@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.httpclient import HttpClient
 
 from tablerefresh.dataplane.infra import sql
 from tablerefresh.dataplane.infra.errors import Interrupted, one_line
@@ -23,6 +24,7 @@ from tablerefresh.dataplane.run.options import RunOptions
 from tablerefresh.dataplane.run.progress import SwapProgress
 from tablerefresh.dataplane.run.runs import RunRecord
 from tablerefresh.dataplane.run.scope import run_params, run_scope, run_time_of, window_start
+from tablerefresh.dataplane.run.work import Work, process_peak_memory
 from tablerefresh.spec import TableRefreshSpec
 
 log = logging.getLogger("tablerefresh.dataplane.run")
@@ -57,6 +59,7 @@ class RunContext:
         )
         self._client: Client | None = None
         self.made: list[str] = []  # the tables this run made (quoted), dropped at its end, last first
+        self._work = Work()
         self.swap = SwapProgress(self.check_stop)
         if options.stop is not None:
             options.stop.on_request(self._kill_statements)
@@ -96,17 +99,25 @@ class RunContext:
     # -- statements and the tables they make ----------------------------------------------------
 
     def execute(self, statements: list[Statement]) -> None:
+        """Execute ``statements`` in turn, adding up what each cost the engine (``work.py``)."""
         for statement in statements:
-            statement.execute(self.client)
+            self._work.add(statement.execute(self.client))
 
     def make(self, statements: list[Statement], table: str) -> str:
         """Execute ``statements``, the first of which creates ``table`` (quoted), which the run drops
         at its end. Returns ``table``."""
         first, *rest = statements
-        first.execute(self.client)
+        self.execute([first])
         self.made.append(table)
         self.execute(rest)
         return table
+
+    def work(self) -> Work:
+        """What the run's statements cost the engine so far; on the embedded engine, which reports
+        no memory, the peak memory of this process, which the engine runs in."""
+        if self._client is not None and not isinstance(self._client, HttpClient):
+            return Work(peak_memory_bytes=process_peak_memory())
+        return self._work
 
     def drop_made(self) -> None:
         failpoint("drop-staging")

@@ -22,9 +22,9 @@ def delete_insert(ctx: RunContext, frame: Frame, lock: TableLock) -> None:
         ctx.execute(list(decision.backup))
         delete, insert = decision.swap
         ctx.swap.start(f"the slice of {tq} was deleted, or may have been, and may be missing until a run succeeds")
-        delete.execute(ctx.client)
+        ctx.execute([delete])
         failpoint("deleted")
-        insert.execute(ctx.client)
+        ctx.execute([insert])
         ctx.swap.now_holds(f"the new slice was inserted into {tq}")
         failpoint("swapped")
     ctx.record.duplicates = measure.duplicates(ctx.client, ctx.spec.unique_key, tq, ctx.in_slice, ctx.params)

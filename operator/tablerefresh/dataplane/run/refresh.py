@@ -102,6 +102,7 @@ class Refresh:
         except Exception as exc:
             outcome.fail(ctx, exc)
             outcome.count_target_after_failure(ctx)
+        ctx.record.set_work(ctx.work())
         # An interrupted run is recorded even before it held the lock: its stop is no one else's.
         if locked or ctx.record.outcome == Outcome.INTERRUPTED:
             ctx.quietly(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from tablerefresh.contract import Outcome as Outcome  # re-exported: the run pip
 from tablerefresh.dataplane.infra import sql
 from tablerefresh.dataplane.infra.connection import unanswered
 from tablerefresh.dataplane.infra.errors import AFTER_SWAP_INTERRUPTION, one_line
+from tablerefresh.dataplane.run.work import Work
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,16 @@ class RunRecord:
     definition: str = ""  # hash of what defines the rows (definition_hash): a change forces a full run
     sample_keys: int | None = None  # keys a full run compared with what the incremental runs left
     sample_differences: int | None = None  # rows among them that differed
+    # What the run cost the engine (work.py): null where the engine does not say.
+    peak_memory_bytes: int | None = None
+    read_rows: int | None = None
+    read_bytes: int | None = None
+    written_rows: int | None = None
+    written_bytes: int | None = None
+
+    def set_work(self, work: Work) -> None:
+        for figure in fields(work):
+            setattr(self, figure.name, getattr(work, figure.name))
 
     @property
     def duration_seconds(self) -> float:
@@ -89,6 +100,11 @@ _ADDED_COLUMNS = (
     ("definition", "String"),
     ("sample_keys", "Nullable(UInt64)"),
     ("sample_differences", "Nullable(UInt64)"),
+    ("peak_memory_bytes", "Nullable(UInt64)"),
+    ("read_rows", "Nullable(UInt64)"),
+    ("read_bytes", "Nullable(UInt64)"),
+    ("written_rows", "Nullable(UInt64)"),
+    ("written_bytes", "Nullable(UInt64)"),
 )
 
 
@@ -144,6 +160,11 @@ def _write_run(client: Client, database: str, record: RunRecord) -> None:
         "definition": record.definition,
         "sample_keys": record.sample_keys,
         "sample_differences": record.sample_differences,
+        "peak_memory_bytes": record.peak_memory_bytes,
+        "read_rows": record.read_rows,
+        "read_bytes": record.read_bytes,
+        "written_rows": record.written_rows,
+        "written_bytes": record.written_bytes,
     }
     _insert_row(client, database, row)
 

@@ -49,7 +49,7 @@ def load(ctx: RunContext, frame: Frame) -> int:
                 "dropping them from staging",
                 unchanged,
             )
-            statements.drop_unchanged(tables, ctx.scope, ctx.params).execute(ctx.client)
+            ctx.execute([statements.drop_unchanged(tables, ctx.scope, ctx.params)])
     failpoint("staged")
     return unchanged
 
