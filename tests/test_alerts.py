@@ -42,6 +42,8 @@ OPERATOR_METRICS = {
     "tablerefresh_runs_total": {"result"},
     "tablerefresh_health_check_errors_total": set(),
     "tablerefresh_audit_failing_rows": {"audit"},
+    "tablerefresh_last_run_peak_memory_bytes": set(),
+    "tablerefresh_memory_limit_bytes": set(),
 }
 OBJECT_LABELS = {"namespace", "name", "table"}
 # The alerts the issue asks for, and the extra ones.
@@ -60,6 +62,7 @@ EXTRA_ALERTS = {
     "TableRefreshClickHouseUnreachable",
     "TableRefreshHealthCheckFailing",
     "TableRefreshOperatorDown",
+    "TableRefreshMemoryHeadroomLow",  # the last run used more than 80% of max_memory_usage
 }
 
 PROMETHEUS_RULE_HEADER = """\

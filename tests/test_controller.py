@@ -33,6 +33,7 @@ def test_a_record_is_made_on_first_sight_and_dropped_with_everything_it_held() -
         await controller.job_changed("ADDED", job("trades-1"))  # its Job is listed before it
         assert list(controller.unclaimed_jobs) == [("ns", "trades")]
         body = tr_body()
+        body["spec"]["clickhouse"]["settings"] = {"max_memory_usage": "8000000000"}
         record = controller.seen(body)
         assert controller.records == {("ns", "trades"): record}
         assert list(record.jobs) == ["trades-1"] and controller.unclaimed_jobs == {}  # it took its Job
@@ -41,10 +42,12 @@ def test_a_record_is_made_on_first_sight_and_dropped_with_everything_it_held() -
         assert record.cronjob_version == "1" and record.check is not None
         assert {"reconcile", "runs"} <= set(record.status.applied)
         assert series("tablerefresh_runs_total", result="failed") == 0
+        assert series("tablerefresh_memory_limit_bytes") == 8_000_000_000  # the spec's max_memory_usage
 
         controller.gone(body)
         assert controller.records == {} and controller.unclaimed_jobs == {}
         assert series("tablerefresh_runs_total", result="failed") is None
+        assert series("tablerefresh_memory_limit_bytes") is None
         assert series("tablerefresh_condition", type="Ready") is None
         await controller.job_changed("DELETED", job("trades-1"))  # garbage collection takes its Job later
         assert controller.unclaimed_jobs == {}

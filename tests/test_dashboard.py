@@ -32,6 +32,8 @@ SHOWN = {
     "tablerefresh_last_success_timestamp_seconds": "Last success",
     "tablerefresh_health_check_errors_total": "Health-check errors",
     "tablerefresh_audit_failing_rows": "Audit failing rows",
+    "tablerefresh_last_run_peak_memory_bytes": "Peak memory against the limit",
+    "tablerefresh_memory_limit_bytes": "Peak memory against the limit",
 }
 
 

@@ -107,16 +107,12 @@ def test_the_shipped_alerts_fire_on_the_operators_metrics_and_resolve_after_the_
     # Exchange: the run rebuilds the whole table from the source; the schedule is never due here.
     # An audit that passes: its series feeds the dashboard's audit panel.
     audit = {"name": "no-future-rows", "query": "SELECT countIf(entry_time > now() + 3600) FROM {table:Identifier}"}
-    api.apply(
-        manifest(
-            namespace,
-            target.url,
-            schedule="0 0 1 1 *",
-            strategy="Exchange",
-            healthCheck={"interval": "1s"},
-            audits=[audit],
-        )
+    body = manifest(
+        namespace, target.url, schedule="0 0 1 1 *", strategy="Exchange", healthCheck={"interval": "1s"}, audits=[audit]
     )
+    # A memory limit far above what the run uses: the memory panel's limit line, and no headroom alert.
+    body["spec"]["clickhouse"]["settings"] = {"max_memory_usage": str(8 << 30)}
+    api.apply(body)
 
     alerts = wait_for(
         "the stale and duplicate alerts firing",
@@ -145,6 +141,14 @@ def test_the_shipped_alerts_fire_on_the_operators_metrics_and_resolve_after_the_
         "the data alerts resolved", lambda: not (DATA_ALERTS & firing(prometheus, namespace)), timeout=120, interval=0.5
     )
     assert sql(target, f"SELECT count(), uniqExact(id) FROM {DB}.{TABLE}") == [[100, 100]]
+    assert operator_process.sample("tablerefresh_memory_limit_bytes") == 8 << 30
+    # The run's peak memory is exported as its summary reported it (absent when the engine did not say).
+    wait_for(
+        "the run's peak memory in /metrics",
+        lambda: operator_process.sample("tablerefresh_last_run_peak_memory_bytes") == run.get("peakMemoryBytes"),
+        timeout=30,
+    )
+    assert "TableRefreshMemoryHeadroomLow" not in firing(prometheus, namespace)
 
     # The dashboard: every panel's every query returns series for this TableRefresh.
     for title, expr in queries(dashboard()):

@@ -3,6 +3,7 @@ Job that ended and its Pods -> status.lastRun."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -170,6 +171,44 @@ def test_a_run_that_refused_to_swap_is_aborted_with_the_refresh_reason() -> None
     # The refresh said it succeeded, but the Job failed anyway (killed after writing): Kubernetes wins.
     late = failed_run(terminated(137, "OOMKilled", summary_line(outcome=Outcome.SUCCEEDED, exit_code=0)))
     assert not late.succeeded and late.last_run["reason"] == "OOMKilled"
+
+
+def with_figures(line: str, **figures: Any) -> str:
+    """A summary line with figures the data plane adds (memory and work), as its JSON would carry them."""
+    return json.dumps({**json.loads(line), **figures})
+
+
+def test_a_run_records_its_peak_memory_and_work_and_leaves_out_what_the_engine_did_not_report() -> None:
+    line = with_figures(
+        summary_line(outcome=Outcome.SUCCEEDED),
+        peakMemoryBytes=1_500_000_000,
+        readRows=2_000_000,
+        readBytes=96_000_000,
+        writtenRows=1_000_000,
+        writtenBytes=None,  # the engine did not say
+    )
+    done = job("trades-1", end="Complete")
+    end = finished(done)
+    assert end is not None
+    last = ended_run(done, end, [pod(terminated(0, "Completed", line))]).last_run
+    assert {k: last.get(k) for k in ("peakMemoryBytes", "readRows", "readBytes", "writtenRows")} == {
+        "peakMemoryBytes": 1_500_000_000,
+        "readRows": 2_000_000,
+        "readBytes": 96_000_000,
+        "writtenRows": 1_000_000,
+    }
+    assert "writtenBytes" not in last  # null is no figure, not 0
+    # A run that hit its memory limit still tells how far it got; nonsense is not copied.
+    failed = with_figures(
+        summary_line(outcome=Outcome.FAILED, reason="RefreshFailed", error="MEMORY_LIMIT_EXCEEDED", exit_code=1),
+        peakMemoryBytes=8_000_000_000,
+        readRows=-1,
+        readBytes=1.5,
+        writtenRows=True,
+    )
+    broke = failed_run(terminated(1, "Error", failed)).last_run
+    assert broke["outcome"] == "Failed" and broke["peakMemoryBytes"] == 8_000_000_000
+    assert not {"readRows", "readBytes", "writtenRows", "writtenBytes"} & broke.keys()
 
 
 # Run now.

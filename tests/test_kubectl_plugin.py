@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tablerefresh.plugin import history, summary
+from tablerefresh.plugin import history, summary, words
 from tests.e2e_env import (  # noqa: F401  (fixtures)
     BIN,
     DB,
@@ -102,6 +102,43 @@ def test_status_of_a_healthy_table_in_a_few_lines() -> None:
     assert lines[3] == "Duplicates:   0 (threshold 0)  ok"
     assert "Job orders-29000000, took 42s, 1,000 -> 1,200 rows" in lines[6]
     assert lines[-1] == "Next run:     in 6h00m (0 */6 * * * UTC)"
+
+
+def test_status_shows_the_last_runs_peak_memory_and_its_share_of_the_limit() -> None:
+    run = {
+        "jobName": "orders-29000000",
+        "outcome": "Succeeded",
+        "completionTime": stamp(NOW - timedelta(hours=2)),
+        "peakMemoryBytes": 1_503_238_554,  # 1.4 GiB
+    }
+    tr = tablerefresh(lastRun=run)
+    tr["spec"]["clickhouse"]["settings"] = {"max_memory_usage": "2684354560"}  # 2.5 GiB
+    s = summary.summarize(tr, NOW)
+    assert s["memoryLimitBytes"] == 2_684_354_560 and s["lastRun"]["peakMemoryBytes"] == 1_503_238_554  # -o json
+    lines = summary.describe(s, NOW)
+    assert lines[lines.index(next(x for x in lines if x.startswith("Last run:"))) + 1] == (
+        "Peak memory:  1.4 GiB (56% of max_memory_usage 2.5 GiB)"
+    )
+    # No limit in the manifest (0 is ClickHouse's "unlimited"): the peak alone.
+    tr["spec"]["clickhouse"]["settings"] = {"max_memory_usage": "0"}
+    assert "Peak memory:  1.4 GiB" in summary.describe(summary.summarize(tr, NOW), NOW)
+    # A limit written as a YAML number, in a spec the model refuses (settings are strings): still read.
+    tr["spec"]["clickhouse"]["settings"] = {"max_memory_usage": 2_147_483_648}
+    assert "Peak memory:  1.4 GiB (70% of max_memory_usage 2 GiB)" in summary.describe(summary.summarize(tr, NOW), NOW)
+    # A run whose engine did not report its memory: no line, rather than a made-up figure.
+    tr["status"]["lastRun"] = {k: v for k, v in run.items() if k != "peakMemoryBytes"}
+    assert not any(x.startswith("Peak memory:") for x in summary.describe(summary.summarize(tr, NOW), NOW))
+
+
+def test_sizes_read_as_a_person_reads_them() -> None:
+    assert [words.size(v) for v in (None, 900, 1536, 512 << 20, 8 << 30, 1_503_238_554)] == [
+        "-",
+        "900 B",
+        "1.5 KiB",
+        "512 MiB",
+        "8 GiB",
+        "1.4 GiB",
+    ]
 
 
 def test_status_of_a_stale_table_says_why() -> None:

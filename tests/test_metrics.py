@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from prometheus_client import REGISTRY
 
 from tablerefresh.controller.runtime.metrics import ObjectSeries, Samples, samples
-from tablerefresh.spec import TableRefreshSpec
+from tablerefresh.spec import TableRefreshSpec, memory_limit_bytes
 from tests.controller_fakes import cond, tr_body
 
 SPEC = TableRefreshSpec.model_validate(tr_body()["spec"])
@@ -33,6 +33,10 @@ def test_samples_follow_the_status() -> None:
         "slice_rows": 200.0,
         "last_success_timestamp_seconds": datetime(2026, 1, 1, 11, tzinfo=UTC).timestamp(),
         "run_duration_seconds": 12.5,
+        "last_run_peak_memory_bytes": None,  # a run that did not report its memory and work: no series
+        "last_run_read_bytes": None,
+        "last_run_written_rows": None,
+        "memory_limit_bytes": None,  # spec.clickhouse.settings sets no max_memory_usage
         "schedule_period_seconds": 6 * 3600.0,
     }
     assert found.conditions == {"Ready": 1.0, "Fresh": 0.0, "Complete": 0.0}
@@ -90,3 +94,60 @@ def test_each_audit_has_a_series_of_its_failing_rows_removed_when_it_goes() -> N
     series.publish("t", samples({"health": {"audits": audits}}, SPEC))
     series.remove()
     assert rows("no-negative-tokens") is None
+
+
+def limited(max_memory_usage: object) -> TableRefreshSpec:
+    """SPEC with spec.clickhouse.settings.max_memory_usage set, as a manifest would write it."""
+    clickhouse = {**tr_body()["spec"]["clickhouse"], "settings": {"max_memory_usage": max_memory_usage}}
+    return TableRefreshSpec.model_validate(tr_body(clickhouse=clickhouse)["spec"])
+
+
+def test_the_last_runs_memory_and_work_and_the_memory_limit_have_series_removed_with_the_object() -> None:
+    key = ("metrics-ns", "memory")
+    series = ObjectSeries(key)
+
+    def value(name: str) -> float | None:
+        got: float | None = REGISTRY.get_sample_value(name, {"namespace": key[0], "name": key[1], "table": "t"})
+        return got
+
+    last_run = {"peakMemoryBytes": 6_700_000_000, "readBytes": 12_000_000_000, "writtenRows": 3_000_000}
+    series.publish("t", samples({"lastRun": last_run}, limited("8000000000")))
+    assert value("tablerefresh_last_run_peak_memory_bytes") == 6_700_000_000
+    assert value("tablerefresh_last_run_read_bytes") == 12_000_000_000
+    assert value("tablerefresh_last_run_written_rows") == 3_000_000
+    assert value("tablerefresh_memory_limit_bytes") == 8_000_000_000
+    # The next run's engine did not report its memory; the limit was taken out of the manifest.
+    series.publish("t", samples({"lastRun": {"readBytes": 5}}, SPEC))
+    assert value("tablerefresh_last_run_peak_memory_bytes") is None
+    assert value("tablerefresh_memory_limit_bytes") is None
+    assert value("tablerefresh_last_run_read_bytes") == 5
+    series.publish("t", samples({"lastRun": last_run}, limited("8000000000")))
+    series.remove()  # the object was deleted
+    for name in (
+        "tablerefresh_last_run_peak_memory_bytes",
+        "tablerefresh_last_run_read_bytes",
+        "tablerefresh_last_run_written_rows",
+        "tablerefresh_memory_limit_bytes",
+    ):
+        assert value(name) is None, name
+
+
+def test_the_memory_limit_is_the_max_memory_usage_setting_and_zero_is_no_limit() -> None:
+    def limit(spec: TableRefreshSpec | None) -> float | None:
+        return samples({}, spec).gauges["memory_limit_bytes"]
+
+    assert limit(limited("8589934592")) == 8589934592
+    assert limit(limited(" 1000 ")) == 1000
+    assert limit(limited("0")) is None  # ClickHouse's "unlimited"
+    assert limit(limited("8G")) is None  # not a number ClickHouse takes for it: no made-up limit
+    assert limit(limited("-5")) is None
+    assert limit(SPEC) is None
+    assert limit(None) is None  # a spec that does not validate
+
+
+def test_a_setting_written_as_a_number_is_read_as_one() -> None:
+    # The CRD types settings as strings; a manifest read from a file may still carry a YAML integer.
+    assert memory_limit_bytes({"max_memory_usage": 4_000_000_000}) == 4_000_000_000
+    assert memory_limit_bytes({"max_memory_usage": 0}) is None
+    assert memory_limit_bytes({"max_memory_usage": True}) is None
+    assert memory_limit_bytes({"max_threads": "8"}) is None

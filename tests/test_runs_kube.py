@@ -172,6 +172,9 @@ def test_a_successful_run_records_the_figures_from_its_summary(
         slice_rows_after=220,
         duplicates=0,
     )
+    # The memory and work figures, as the data plane's summary carries them (null: not reported).
+    work = {"peakMemoryBytes": 1_500_000_000, "readBytes": 96_000_000, "writtenRows": 20, "writtenBytes": None}
+    line = json.dumps({**json.loads(line), **work})
     ready.pod(job, terminated(0, "Completed", line, started, 43), "Succeeded")
     ready.end(job, succeeded=True, at=started + timedelta(seconds=45))
 
@@ -189,6 +192,9 @@ def test_a_successful_run_records_the_figures_from_its_summary(
         "sliceRowsBefore": 200,
         "sliceRowsAfter": 220,
         "duplicates": 0,
+        "peakMemoryBytes": 1_500_000_000,  # kept by the API server: the CRD has the fields
+        "readBytes": 96_000_000,
+        "writtenRows": 20,
     }
     assert tr["status"]["lastSuccessfulRunTime"] == stamp(started + timedelta(seconds=45))
     assert tr["status"]["active"] == []
@@ -204,6 +210,8 @@ def test_a_successful_run_records_the_figures_from_its_summary(
     assert success is not None
     assert sample("tablerefresh_last_success_timestamp_seconds", namespace, NAME) == success.timestamp()
     assert sample("tablerefresh_run_duration_seconds", namespace, NAME) == 42.5
+    assert sample("tablerefresh_last_run_peak_memory_bytes", namespace, NAME) == 1_500_000_000
+    assert sample("tablerefresh_last_run_written_rows", namespace, NAME) == 20
     assert sample("tablerefresh_condition", namespace, NAME, type="LastRunSucceeded") == 1
 
     # kubectl describe tr: the conditions in words.

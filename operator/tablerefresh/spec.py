@@ -9,6 +9,7 @@ can reject a bad manifest with the field named, before any Python runs.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -89,6 +90,21 @@ class SecretRef(_Model):
 URL_USERINFO = r"^[a-z]+://[^/]*@"
 URL_USERINFO_MESSAGE = "must not carry credentials (user:password@): name a Secret in spec.clickhouse.credentialsSecret"
 URL_QUERY_MESSAGE = "must not have a query string or fragment: put settings in spec.clickhouse.settings"
+
+
+# The per-query memory limit a manifest can set in spec.clickhouse.settings (ClickHouse's UInt64 bytes).
+MAX_MEMORY_USAGE = "max_memory_usage"
+
+
+def memory_limit_bytes(settings: Mapping[str, Any]) -> int | None:
+    """The ``max_memory_usage`` that ``settings`` sets, in bytes: a whole number, as a string (the CRD's
+    type) or an int. None when absent, 0 (ClickHouse's "no limit") or not a number ClickHouse would take."""
+    value = settings.get(MAX_MEMORY_USAGE)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+\s*", value):  # no sign, no fraction, no unit
+        value = int(value)
+    return value if isinstance(value, int) and value > 0 else None
 
 
 class ClickHouseSpec(_Model):

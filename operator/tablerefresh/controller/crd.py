@@ -119,6 +119,16 @@ class LastRunStatus(_StatusModel):
     sample_differences: int | None = Field(
         None, ge=0, description="Rows of a full run's sampled keys that the incremental runs had left different"
     )
+    peak_memory_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="The run's peak memory: its largest statement's memory_usage on a server, "
+        "the refresh process's peak RSS on the embedded engine",
+    )
+    read_rows: int | None = Field(None, ge=0, description="Rows the run's statements read")
+    read_bytes: int | None = Field(None, ge=0, description="Bytes the run's statements read")
+    written_rows: int | None = Field(None, ge=0, description="Rows the run's statements wrote")
+    written_bytes: int | None = Field(None, ge=0, description="Bytes the run's statements wrote")
     audits: list[AuditStatus] = Field(default_factory=list, max_length=64, description="spec.audits on the staged rows")
     evidence_table: str | None = Field(
         None, max_length=253, description="Where a refused run's staged rows were kept (spec.keepFailedStaging)"

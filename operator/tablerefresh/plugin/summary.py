@@ -16,9 +16,9 @@ from pydantic import ValidationError
 
 from tablerefresh.contract import Outcome
 from tablerefresh.controller.policy.status import READY_INPUTS
-from tablerefresh.plugin.words import ago, count, duration, hours, parse_time, until
+from tablerefresh.plugin.words import ago, count, duration, hours, parse_time, size, until
 from tablerefresh.schedule import Every, ScheduleError, fire_times, parse
-from tablerefresh.spec import TableRefreshSpec
+from tablerefresh.spec import TableRefreshSpec, memory_limit_bytes
 
 
 def _condition(status: Mapping[str, Any], kind: str) -> dict[str, Any]:
@@ -66,6 +66,8 @@ def summarize(tr: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         if (c := _condition(status, kind)) and c.get("status") != "True"
     ]
     database = spec.clickhouse.database if spec else (raw.get("clickhouse") or {}).get("database", "default")
+    # From the manifest as written, so a spec that does not validate still shows its limit.
+    settings = (raw.get("clickhouse") or {}).get("settings") or {}
     return {
         "namespace": meta.get("namespace"),
         "name": meta.get("name"),
@@ -81,6 +83,7 @@ def summarize(tr: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         "checkedAt": health.get("checkedAt"),
         "healthError": health.get("error"),
         "lastRun": dict(last) or None,
+        "memoryLimitBytes": memory_limit_bytes(settings) if isinstance(settings, Mapping) else None,
         "lastSuccessfulRunTime": status.get("lastSuccessfulRunTime"),
         "lastFailureTime": status.get("lastFailureTime"),
         "recentRuns": list(status.get("recentRuns") or []),
@@ -95,6 +98,18 @@ def summarize(tr: Mapping[str, Any], now: datetime) -> dict[str, Any]:
 def _versus(value: str, limit: str, bad: bool | None) -> str:
     verdict = "" if bad is None else ("  over" if bad else "  ok")
     return f"{value} (threshold {limit}){verdict}"
+
+
+def _memory(last: Mapping[str, Any] | None, limit: int | None) -> str | None:
+    """``1.4 GiB (62% of max_memory_usage 8 GiB)``: the last run's peak, and its share of the limit when
+    the manifest sets one; None when the run's engine did not report it."""
+    peak = (last or {}).get("peakMemoryBytes")
+    if not isinstance(peak, int | float) or isinstance(peak, bool):
+        return None
+    words = size(peak)
+    if limit:
+        words += f" ({peak / limit:.0%} of max_memory_usage {size(limit)})"
+    return words
 
 
 def _last_run(last: Mapping[str, Any] | None, now: datetime) -> str:
@@ -145,6 +160,8 @@ def describe(s: Mapping[str, Any], now: datetime) -> list[str]:
     else:
         lines.append(f"Checked:      {ago(parse_time(s['checkedAt']), now)}")
     lines.append(f"Last run:     {_last_run(s['lastRun'], now)}")
+    if (memory := _memory(s["lastRun"], s.get("memoryLimitBytes"))) is not None:
+        lines.append(f"Peak memory:  {memory}")
     if s["lastRun"] and s["lastRun"].get("outcome") != Outcome.SUCCEEDED:
         lines.append(f"Last success: {ago(parse_time(s['lastSuccessfulRunTime']), now)}")
     if len(s["recentRuns"]) > 1:

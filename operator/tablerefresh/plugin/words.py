@@ -48,6 +48,23 @@ def count(value: int | float | None) -> str:
     return "-" if value is None else f"{int(value):,}"
 
 
+_IEC = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def size(value: int | float | None) -> str:
+    """Bytes in binary units, as ClickHouse's formatReadableSize and kubectl's Gi: ``1.4 GiB``, ``512 MiB``,
+    ``8 GiB``; ``-`` when unknown."""
+    if value is None:
+        return "-"
+    amount, unit = float(value), 0
+    while abs(amount) >= 1024 and unit < len(_IEC) - 1:
+        amount, unit = amount / 1024, unit + 1
+    if unit == 0:
+        return f"{int(amount)} B"
+    shown = f"{amount:.0f}" if abs(amount) >= 100 else f"{amount:.1f}".removesuffix(".0")
+    return f"{shown} {_IEC[unit]}"
+
+
 def parse_time(text: object) -> datetime | None:
     if not text:
         return None

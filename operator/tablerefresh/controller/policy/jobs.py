@@ -54,6 +54,12 @@ _SUMMARY_FIGURES = (
     "duplicates",
     "changedKeys",
     "sampleDifferences",
+    # What the run used and did (the engine's figures; a figure the engine did not report is absent).
+    "peakMemoryBytes",
+    "readRows",
+    "readBytes",
+    "writtenRows",
+    "writtenBytes",
 )
 # The kinds of run a refresh reports (an incremental spec's runs are one or the other).
 _RUN_KINDS = frozenset({"Full", "Incremental"})

@@ -18,7 +18,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from tablerefresh.controller.policy.cronjob import Key, schedule_period_seconds
 from tablerefresh.controller.policy.status import parse_time
-from tablerefresh.spec import TableRefreshSpec
+from tablerefresh.spec import TableRefreshSpec, memory_limit_bytes
 
 RECONCILES = Counter(
     "tablerefresh_reconciles_total", "Reconciles of TableRefresh objects, by trigger and result", ["trigger", "result"]
@@ -57,6 +57,28 @@ GAUGES: dict[str, Gauge] = {
     "run_duration_seconds": Gauge(
         "tablerefresh_run_duration_seconds", "Duration of the last finished refresh run (status.lastRun)", OBJECT_LABELS
     ),
+    # What the last run used and did (status.lastRun), for the memory headroom alert and the dashboard.
+    "last_run_peak_memory_bytes": Gauge(
+        "tablerefresh_last_run_peak_memory_bytes",
+        "Peak memory of the last finished refresh run (status.lastRun.peakMemoryBytes); absent when the "
+        "engine did not report it",
+        OBJECT_LABELS,
+    ),
+    "last_run_read_bytes": Gauge(
+        "tablerefresh_last_run_read_bytes",
+        "Bytes the last finished refresh run read (status.lastRun.readBytes)",
+        OBJECT_LABELS,
+    ),
+    "last_run_written_rows": Gauge(
+        "tablerefresh_last_run_written_rows",
+        "Rows the last finished refresh run wrote (status.lastRun.writtenRows)",
+        OBJECT_LABELS,
+    ),
+    "memory_limit_bytes": Gauge(
+        "tablerefresh_memory_limit_bytes",
+        "The max_memory_usage spec.clickhouse.settings sets for every query; absent when it sets none (or 0)",
+        OBJECT_LABELS,
+    ),
     "schedule_period_seconds": Gauge(
         "tablerefresh_schedule_period_seconds",
         "Longest gap between two runs of spec.schedule; absent while the object is suspended "
@@ -93,20 +115,26 @@ def _number(value: Any) -> float | None:
 
 
 def samples(status: Mapping[str, Any], spec: TableRefreshSpec | None) -> Samples:
-    """The values to export; ``spec`` None (it does not validate) leaves out the schedule's period."""
+    """The values to export; ``spec`` None (it does not validate) leaves out the schedule's period and
+    the memory limit."""
     health = status.get("health") or {}
     checked = parse_time(health.get("checkedAt"))
     newest = parse_time(health.get("newestFreshness"))
     duplicates = [_number(health.get(k)) for k in ("sliceDuplicates", "tableDuplicates")]
     known = [d for d in duplicates if d is not None]
     last_success = parse_time(status.get("lastSuccessfulRunTime"))
+    last_run = status.get("lastRun") or {}
     gauges: dict[str, float | None] = {
         "staleness_seconds": (checked - newest).total_seconds() if checked and newest else None,
         # What the health check compares with maxDuplicates: the larger of the two counts.
         "duplicate_rows": max(known) if known else None,
         "slice_rows": _number(health.get("sliceRows")),
         "last_success_timestamp_seconds": last_success.timestamp() if last_success else None,
-        "run_duration_seconds": _number((status.get("lastRun") or {}).get("durationSeconds")),
+        "run_duration_seconds": _number(last_run.get("durationSeconds")),
+        "last_run_peak_memory_bytes": _number(last_run.get("peakMemoryBytes")),
+        "last_run_read_bytes": _number(last_run.get("readBytes")),
+        "last_run_written_rows": _number(last_run.get("writtenRows")),
+        "memory_limit_bytes": None if spec is None else _number(memory_limit_bytes(spec.clickhouse.settings)),
         "schedule_period_seconds": (
             None if spec is None or spec.suspend else schedule_period_seconds(spec.schedule, spec.time_zone)
         ),
