@@ -72,6 +72,8 @@ CASES = [
         "both-sources", ("source",), {"query": "SELECT 1", "configMapKeyRef": {"name": "q", "key": "k"}}, "spec.source"
     ),
     Invalid("no-source", ("source",), {}, "spec.source"),
+    Invalid("batches-that-cannot-tell-apart", ("source",), {"query": "SELECT * FROM raw", "batches": 4}, "spec.source"),
+    Invalid("too-many-batches", ("source", "batches"), 65, "spec.source.batches"),
     Invalid("unknown-url-scheme", ("clickhouse", "url"), "mysql://db:3306", "spec.clickhouse.url"),
     # A URL names where ClickHouse is: credentials come from the Secret, settings from spec.clickhouse.settings.
     Invalid("url-with-credentials", ("clickhouse", "url"), "clickhouse://ana:s3cret@db:8123", "spec.clickhouse.url"),

@@ -84,7 +84,9 @@ def run(
     run_time: datetime | None = None,
     force_full: bool = False,
     clock: Clock = utc_now,
+    source_query: str | None = None,
 ) -> RunRecord:
+    """One run of ``the_spec``; ``source_query``: the text a ConfigMap source holds."""
     run_id = run_id or f"test-{uuid.uuid4().hex[:8]}"
     options = RunOptions(
         run_id=run_id,
@@ -94,7 +96,7 @@ def run(
         force_full=force_full,
         clock=clock,
     )
-    query = the_spec.source.query
+    query = source_query or the_spec.source.query
     assert query is not None
 
     def in_database() -> Client:  # as connection.connect() does with spec.clickhouse.database

@@ -170,17 +170,43 @@ class ConfigMapKeyRef(_Model):
     key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
 
 
+BATCH_PARAMETER = "{batch:UInt32}"
+BATCHES_MESSAGE = (
+    "batches above 1 needs a source query that reads {batch:UInt32}: each batch must yield its own share of "
+    "the rows (for example WHERE cityHash64(wallet) % {batches:UInt32} = {batch:UInt32})"
+)
+
+
 class SourceSpec(_Model):
     """The SELECT that yields the slice's rows, with the target's column names."""
 
     query: str | None = Field(None, min_length=1, max_length=262144)
     config_map_key_ref: ConfigMapKeyRef | None = None
+    batches: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "Run the query this many times into the same staging table, binding {batch:UInt32} "
+            "(0 to batches-1) and {batches:UInt32}, so that each yields a share of the keys and the "
+            "engine holds only that share's aggregation at once"
+        ),
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SourceSpec:
         if (self.query is None) == (self.config_map_key_ref is None):
             raise ValueError("source needs exactly one of query or configMapKeyRef")
+        if self.query is not None:
+            check_batches(self.query, self.batches)
         return self
+
+
+def check_batches(query: str, batches: int) -> None:
+    """A source run in batches must tell them apart: one that ignores ``{batch:UInt32}`` would yield
+    every row in each batch. (The query of a ConfigMap is checked when a run reads it.)"""
+    if batches > 1 and BATCH_PARAMETER not in query:
+        raise ValueError(BATCHES_MESSAGE)
 
 
 class Thresholds(_Model):

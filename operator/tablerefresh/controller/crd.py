@@ -318,6 +318,11 @@ SPEC_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
     ("schedule",): schedule.CEL_RULES,
     ("source",): [
         _rule("has(self.query) != has(self.configMapKeyRef)", "exactly one of query or configMapKeyRef"),
+        _rule(
+            "!has(self.batches) || self.batches <= 1 || !has(self.query) "
+            f"|| self.query.contains('{api.BATCH_PARAMETER}')",
+            api.BATCHES_MESSAGE,
+        ),
     ],
     ("slice", "predicate"): [
         _rule(f"!self.matches('{api.UNSTABLE_FUNCTIONS.replace(chr(92), chr(92) * 2)}')", api.UNSTABLE_MESSAGE),

@@ -132,7 +132,7 @@ def decide(frame: Frame, measured: Measured, taken_at: datetime) -> Decision:
         slice_rows = sum(c.slice_rows for c in measured.target.values())
         facts = StagingFacts(duplicates=0, old_slice_rows=slice_rows, new_slice_rows=slice_rows)
         return Decision((), facts, tuple(keys), drop=tuple(statements.drop(made)), nothing_changed=True)
-    staging = statements.load_staging(tables, frame.source_columns, frame.source_query, params)
+    staging = statements.load_staging(tables, frame.source_columns, frame.source_query, params, spec.source.batches)
     if measured.unchanged_rows:
         staging.append(statements.drop_unchanged(tables, scope, params))
     made.append(tables.staging)

@@ -20,7 +20,7 @@ from tablerefresh.dataplane.infra.errors import InvalidInput, one_line
 from tablerefresh.dataplane.run import audits, keyset
 from tablerefresh.dataplane.run.incremental import definition_hash
 from tablerefresh.dataplane.run.scope import Scope
-from tablerefresh.spec import Strategy, TableRefreshSpec
+from tablerefresh.spec import Strategy, TableRefreshSpec, check_batches
 
 _ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 
@@ -55,6 +55,10 @@ def check_inputs(
             raise InvalidInput(
                 f"Exchange needs EXCHANGE TABLES, which {spec.clickhouse.database}'s database engine lacks (use Atomic)"
             )
+    try:
+        check_batches(source_query, spec.source.batches)  # a ConfigMap's query is read only now
+    except ValueError as exc:
+        raise InvalidInput(f"spec.source.batches: {exc}") from None
     source = source_query
     if spec.incremental is not None:
         keyset.check_query(client, spec.incremental.changed_keys_query, params, spec.incremental.key)

@@ -132,6 +132,9 @@ def run_params(spec: TableRefreshSpec, run_time: datetime, scope: Scope) -> dict
     params: dict[str, Any] = {
         "window_start": int(window_start(spec, run_time).timestamp()),
         "run_time": int(run_time.timestamp()),
+        # A source run in batches reads which one it is (statements.load_staging binds each).
+        "batch": 0,
+        "batches": spec.source.batches,
     }
     return {**params, **scope.params()}
 

@@ -37,11 +37,14 @@ def load(ctx: RunContext, frame: Frame) -> int:
     """Staging, with the source's rows; an incremental run then drops those of unchanged keys.
     Returns how many it dropped."""
     tables = frame.tables
-    with ctx.step("build staging from the source query"):
-        create, *fill = statements.load_staging(tables, frame.source_columns, frame.source_query, ctx.params)
+    batches = ctx.spec.source.batches
+    with ctx.step("build staging from the source query" + (f" in {batches} batches" if batches > 1 else "")):
+        create, *fill = statements.load_staging(tables, frame.source_columns, frame.source_query, ctx.params, batches)
         ctx.make([create], tables.staging)
         failpoint("staging-created")
-        ctx.execute(fill)
+        for batch in fill:
+            ctx.execute([batch])
+            failpoint("batch-staged")
         unchanged = measure.unchanged_rows(ctx.client, ctx.scope, tables.staging, ctx.params)
         if unchanged:
             log.warning(

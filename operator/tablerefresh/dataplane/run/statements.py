@@ -83,16 +83,20 @@ def changed_keys(tables: RunTables, scope: Scope, query: str, params: dict[str, 
 
 
 def load_staging(
-    tables: RunTables, source_columns: list[str], source_query: str, params: dict[str, Any]
+    tables: RunTables, source_columns: list[str], source_query: str, params: dict[str, Any], batches: int = 1
 ) -> list[Statement]:
-    """A staging table with the target's structure, and the source's rows in it, as they are."""
+    """A staging table with the target's structure, and the source's rows in it, as they are: one
+    ``INSERT … SELECT`` per batch (``spec.source.batches``), each binding its ``{batch:UInt32}``."""
     columns = sql.column_list(source_columns)
-    insert = Statement(
-        f"INSERT INTO {tables.staging} ({columns}) SELECT {columns} FROM ({source_query})",
-        parameters=params,
-        settings=INSERT_SETTINGS,
-    )
-    return [catalog.create_like_statement(tables.target, tables.staging_name), insert]
+    inserts = [
+        Statement(
+            f"INSERT INTO {tables.staging} ({columns}) SELECT {columns} FROM ({source_query})",
+            parameters={**params, "batch": batch},
+            settings=INSERT_SETTINGS,
+        )
+        for batch in range(batches)
+    ]
+    return [catalog.create_like_statement(tables.target, tables.staging_name), *inserts]
 
 
 def drop_unchanged(tables: RunTables, scope: Scope, params: dict[str, Any]) -> Statement:
