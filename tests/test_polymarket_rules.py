@@ -21,6 +21,7 @@ from clickhouse_connect.driver.client import Client
 from tablerefresh.spec import Strategy
 from tablerefresh.workloads.polymarket import (
     FILLS_TABLE,
+    ONE_BATCH,
     RESOLUTIONS_TABLE,
     TARGET_COLUMNS,
     TARGET_TABLE,
@@ -93,7 +94,7 @@ DATASETS = [
 def run_source_query(dsn: str, database: str, window_start: datetime) -> list[Row]:
     result = database_client(dsn, database).query(
         f"SELECT {', '.join(ROW_COLUMNS)} FROM ({source_query()})",
-        parameters={"window_start": window_start},
+        parameters={"window_start": window_start, **ONE_BATCH},
     )
     return [Row(*r) for r in result.result_rows]
 
@@ -244,9 +245,9 @@ def test_source_query_fills_the_target_table(client: Client, dsn: str) -> None:
     local = database_client(dsn, database)
     local.command(
         f"INSERT INTO {TARGET_TABLE} ({', '.join(TARGET_COLUMNS)}) {source_query()}",
-        parameters={"window_start": now - WINDOW},
+        parameters={"window_start": now - WINDOW, **ONE_BATCH},
     )
-    described = local.query(f"DESCRIBE ({source_query()})", parameters={"window_start": now - WINDOW})
+    described = local.query(f"DESCRIBE ({source_query()})", parameters={"window_start": now - WINDOW, **ONE_BATCH})
     table = client.query(f"DESCRIBE TABLE {database}.{TARGET_TABLE}")
     assert [r[:2] for r in described.result_rows] == [r[:2] for r in table.result_rows]
     partitions = client.query(

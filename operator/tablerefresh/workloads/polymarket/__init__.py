@@ -63,8 +63,13 @@ def incremental_manifest() -> TableRefresh:
     return load_manifest(incremental_manifest_path())
 
 
+# The source's batch parameters (spec.source.batches) for running it whole, in one statement.
+ONE_BATCH = {"batch": 0, "batches": 1}
+
+
 def source_query() -> str:
-    """The manifest's source SELECT; binds ``{window_start:DateTime}`` server-side."""
+    """The manifest's source SELECT; binds ``{window_start:DateTime}`` server-side, and
+    ``{batch:UInt32}``/``{batches:UInt32}`` (``ONE_BATCH`` runs it whole)."""
     query = manifest().spec.source.query
     if query is None:  # the shipped manifest is inline; this guards an edit to a configMapKeyRef
         raise ValueError(f"{manifest_path()}: spec.source.query is not inline")
