@@ -102,6 +102,7 @@ class Trial:
         params = {
             "window_start": int((now - self.spec.window_delta).timestamp()),
             "run_time": int(now.timestamp()),
+            **polymarket.ONE_BATCH,
         }
         month = self.client.query("SELECT toString(toStartOfMonth({window_start:DateTime}))", parameters=params)
         return params, str(month.result_rows[0][0])

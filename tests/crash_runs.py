@@ -24,3 +24,14 @@ def probe(engine: ProcessEngine) -> dict[str, Any]:
 def expected(engine: ProcessEngine, window_start: int) -> list[int]:
     found: list[int] = engine.call(crash_helper.expected, engine.database, window_start)["checksum"]
     return found
+
+
+def change(engine: ProcessEngine, window_start: int) -> tuple[list[int], list[int]]:
+    """New source data; then the target's checksum (what a killed run must leave) and what the next
+    run must build (for ``window_start``), from one helper process."""
+    _, found, now = engine.calls(
+        (crash_helper.change, engine.database),
+        (crash_helper.probe, engine.database),
+        (crash_helper.expected, engine.database, window_start),
+    )
+    return found["checksum"], now["checksum"]

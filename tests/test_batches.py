@@ -20,7 +20,7 @@ from tablerefresh.dataplane.run.statements import load_staging, run_tables
 from tablerefresh.spec import BATCHES_MESSAGE, TableRefreshSpec
 from tests import crash_helper
 from tests import refresh_fixtures as fx
-from tests.crash_runs import set_up
+from tests.crash_runs import change, set_up
 from tests.engines import ProcessEngine
 
 pytestmark = pytest.mark.engines()
@@ -96,18 +96,14 @@ def test_a_run_killed_between_two_batches_leaves_the_target_as_it_was(engine_for
     first = refresh(engine, manifest)
     assert first.returncode == 0, first.stderr
     window_start = int((datetime.now(UTC) - timedelta(hours=24)).timestamp())
-    _, found, now = engine.calls(
-        (crash_helper.change, engine.database),
-        (crash_helper.probe, engine.database),
-        (crash_helper.expected, engine.database, window_start),
-    )
-    assert found["checksum"] != now["checksum"]
+    before, after = change(engine, window_start)
+    assert before != after
 
     killed = refresh(engine, manifest, "batch-staged")
 
     assert killed.returncode == -9, killed.stderr
     (after_kill,) = engine.calls((crash_helper.probe, engine.database))
-    assert after_kill["checksum"] == found["checksum"]
+    assert after_kill["checksum"] == before
 
 
 def refresh(engine: ProcessEngine, manifest: object, failpoint: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -249,7 +249,8 @@ def test_kubectl_describe_shows_the_source_query_once(
     name = document["metadata"]["name"]
     api.apply(document)
     wait_for("Ready", lambda: observed(api, namespace, name))
-    wait_for("kopf's own bookkeeping", lambda: kopf_done(api.tr(namespace, name), source={"query": query}))
+    stored = {"query": query, "batches": 1}  # as the API server stores it, with the CRD's default
+    wait_for("kopf's own bookkeeping", lambda: kopf_done(api.tr(namespace, name), source=stored))
     described = controlplane.kubectl("describe", "tr", name, "-n", namespace).stdout
     assert described.count(marker) == 1, described
     assert described.count("sum(amount_39)") == 1

@@ -18,7 +18,7 @@ from tablerefresh.dataplane.infra import names
 from tablerefresh.dataplane.infra.lock import LOCK_PREFIX, TAKEOVER_PREFIX
 from tablerefresh.dataplane.run.runs import RUNS_TABLE
 from tests import crash_helper
-from tests.crash_runs import probe, set_up
+from tests.crash_runs import change, probe, set_up
 from tests.engines import EMBEDDED, SERVED, ProcessEngine, full_matrix
 
 pytestmark = [pytest.mark.engines(), pytest.mark.slow]
@@ -53,12 +53,7 @@ def test_a_run_killed_at_any_step_is_safe(engine_for_processes: ProcessEngine, f
     first = refresh(engine, manifest)
     assert first.returncode == 0, first.stderr
     window_start = int((datetime.now(UTC) - timedelta(hours=24)).timestamp())
-    _, found, now = engine.calls(
-        (crash_helper.change, engine.database),
-        (crash_helper.probe, engine.database),
-        (crash_helper.expected, engine.database, window_start),
-    )
-    before, after = found["checksum"], now["checksum"]
+    before, after = change(engine, window_start)
     assert before != after
 
     killed = refresh(engine, manifest, failpoint)

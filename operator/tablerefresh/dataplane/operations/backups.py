@@ -36,6 +36,7 @@ from tablerefresh.dataplane.infra.catalog import TableInfo
 from tablerefresh.dataplane.infra.errors import InvalidInput
 from tablerefresh.dataplane.infra.lock import TableLock
 from tablerefresh.dataplane.run import keyset
+from tablerefresh.dataplane.run.scope import BATCH_PARAM, BATCHES_PARAM
 from tablerefresh.spec import TableRefreshSpec
 
 log = logging.getLogger(__name__)
@@ -208,7 +209,15 @@ def _comment(database: str, name: str, meta: dict[str, Any], taken_at: datetime)
 
 # -- restoring --------------------------------------------------------------------------------
 
-_RUN_PARAMS = {"window_start", "run_time", keyset.CHANGED_KEYS_PARAM, keyset.FULL_RUN_PARAM, keyset.SINCE_PARAM}
+_RUN_PARAMS = {
+    "window_start",
+    "run_time",
+    BATCH_PARAM,
+    BATCHES_PARAM,
+    keyset.CHANGED_KEYS_PARAM,
+    keyset.FULL_RUN_PARAM,
+    keyset.SINCE_PARAM,
+}
 
 
 @dataclass(frozen=True)

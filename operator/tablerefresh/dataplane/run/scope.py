@@ -126,6 +126,10 @@ def window_start(spec: TableRefreshSpec, run_time: datetime) -> datetime:
     return run_time - spec.window_delta
 
 
+# The parameters a source run in batches reads (spec.source.batches).
+BATCH_PARAM, BATCHES_PARAM = "batch", "batches"
+
+
 def run_params(spec: TableRefreshSpec, run_time: datetime, scope: Scope) -> dict[str, Any]:
     """The parameters of a run's statements: its window, and an incremental spec's (``scope.params``)."""
     # Epoch seconds: a DateTime parameter given as a number means the same instant in any time zone.
@@ -133,8 +137,8 @@ def run_params(spec: TableRefreshSpec, run_time: datetime, scope: Scope) -> dict
         "window_start": int(window_start(spec, run_time).timestamp()),
         "run_time": int(run_time.timestamp()),
         # A source run in batches reads which one it is (statements.load_staging binds each).
-        "batch": 0,
-        "batches": spec.source.batches,
+        BATCH_PARAM: 0,
+        BATCHES_PARAM: spec.source.batches,
     }
     return {**params, **scope.params()}
 

@@ -16,7 +16,7 @@ from tablerefresh.dataplane.infra import catalog, names, sql
 from tablerefresh.dataplane.infra.catalog import TableInfo
 from tablerefresh.dataplane.infra.sql import Statement
 from tablerefresh.dataplane.run import keyset
-from tablerefresh.dataplane.run.scope import Scope
+from tablerefresh.dataplane.run.scope import BATCH_PARAM, Scope
 from tablerefresh.dataplane.run.swap import PartitionChange, swap_statement
 from tablerefresh.spec import Strategy
 
@@ -91,7 +91,7 @@ def load_staging(
     inserts = [
         Statement(
             f"INSERT INTO {tables.staging} ({columns}) SELECT {columns} FROM ({source_query})",
-            parameters={**params, "batch": batch},
+            parameters={**params, BATCH_PARAM: batch},
             settings=INSERT_SETTINGS,
         )
         for batch in range(batches)
