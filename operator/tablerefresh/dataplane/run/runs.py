@@ -100,11 +100,7 @@ _ADDED_COLUMNS = (
     ("definition", "String"),
     ("sample_keys", "Nullable(UInt64)"),
     ("sample_differences", "Nullable(UInt64)"),
-    ("peak_memory_bytes", "Nullable(UInt64)"),
-    ("read_rows", "Nullable(UInt64)"),
-    ("read_bytes", "Nullable(UInt64)"),
-    ("written_rows", "Nullable(UInt64)"),
-    ("written_bytes", "Nullable(UInt64)"),
+    *((figure.name, "Nullable(UInt64)") for figure in fields(Work)),
 )
 
 
@@ -160,11 +156,7 @@ def _write_run(client: Client, database: str, record: RunRecord) -> None:
         "definition": record.definition,
         "sample_keys": record.sample_keys,
         "sample_differences": record.sample_differences,
-        "peak_memory_bytes": record.peak_memory_bytes,
-        "read_rows": record.read_rows,
-        "read_bytes": record.read_bytes,
-        "written_rows": record.written_rows,
-        "written_bytes": record.written_bytes,
+        **{figure.name: getattr(record, figure.name) for figure in fields(Work)},
     }
     _insert_row(client, database, row)
 
