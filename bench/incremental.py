@@ -84,6 +84,22 @@ class Clock:
         return self.now + self.runs * STEP
 
 
+def incremental_spec(w: Workload) -> tuple[TableRefreshSpec, str]:
+    """The incremental manifest on the benchmark's database, with no floor on the slice and no
+    verifying sample (a timed run compares nothing), and its source query."""
+    base = polymarket.incremental_manifest().spec
+    spec = base.model_copy(
+        update={
+            "clickhouse": base.clickhouse.model_copy(update={"database": w.spec.clickhouse.database}),
+            "thresholds": base.thresholds.model_copy(update={"min_slice_rows": 0}),
+            "incremental": base.incremental.model_copy(update={"verify_sample": 0}) if base.incremental else None,
+        }
+    )
+    source = base.source.query
+    assert source is not None
+    return spec, source
+
+
 def refresh(w: Workload, spec: TableRefreshSpec, source: str, run_time: datetime, *, full: bool = False) -> RunRecord:
     return measured(w, spec, source, run_time, full=full).record
 
@@ -188,16 +204,8 @@ def run(data_dir: Path, fills: int, repeat: int, pattern: str = "uniform", serve
     started = time.monotonic()
     w = prepare(data_dir, fills, progress=lambda m: print(f"  {m}"), server=server)
     client, connect = w.client, w.connect
+    spec, source = incremental_spec(w)
     base = polymarket.incremental_manifest().spec
-    spec = base.model_copy(
-        update={
-            "clickhouse": base.clickhouse.model_copy(update={"database": w.spec.clickhouse.database}),
-            "thresholds": base.thresholds.model_copy(update={"min_slice_rows": 0}),
-            "incremental": base.incremental.model_copy(update={"verify_sample": 0}) if base.incremental else None,
-        }
-    )
-    source = polymarket.incremental_manifest().spec.source.query
-    assert source is not None
     clock = Clock(w.now)
     settle(client)
     first = refresh(w, spec, source, clock.last_run)  # the first run of this definition: full

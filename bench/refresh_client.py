@@ -1,10 +1,11 @@
-"""One refresh run in a process of its own, as a client of a ClickHouse server: what
-``bench.refresh --server`` and ``bench.incremental --server`` time (``bench/server.py``).
+"""One refresh run in a process of its own: what ``bench.refresh --server``, ``bench.incremental
+--server`` and ``bench.scale`` time (``bench/server.py``).
 
     python -m bench.refresh_client < REQUEST.json      # prints one JSON line
 
-The request holds ``url`` (``clickhouse://HOST:PORT``), ``spec`` (a TableRefresh spec, as in a
-manifest), ``source``, ``run_time`` (ISO 8601), ``full`` and ``run_id``. The credentials come from
+The request holds ``url`` (``clickhouse://HOST:PORT``, a client of a server as a Job is, or
+``chdb://PATH``, the engine in this process), ``spec`` (a TableRefresh spec, as in a manifest),
+``source``, ``run_time`` (ISO 8601), ``full`` and ``run_id``. The credentials come from
 ``CLICKHOUSE_USER`` and ``CLICKHOUSE_PASSWORD``, as a Job has them. It connects as ``tablerefresh
 refresh`` does and runs the same ``Refresh``, with a run time of the benchmark's choosing (which
 the command does not take). The answer: ``record`` (the run's record), ``cpu`` (this process's user

@@ -276,26 +276,43 @@ def run_client(
     run_id: str | None = None,
 ) -> ClientRun:
     """Run one refresh in a process of its own (``bench/refresh_client.py``) against ``server``."""
-    request = {
-        "url": server.url,
+    request = client_request(server.url, spec, source, run_time, full=full, run_id=run_id)
+    mark = server.mark()
+    try:
+        record, answer = client_process(request, server.env())
+    finally:
+        use = server.since(mark)
+    return ClientRun(record, answer["cpu"], answer["process_cpu"], answer["rss_mb"], use)
+
+
+def client_process(request: dict[str, Any], env: dict[str, str] | None = None) -> tuple[RunRecord, dict[str, Any]]:
+    """Run ``bench/refresh_client.py`` on ``request`` in a process of its own: the run's record and
+    the client's answer (its CPU seconds and peak resident set). With a ``chdb://`` URL the engine
+    runs inside that process, as in ``tablerefresh refresh`` on the embedded engine."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.refresh_client"],
+        input=json.dumps(request),
+        cwd=_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3 * 3600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the refresh client failed ({done.returncode}): {done.stderr.strip()[-3000:]}")
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    return record_from_json(answer["record"]), answer
+
+
+def client_request(
+    url: str, spec: TableRefreshSpec, source: str, run_time: datetime, *, full: bool = False, run_id: str | None = None
+) -> dict[str, Any]:
+    """What ``bench/refresh_client.py`` reads: one run of ``spec`` at ``run_time`` against ``url``."""
+    return {
+        "url": url,
         "spec": spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
         "source": source,
         "run_time": run_time.isoformat(),
         "full": full,
         "run_id": run_id or f"bench-{run_time:%Y%m%dT%H%M%S}-{time.monotonic_ns() % 10**6}",
     }
-    mark = server.mark()
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.refresh_client"],
-        input=json.dumps(request),
-        cwd=_ROOT,
-        env=server.env(),
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    use = server.since(mark)
-    if done.returncode != 0:
-        raise RuntimeError(f"the refresh client failed ({done.returncode}): {done.stderr.strip()[-3000:]}")
-    answer = json.loads(done.stdout.strip().splitlines()[-1])
-    return ClientRun(record_from_json(answer["record"]), answer["cpu"], answer["process_cpu"], answer["rss_mb"], use)

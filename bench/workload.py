@@ -3,6 +3,7 @@ served over HTTP (``bench/server.py``); and how a benchmark runs and measures a 
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import socket
@@ -23,6 +24,7 @@ from tablerefresh.spec import TableRefreshSpec
 from tablerefresh.workloads import polymarket
 
 DB = "bench"
+HISTORY_BATCH_FILLS = 6_000_000
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,14 @@ def prepare(
         }
     )
     source = polymarket.source_query()
-    # One run whose window reaches back past the first resolution builds every month.
-    history = refresh(spec.model_copy(update={"window": "5000d"}), connect, source)
+    # One run whose window reaches back past the first resolution builds every month, in batches of
+    # at most ~6M fills' positions (the manifest's 8 at 20M fills), so its memory does not grow with
+    # the size either.
+    batches = max(spec.source.batches, math.ceil(fills / HISTORY_BATCH_FILLS))
+    history_spec = spec.model_copy(
+        update={"window": "5000d", "source": spec.source.model_copy(update={"batches": batches})}
+    )
+    history = refresh(history_spec, connect, source)
     assert history.outcome == Outcome.SUCCEEDED, history.error
     print(f"history: {history.rows_after:,} rows built in {history.duration_seconds:.1f}s")
     return Workload(connect, client, spec, source, now, server)
