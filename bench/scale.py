@@ -60,6 +60,7 @@ SIZES = (5_000_000, 10_000_000, 20_000_000, 50_000_000, 100_000_000)
 REFERENCE_SIZE = 20_000_000  # the extrapolation's base: bench.refresh's default size
 CHANGED = 5  # percent of the slice's positions an incremental run finds changed
 MB = 2**20
+SETTLE_SECONDS = 3600  # merges of freshly generated 100M fills take minutes: a run does not pay for them
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def measure_size(data_dir: Path, fills: int, engines: Sequence[str]) -> tuple[Se
             for kind in KINDS:
                 if kind == "incremental":
                     change(w.client, spec, clock, CHANGED, batch)
-                settle(w.client)
+                settle(w.client, SETTLE_SECONDS)
                 point = run_on(engine, w, server, spec, source, clock, fills, kind)
                 print(f"  {engine:<9}{kind:<12}{point.seconds:>8.1f}s  {point.process_peak_mb:>8,.0f} MB", flush=True)
                 points.append(point)
@@ -231,6 +232,7 @@ def extrapolation_ratios(
 
 def report(points: Sequence[Point], setups: Sequence[Setup]) -> None:
     ratios = extrapolation_ratios(points)
+    points = sorted(points, key=lambda p: (p.fills, ENGINES.index(p.engine), KINDS.index(p.kind)))
     print(
         f"\n{'fills':>12}{'engine':>10}{'run':>13}{'slice rows':>12}{'changed':>11}{'seconds':>9}{'vs linear':>10}"
         f"{'CPU s':>9}{'query peak MB':>15}{'process peak MB':>17}{'rows read':>15}"
@@ -247,7 +249,7 @@ def report(points: Sequence[Point], setups: Sequence[Setup]) -> None:
         "statement's memory_usage (served only); process peak: the resident set of the process the engine runs in"
     )
     print(f"\n{'fills':>12}{'history rows':>14}{'set-up s':>10}{'server peak MB':>16}{'engine tracked MB':>19}")
-    for s in setups:
+    for s in sorted(setups, key=lambda s: s.fills):
         print(f"{s.fills:>12,}{s.rows:>14,}{s.seconds:>10.0f}{s.process_peak_mb:>16,.0f}{s.tracked_peak_mb:>19,.0f}")
     print("set-up: generating the fills and building the whole history, on the server")
 
