@@ -2,6 +2,7 @@
 engine and served over HTTP, as a table and as curves.
 
     .venv/bin/python -m bench.scale [--fills 5M,10M,20M,50M,100M] [--engines served,embedded]
+                                    [--kinds full,incremental] [--repeat 1]
                                     [--data-dir DIR] [--out bench/results]
 
 For each size, on a served engine of its own (``bench/server.py``): generate the workload and build
@@ -14,6 +15,9 @@ the reference refreshed incrementally; the source in its 8 batches, under ``max_
 2. a new fill in 5% of the slice's positions, chosen uniformly (``bench.incremental.change``: the
    worst case for an incremental run, every granule of the fills holds a changed position);
 3. an incremental run.
+
+``--repeat N`` runs each engine's steps N times on the same data (each incremental run after a
+change of its own) and reports medians, the highest memory.
 
 Each run is a process of its own, as a Job is: on ``served``, a client of the server; on
 ``embedded``, a process with the engine inside it, the server stopped meanwhile (one engine opens a
@@ -39,11 +43,13 @@ from __future__ import annotations
 import argparse
 import csv
 import shutil
+import statistics
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from bench import plot
@@ -106,11 +112,10 @@ def main() -> None:
     parser.add_argument("--engines", default=",".join(ENGINES), help="served, embedded or both")
     parser.add_argument("--data-dir", type=Path, help="where each size's engine lives (default: a temporary directory)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="where scale.csv and scale.svg go")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="full, incremental or both")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement: the median is reported")
     args = parser.parse_args()
-    engines = [e.strip() for e in args.engines.split(",")]
-    unknown = set(engines) - set(ENGINES)
-    if unknown:
-        parser.error(f"unknown engines {sorted(unknown)}: choose from {', '.join(ENGINES)}")
+    engines, kinds = choices(parser, "engines", args.engines, ENGINES), choices(parser, "kinds", args.kinds, KINDS)
     started = time.monotonic()
     points: list[Point] = []
     setups: list[Setup] = []
@@ -118,7 +123,7 @@ def main() -> None:
         for fills in args.fills:
             data_dir = (args.data_dir or Path(tmp)) / f"fills-{fills}"
             print(f"\n== {fills:,} fills ({data_dir})", flush=True)
-            setup, measured_points = measure_size(data_dir, fills, engines)
+            setup, measured_points = measure_size(data_dir, fills, engines, kinds, args.repeat)
             setups.append(setup)
             points.extend(measured_points)
             if args.data_dir is None:  # each size's data is the disk's largest user
@@ -132,7 +137,17 @@ def main() -> None:
     print(f"wrote {args.out / 'scale.csv'} and {args.out / 'scale.svg'}")
 
 
-def measure_size(data_dir: Path, fills: int, engines: Sequence[str]) -> tuple[Setup, list[Point]]:
+def choices(parser: argparse.ArgumentParser, name: str, text: str, allowed: Sequence[str]) -> list[str]:
+    chosen = [c.strip() for c in text.split(",")]
+    unknown = set(chosen) - set(allowed)
+    if unknown:
+        parser.error(f"unknown {name} {sorted(unknown)}: choose from {', '.join(allowed)}")
+    return [c for c in allowed if c in chosen]
+
+
+def measure_size(
+    data_dir: Path, fills: int, engines: Sequence[str], kinds: Sequence[str], repeat: int
+) -> tuple[Setup, list[Point]]:
     data_dir.mkdir(parents=True, exist_ok=True)
     with BenchServer(data_dir / "chdb") as server:
         mark = server.mark()
@@ -150,14 +165,19 @@ def measure_size(data_dir: Path, fills: int, engines: Sequence[str]) -> tuple[Se
         spec, source = incremental_spec(w)
         clock = Clock(w.now)
         points: list[Point] = []
-        for batch, engine in enumerate(engines, start=1):
-            for kind in KINDS:
-                if kind == "incremental":
-                    change(w.client, spec, clock, CHANGED, batch)
-                settle(w.client, SETTLE_SECONDS)
-                point = run_on(engine, w, server, spec, source, clock, fills, kind)
-                print(f"  {engine:<9}{kind:<12}{point.seconds:>8.1f}s  {point.process_peak_mb:>8,.0f} MB", flush=True)
-                points.append(point)
+        batch = 0
+        for _ in range(repeat):
+            for engine in engines:
+                batch += 1
+                for kind in kinds:
+                    if kind == "incremental":
+                        change(w.client, spec, clock, CHANGED, batch)
+                    settle(w.client, SETTLE_SECONDS)
+                    point = run_on(engine, w, server, spec, source, clock, fills, kind)
+                    print(
+                        f"  {engine:<9}{kind:<12}{point.seconds:>8.1f}s  {point.process_peak_mb:>8,.0f} MB", flush=True
+                    )
+                    points.append(point)
     return setup, points
 
 
@@ -216,6 +236,33 @@ def stopped(server: BenchServer) -> Iterator[None]:
 # -- what it prints and writes ---------------------------------------------------------------------
 
 
+def medians(points: Sequence[Point]) -> list[Point]:
+    """One point per size, engine and kind of run: the median of its repeats' seconds, CPU and rows
+    read, the highest of their memory (what a server must hold), the last one's slice."""
+    groups: dict[tuple[int, str, str], list[Point]] = {}
+    for p in points:
+        groups.setdefault((p.fills, p.engine, p.kind), []).append(p)
+    out = []
+    for runs in groups.values():
+        last = runs[-1]
+        out.append(
+            replace(
+                last,
+                seconds=statistics.median(p.seconds for p in runs),
+                cpu_seconds=statistics.median(p.cpu_seconds for p in runs),
+                query_peak_mb=max((p.query_peak_mb for p in runs if p.query_peak_mb is not None), default=None),
+                process_peak_mb=max(p.process_peak_mb for p in runs),
+                rows_read=_median_int([p.rows_read for p in runs if p.rows_read is not None]),
+                changed_keys=_median_int([p.changed_keys for p in runs if p.changed_keys is not None]),
+            )
+        )
+    return sorted(out, key=lambda p: (p.fills, ENGINES.index(p.engine), KINDS.index(p.kind)))
+
+
+def _median_int(values: list[int]) -> int | None:
+    return int(statistics.median(values)) if values else None
+
+
 def extrapolation_ratios(
     points: Sequence[Point], base_fills: int = REFERENCE_SIZE
 ) -> dict[tuple[str, str, int], float]:
@@ -230,9 +277,12 @@ def extrapolation_ratios(
     return ratios
 
 
-def report(points: Sequence[Point], setups: Sequence[Setup]) -> None:
+def report(measured_points: Sequence[Point], setups: Sequence[Setup]) -> None:
+    points = medians(measured_points)
     ratios = extrapolation_ratios(points)
-    points = sorted(points, key=lambda p: (p.fills, ENGINES.index(p.engine), KINDS.index(p.kind)))
+    repeats = max(Counter((p.fills, p.engine, p.kind) for p in measured_points).values(), default=1)
+    if repeats > 1:
+        print(f"\nmedians of {repeats} runs (memory: the highest)")
     print(
         f"\n{'fills':>12}{'engine':>10}{'run':>13}{'slice rows':>12}{'changed':>11}{'seconds':>9}{'vs linear':>10}"
         f"{'CPU s':>9}{'query peak MB':>15}{'process peak MB':>17}{'rows read':>15}"
@@ -292,6 +342,8 @@ def read_csv(path: Path) -> list[Point]:
 def chart(points: Sequence[Point], limit_gb: float | None) -> str:
     """Time, the largest statement's memory and the engine process's peak against fills (millions),
     one line per engine and kind of run, the linear extrapolation of the full runs from 20M dotted."""
+
+    points = medians(points)
 
     def series(value: str) -> list[plot.Series]:
         out = []

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from bench.scale import Point, chart, extrapolation_ratios, parse_sizes, read_csv, write_csv
+from bench.scale import Point, chart, extrapolation_ratios, medians, parse_sizes, read_csv, write_csv
 
 
 def point(fills: int, seconds: float, engine: str = "served", kind: str = "full") -> Point:
@@ -64,3 +64,12 @@ def test_the_chart_draws_each_engine_and_kind_and_the_full_runs_linear_extrapola
     lines = list(root.iter("{http://www.w3.org/2000/svg}polyline"))
     # time: 4 series + 2 extrapolations; statement memory: served only (2); process memory: 4
     assert len(lines) == 6 + 2 + 4
+
+
+def test_repeats_are_reported_as_medians_with_the_highest_memory() -> None:
+    runs = [point(20_000_000, s) for s in (30, 90, 40)]
+    runs[1] = Point(**{**runs[1].__dict__, "process_peak_mb": 5000.0})
+    (summary,) = medians(runs)
+    assert summary.seconds == 40 and summary.cpu_seconds == 60
+    assert summary.process_peak_mb == 5000.0
+    assert medians([*runs, point(5_000_000, 9)])[0].fills == 5_000_000  # in order of size
