@@ -94,6 +94,12 @@ def test_a_schedule_without_equivalent_is_refused_naming_the_nearest(schedule: s
     assert f"({refresh_every(nearest).sql()})" in message  # and the nearest maps
 
 
+def test_the_schedule_must_be_in_utc_as_clickhouse_runs_it() -> None:
+    assert refresh_every("0 3 * * *", "Etc/UTC").sql() == "EVERY 1 DAY OFFSET 3 HOUR"
+    with pytest.raises(NoRefreshEquivalent, match=r"timeZone 'Europe/Berlin': ClickHouse runs .* in UTC"):
+        refresh_every("0 3 * * *", "Europe/Berlin")
+
+
 def test_a_schedule_kubernetes_refuses_is_refused_as_before() -> None:
     with pytest.raises(ScheduleError) as info:
         refresh_every("0 0 L * *")

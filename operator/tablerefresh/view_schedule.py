@@ -12,9 +12,10 @@ maps to that exactly when its times are the multiples of one such period plus a 
 - ``@every d``: ``EVERY d`` in the largest unit that divides it (aligned to the clock, where a
   CronJob counts from when the controller started).
 
-Anything else (``0 9-17 * * *``, ``0 0 * * 1-5``, ``0 0 31 * *``) has no equivalent and is refused
-with the nearest form that has one. The sets are compared, not the text, so ``0 0,6,12,18 * * *`` is
-``EVERY 6 HOUR`` as ``0 */6 * * *`` is.
+ClickHouse schedules refreshes in UTC (its ``CalendarTimeInterval`` counts from the epoch), so
+``spec.timeZone`` must be UTC. Anything else (``0 9-17 * * *``, ``0 0 * * 1-5``, ``0 0 31 * *``) has
+no equivalent and is refused with the nearest form that has one. The sets are compared, not the
+text, so ``0 0,6,12,18 * * *`` is ``EVERY 6 HOUR`` as ``0 */6 * * *`` is.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ MINUTES_A_DAY = 24 * 60
 _DAYS = [date(2024, 1, 1) + timedelta(days=n) for n in range(4 * 366)]
 # A day of the month every month has: EVERY 1 MONTH OFFSET 30 DAY would run in March for February.
 LAST_DAY_EVERY_MONTH_HAS = 28
+# ClickHouse's refresh schedule is in UTC, whatever the server's time zone.
+UTC_ZONES = frozenset({"UTC", "Etc/UTC"})
 # The units of an interval, largest first: it is written in the largest that divides it.
 _EVERY_UNITS = (("DAY", 86400), ("HOUR", 3600), ("MINUTE", 60), ("SECOND", 1))
 
@@ -55,11 +58,16 @@ class RefreshEvery:
         return text
 
 
-def refresh_every(schedule: str) -> RefreshEvery:
-    """The REFRESH EVERY clause that runs at the times ``schedule`` fires (in the same time zone).
+def refresh_every(schedule: str, time_zone: str = "UTC") -> RefreshEvery:
+    """The REFRESH EVERY clause that runs at the times ``schedule`` fires in ``time_zone``.
 
-    Raises ScheduleError when Kubernetes would refuse the schedule, and NoRefreshEquivalent, naming
-    the nearest schedule that maps, when no clause runs at exactly those times."""
+    Raises ScheduleError when Kubernetes would refuse the schedule, and NoRefreshEquivalent when no
+    clause runs at exactly those times: naming the nearest schedule that maps, or UTC."""
+    if time_zone not in UTC_ZONES:
+        raise NoRefreshEquivalent(
+            f"timeZone {time_zone!r}: ClickHouse runs a refreshable view's schedule in UTC; "
+            "set spec.timeZone to UTC and write the schedule in UTC"
+        )
     parsed = parse(schedule)
     if isinstance(parsed, Every):
         return _every(parsed.seconds)
