@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tablerefresh.contract import Outcome
+from tablerefresh.contract import Outcome, Reason
 from tablerefresh.text import printable
 
 # The row's columns this module reads (ClickHouse 24.10 and later).
@@ -43,6 +43,19 @@ class FinishedRefresh:
         """One id per attempt, the same however often it is read."""
         return f"view-{self.finished_at.astimezone(UTC):%Y%m%dT%H%M%S}"
 
+    def summary(self) -> dict[str, Any]:
+        """camelCase, in the shape of ``status.lastRun`` (a figure the server does not give is left out)."""
+        said: dict[str, Any] = {"runId": self.run_id, "outcome": self.outcome, "completionTime": _iso(self.finished_at)}
+        if self.started_at is not None:
+            said["startTime"] = _iso(self.started_at)
+        if self.duration_seconds is not None:
+            said["durationSeconds"] = self.duration_seconds
+        if self.written_rows is not None:
+            said["writtenRows"] = self.written_rows
+        if self.outcome != Outcome.SUCCEEDED:
+            said.update(reason=Reason.FAILED, error=self.message)
+        return said
+
 
 @dataclass(frozen=True)
 class ViewState:
@@ -54,6 +67,11 @@ class ViewState:
     @property
     def stopped(self) -> bool:
         return self.status == "Disabled"
+
+
+def _iso(moment: datetime) -> str:
+    """RFC 3339 in UTC to the second, as Kubernetes writes a time."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _utc(value: Any) -> datetime | None:
