@@ -16,18 +16,19 @@ from tablerefresh.view_schedule import refresh_every
 QUERY = "SELECT wallet, sum(amount) AS total FROM db.fills GROUP BY wallet -- all of it"
 
 
-def view(schedule: str = "0 */6 * * *", query: str = QUERY, **more: object) -> ViewDefinition:
-    return ViewDefinition("db", "totals", query, refresh_every(schedule), "ns/totals", **more)  # type: ignore[arg-type]
+def view(schedule: str = "0 */6 * * *", query: str = QUERY, target: str = "totals", **more: object) -> ViewDefinition:
+    return ViewDefinition("db", target, query, refresh_every(schedule), "ns/daily-totals", **more)  # type: ignore[arg-type]
 
 
 def test_the_view_is_created_refreshing_into_the_target_with_its_owner() -> None:
     statement = definition.create(view("5 * * * *", randomize_for_seconds=1800, depends_on=("_tablerefresh_view_a",)))
     assert statement.text == (
-        "CREATE MATERIALIZED VIEW `db`.`_tablerefresh_view_totals`\n"
+        "CREATE MATERIALIZED VIEW `db`.`_tablerefresh_view_daily_totals`\n"
         "REFRESH EVERY 1 HOUR OFFSET 5 MINUTE RANDOMIZE FOR 30 MINUTE DEPENDS ON `db`.`_tablerefresh_view_a`\n"
         "TO `db`.`totals`\n"
         f"AS\n{QUERY}\n"  # on lines of its own: the trailing comment ends with its line
-        f"COMMENT 'tablerefresh owner=ns/totals definition={view().digest()} refresh=EVERY 1 HOUR OFFSET 5 MINUTE "
+        f"COMMENT 'tablerefresh owner=ns/daily-totals target=totals query={view().query_digest()} "
+        "refresh=EVERY 1 HOUR OFFSET 5 MINUTE "
         "RANDOMIZE FOR 30 MINUTE DEPENDS ON `db`.`_tablerefresh_view_a`'"
     )
     assert statement.parameters is None
@@ -35,7 +36,7 @@ def test_the_view_is_created_refreshing_into_the_target_with_its_owner() -> None
 
 def test_a_new_view_is_created() -> None:
     assert [s.text.split("\n")[0] for s in changes(view(), None)] == [
-        "CREATE MATERIALIZED VIEW `db`.`_tablerefresh_view_totals`"
+        "CREATE MATERIALIZED VIEW `db`.`_tablerefresh_view_daily_totals`"
     ]
 
 
@@ -47,26 +48,37 @@ def test_the_same_view_needs_nothing() -> None:
 def test_a_schedule_change_modifies_the_refresh_and_no_more() -> None:
     before, after = view("0 */6 * * *"), view("30 * * * *")
     texts = [s.text for s in changes(after, read_comment(before.comment()))]
-    assert texts[0] == "ALTER TABLE `db`.`_tablerefresh_view_totals` MODIFY REFRESH EVERY 1 HOUR OFFSET 30 MINUTE"
+    assert texts[0] == "ALTER TABLE `db`.`_tablerefresh_view_daily_totals` MODIFY REFRESH EVERY 1 HOUR OFFSET 30 MINUTE"
     assert texts[1].startswith(
-        "ALTER TABLE `db`.`_tablerefresh_view_totals` MODIFY COMMENT 'tablerefresh owner=ns/totals"
+        "ALTER TABLE `db`.`_tablerefresh_view_daily_totals` MODIFY COMMENT 'tablerefresh owner=ns/daily-totals"
     )
     assert len(texts) == 2
 
 
-def test_a_query_change_replaces_the_view_in_one_statement() -> None:
-    before, after = view(), view(query="SELECT wallet, count() AS total FROM db.fills GROUP BY wallet")
+def test_a_query_change_modifies_the_query() -> None:
+    query = "SELECT wallet, count() AS total FROM db.fills GROUP BY wallet -- counted"
+    before, after = view(), view(query=query)
+    statement, comment = changes(after, read_comment(before.comment()))
+    assert statement.text == f"ALTER TABLE `db`.`_tablerefresh_view_daily_totals` MODIFY QUERY\n{query}\n"
+    assert "MODIFY COMMENT" in comment.text and after.query_digest() in comment.text
+
+
+def test_a_target_change_replaces_the_view_in_one_statement() -> None:
+    before, after = view(), view(target="totals_v2")
     (statement,) = changes(after, read_comment(before.comment()))
-    assert statement.text.startswith("CREATE OR REPLACE MATERIALIZED VIEW `db`.`_tablerefresh_view_totals`\n")
+    assert statement.text.startswith("CREATE OR REPLACE MATERIALIZED VIEW `db`.`_tablerefresh_view_daily_totals`\n")
+    assert "TO `db`.`totals_v2`" in statement.text
 
 
 def test_a_view_of_another_owner_is_refused_never_replaced() -> None:
-    theirs = ViewDefinition("db", "totals", QUERY, refresh_every("@hourly"), "other/totals")
-    with pytest.raises(ViewNotOwned, match="belongs to other/totals, not ns/totals"):
+    theirs = ViewDefinition("db", "totals", QUERY, refresh_every("@hourly"), "other/daily-totals")
+    with pytest.raises(ViewNotOwned, match="belongs to other/daily-totals, not ns/daily-totals"):
         changes(view(), read_comment(theirs.comment()))
 
 
-@pytest.mark.parametrize("comment", ["", "made by hand", "tablerefresh owner=x definition=short refresh=EVERY 1 DAY"])
+@pytest.mark.parametrize(
+    "comment", ["", "made by hand", "tablerefresh owner=x target=t query=short refresh=EVERY 1 DAY"]
+)
 def test_a_comment_not_ours_reads_as_none(comment: str) -> None:
     assert read_comment(comment) is None
 
@@ -76,9 +88,9 @@ def test_a_query_with_parameters_is_refused() -> None:
         view(query="SELECT 1 AS x WHERE {run_time:DateTime} > 0")
 
 
-def test_a_long_target_gets_a_hashed_view_name() -> None:
+def test_the_view_is_named_after_the_tablerefresh_or_its_hash_when_long() -> None:
     long = "t" * 128
-    assert view_name("short") == "_tablerefresh_view_short"
+    assert view_name("pm-trades.v2") == "_tablerefresh_view_pm_trades_v2"
     assert view_name(long).startswith("_tablerefresh_view_") and len(view_name(long)) < 128
     assert view_name(long) != view_name("t" * 127 + "u")
 

@@ -1,15 +1,17 @@
 """The refreshable view a TableRefresh of strategy RefreshableView owns, as statements. Pure.
 
 The view is ``CREATE MATERIALIZED VIEW db.view REFRESH … TO db.target AS <source query>``: the server
-rebuilds the target whole on the schedule and swaps it in. Its COMMENT says who owns it and digests
-what it was created with, so a later apply knows, without parsing the server's rewrite of the
-statement, whether the view is the operator's and what changed:
+rebuilds the target whole on the schedule and swaps it in. Its COMMENT says who owns it, its target,
+a digest of its query and its REFRESH clause, so a later apply knows, without parsing the server's
+rewrite of the statement, whether the view is the operator's and what changed:
 
 - nothing: no statement;
-- only the REFRESH clause: ``ALTER TABLE … MODIFY REFRESH`` (the next refresh moves, none runs now),
-  then the comment;
-- the query or the target: ``CREATE OR REPLACE MATERIALIZED VIEW``, one statement that swaps the
-  definition, so the target is never without its view (it refreshes at once, as a new view does).
+- the REFRESH clause: ``ALTER TABLE … MODIFY REFRESH`` (the next refresh moves, none runs now);
+- the query: ``ALTER TABLE … MODIFY QUERY`` (the next refresh uses it);
+- the target: ``CREATE OR REPLACE MATERIALIZED VIEW``, one statement that swaps the definition, so
+  the target is never without its view (the new view refreshes at once, as a new view does).
+
+The comment is written last, so a change cut short is made again by the next apply.
 """
 
 from __future__ import annotations
@@ -25,23 +27,25 @@ from tablerefresh.view_schedule import RefreshEvery, interval
 
 VIEW_PREFIX = "_tablerefresh_view_"
 _MAX_IDENTIFIER = 128
-# "tablerefresh owner=ns/name definition=<sha256> refresh=<clause>": the comment of an owned view.
+# The comment of an owned view: "tablerefresh owner=ns/name target=t query=<sha256, 16> refresh=<clause>".
 _COMMENT = re.compile(
-    r"^tablerefresh owner=(?P<owner>\S+) definition=(?P<definition>[0-9a-f]{16}) refresh=(?P<refresh>.+)$"
+    r"^tablerefresh owner=(?P<owner>\S+) target=(?P<target>\S+) query=(?P<query>[0-9a-f]{16}) refresh=(?P<refresh>.+)$"
 )
 # A view's query runs on the server's schedule, where nobody binds parameters.
 _PARAMETER = re.compile(r"\{\s*[A-Za-z_][A-Za-z0-9_]*\s*:")
 
 
-def view_name(target: str) -> str:
-    """The view beside ``target``: named after it, or after its hash when the name would be too long."""
-    name = f"{VIEW_PREFIX}{target}"
-    return name if len(name) <= _MAX_IDENTIFIER else f"{VIEW_PREFIX}{target_tag(target)}"
+def view_name(tablerefresh: str) -> str:
+    """The view of the TableRefresh named ``tablerefresh``: named after it (``-`` and ``.`` become
+    ``_``), or after its hash when that would be too long. Named after the TableRefresh, not the
+    target, so that a new target is the same view replaced, not a second view."""
+    name = VIEW_PREFIX + re.sub(r"[-.]", "_", tablerefresh)
+    return name if len(name) <= _MAX_IDENTIFIER else f"{VIEW_PREFIX}{target_tag(tablerefresh)}"
 
 
 @dataclass(frozen=True)
 class ViewDefinition:
-    """What the view should be: ``owner`` is ``namespace/name`` of the TableRefresh."""
+    """What the view should be: ``owner`` is ``namespace/name`` of the TableRefresh, whose name names it."""
 
     database: str
     target: str
@@ -60,7 +64,7 @@ class ViewDefinition:
 
     @property
     def view(self) -> str:
-        return view_name(self.target)
+        return view_name(self.owner.rpartition("/")[2])
 
     @property
     def qualified(self) -> str:
@@ -75,12 +79,14 @@ class ViewDefinition:
             clause += " DEPENDS ON " + ", ".join(sql.table(self.database, v) for v in self.depends_on)
         return clause
 
-    def digest(self) -> str:
-        """What a change of needs a replacement: the query and the target."""
-        return hashlib.sha256(f"{self.target}\0{self.query}".encode()).hexdigest()[:16]
+    def query_digest(self) -> str:
+        return hashlib.sha256(self.query.encode()).hexdigest()[:16]
 
     def comment(self) -> str:
-        return f"tablerefresh owner={self.owner} definition={self.digest()} refresh={self.refresh_clause()}"
+        return (
+            f"tablerefresh owner={self.owner} target={self.target} query={self.query_digest()} "
+            f"refresh={self.refresh_clause()}"
+        )
 
 
 @dataclass(frozen=True)
@@ -88,13 +94,14 @@ class OwnedView:
     """What an existing view's comment says; None fields when the comment is not ours."""
 
     owner: str
-    definition: str
+    target: str
+    query: str  # its digest
     refresh: str
 
 
 def read_comment(comment: str) -> OwnedView | None:
     found = _COMMENT.match(comment)
-    return None if found is None else OwnedView(found["owner"], found["definition"], found["refresh"])
+    return None if found is None else OwnedView(found["owner"], found["target"], found["query"], found["refresh"])
 
 
 def create(definition: ViewDefinition, *, replace: bool = False) -> sql.Statement:
@@ -120,15 +127,16 @@ def changes(definition: ViewDefinition, existing: OwnedView | None) -> list[sql.
         raise ViewNotOwned(
             f"view {definition.database}.{definition.view} belongs to {existing.owner}, not {definition.owner}"
         )
-    if existing.definition != definition.digest():
+    if existing.target != definition.target:
         return [create(definition, replace=True)]
+    alter = f"ALTER TABLE {definition.qualified}"
+    changed = []
+    if existing.query != definition.query_digest():
+        changed.append(sql.Statement(f"{alter} MODIFY QUERY\n{definition.query}\n"))
     if existing.refresh != definition.refresh_clause():
-        return [
-            sql.Statement(f"ALTER TABLE {definition.qualified} MODIFY REFRESH {definition.refresh_clause()}"),
-            sql.Statement(
-                f"ALTER TABLE {definition.qualified} MODIFY COMMENT {sql.string_literal(definition.comment())}"
-            ),
-        ]
+        changed.append(sql.Statement(f"{alter} MODIFY REFRESH {definition.refresh_clause()}"))
+    if changed:
+        return [*changed, sql.Statement(f"{alter} MODIFY COMMENT {sql.string_literal(definition.comment())}")]
     return []
 
 
