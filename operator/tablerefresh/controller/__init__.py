@@ -10,6 +10,8 @@ Three layers, each a folder or a module, each importing only the ones above it i
     and fields, a schedule's period.
   - ``checks``: what a health check checks; its result -> ``status.health`` and conditions.
   - ``jobs``: the Job run-now starts; ended Jobs -> ``status.lastRun``, ``LastRunSucceeded``, ``status.active``.
+  - ``view_runs``: a refreshable view's last refresh -> the same fields and ``LastRunSucceeded``
+    (strategy RefreshableView; not wired into the runtime yet).
   - ``owners``: which TableRefresh owns a CronJob or a Job (``owner_of``), and ``being_deleted``.
 - ``kube`` (the Kubernetes client): every API call the controller makes, behind ``Kube``.
 - ``clock``: the one clock, made at start-up and passed down; policy is handed "now" instead.

@@ -5,7 +5,10 @@
   the same measurements and the same decision without changing anything.
 - ``operations/``: the other commands that work on a target (dedupe, backups and restore, the
   sampled ``verify``), each holding the target's lock as a run does.
-- ``infra/``: what both stand on: the connection and the embedded engine, SQL text and its guard,
+- ``view/``: a refreshable materialized view the server runs on a schedule (strategy
+  RefreshableView, not yet accepted by the CRD): its statements, and its state in
+  ``system.view_refreshes`` read as runs.
+- ``infra/``: what they stand on: the connection and the embedded engine, SQL text and its guard,
   table names, the catalog, the lock, errors, the clock.
 - ``server/``: the embedded engine served over ClickHouse's own interfaces.
 - ``health.py`` and ``report.py``: the health query the controller runs, and its report.
