@@ -65,7 +65,7 @@ KINDS = ("full", "incremental")
 SIZES = (5_000_000, 10_000_000, 20_000_000, 50_000_000, 100_000_000)
 REFERENCE_SIZE = 20_000_000  # the extrapolation's base: bench.refresh's default size
 CHANGED = 5  # percent of the slice's positions an incremental run finds changed
-MB = 2**20
+MB = 2**20  # the *_mb figures are MiB, as /proc and the engine count them
 SETTLE_SECONDS = 3600  # merges of freshly generated 100M fills take minutes: a run does not pay for them
 
 
@@ -158,8 +158,8 @@ def measure_size(
         rows = int(w.client.query(f"SELECT count() FROM {polymarket.TARGET_TABLE}").result_rows[0][0])
         setup = Setup(fills, rows, seconds, use.peak_mb, use.tracked_peak_mb)
         print(
-            f"  set up in {seconds:.0f}s: server peak {use.peak_mb:,.0f} MB, engine tracked peak "
-            f"{use.tracked_peak_mb:,.0f} MB",
+            f"  set up in {seconds:.0f}s: server peak {use.peak_mb:,.0f} MiB, engine tracked peak "
+            f"{use.tracked_peak_mb:,.0f} MiB",
             flush=True,
         )
         spec, source = incremental_spec(w)
@@ -175,7 +175,7 @@ def measure_size(
                     settle(w.client, SETTLE_SECONDS)
                     point = run_on(engine, w, server, spec, source, clock, fills, kind)
                     print(
-                        f"  {engine:<9}{kind:<12}{point.seconds:>8.1f}s  {point.process_peak_mb:>8,.0f} MB", flush=True
+                        f"  {engine:<9}{kind:<12}{point.seconds:>8.1f}s  {point.process_peak_mb:>8,.0f} MiB", flush=True
                     )
                     points.append(point)
     return setup, points
@@ -285,22 +285,22 @@ def report(measured_points: Sequence[Point], setups: Sequence[Setup]) -> None:
         print(f"\nmedians of {repeats} runs (memory: the highest)")
     print(
         f"\n{'fills':>12}{'engine':>10}{'run':>13}{'slice rows':>12}{'changed':>11}{'seconds':>9}{'vs linear':>10}"
-        f"{'CPU s':>9}{'query peak MB':>15}{'process peak MB':>17}{'rows read':>15}"
+        f"{'CPU s':>9}{'query peak MiB':>16}{'process peak MiB':>18}{'rows read':>15}"
     )
     for p in points:
         ratio = ratios.get((p.engine, p.kind, p.fills))
         print(
             f"{p.fills:>12,}{p.engine:>10}{p.kind:>13}{p.slice_rows:>12,}{_n(p.changed_keys):>11}{p.seconds:>9.1f}"
-            f"{'' if ratio is None else f'{ratio:.2f}':>10}{p.cpu_seconds:>9.1f}{_mb(p.query_peak_mb):>15}"
-            f"{p.process_peak_mb:>17,.0f}{_n(p.rows_read):>15}"
+            f"{'' if ratio is None else f'{ratio:.2f}':>10}{p.cpu_seconds:>9.1f}{_mb(p.query_peak_mb):>16}"
+            f"{p.process_peak_mb:>18,.0f}{_n(p.rows_read):>15}"
         )
     print(
         "vs linear: seconds over the same engine and run's at 20M fills times fills/20M; query peak: the largest "
         "statement's memory_usage (served only); process peak: the resident set of the process the engine runs in"
     )
-    print(f"\n{'fills':>12}{'history rows':>14}{'set-up s':>10}{'server peak MB':>16}{'engine tracked MB':>19}")
+    print(f"\n{'fills':>12}{'history rows':>14}{'set-up s':>10}{'server peak MiB':>17}{'engine tracked MiB':>20}")
     for s in sorted(setups, key=lambda s: s.fills):
-        print(f"{s.fills:>12,}{s.rows:>14,}{s.seconds:>10.0f}{s.process_peak_mb:>16,.0f}{s.tracked_peak_mb:>19,.0f}")
+        print(f"{s.fills:>12,}{s.rows:>14,}{s.seconds:>10.0f}{s.process_peak_mb:>17,.0f}{s.tracked_peak_mb:>20,.0f}")
     print("set-up: generating the fills and building the whole history, on the server")
 
 

@@ -79,7 +79,7 @@ def prepare(
     )
     history = refresh(history_spec, connect, source)
     assert history.outcome == Outcome.SUCCEEDED, history.error
-    print(f"history: {history.rows_after:,} rows built in {history.duration_seconds:.1f}s")
+    print(f"history: {history.rows_after:,} rows built in {history.duration_seconds:.1f}s", flush=True)
     return Workload(connect, client, spec, source, now, server)
 
 
